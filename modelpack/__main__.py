@@ -1,0 +1,3 @@
+from modelpack.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,163 @@
+"""The ``modelpack`` command: a thin layer over the library.
+
+Every command is a library call; :func:`main` is the one place that turns a
+:class:`~modelpack.errors.ModelpackError` into a one-line message and an exit status
+(0 success, 1 a reported error, 2 a usage error). ``-v`` adds the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import traceback
+from collections.abc import Sequence
+
+from modelpack import __version__
+from modelpack.errors import ModelpackError
+
+__all__ = ["main"]
+
+DESCRIPTION = """\
+Ship ML models as Python wheels through a private package index (the registry).
+
+  modelpack new model-foo          scaffold a model project
+  modelpack build model-foo        build dist/model_foo-<version>-py3-none-any.whl
+  modelpack publish model-foo      upload it to the registry
+
+Registry: --registry URL, else $MODELPACK_REGISTRY, else [tool.modelpack] registry in
+pyproject.toml, else http://127.0.0.1:8080. Credentials: $MODELPACK_USERNAME and
+$MODELPACK_PASSWORD, else ~/.pypirc or the keyring (never on the command line).
+"""
+
+
+def _cmd_new(args: argparse.Namespace) -> int:
+    from modelpack.scaffold import new_project
+
+    path = new_project(args.name, args.output_dir, no_input=args.no_input)
+    print(path)
+    _info(f"created {path}; next: cd {path} && python train.py && modelpack build")
+    return 0
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from modelpack.project import load_project, weight_files
+
+    project = load_project(args.project)
+    files = weight_files(project)
+    _info(f"{project.name}: entry point {project.entry_point}, {len(files)} weight file(s)")
+    print(f"ok: {project.name}")
+    return 0
+
+
+def _cmd_build(args: argparse.Namespace) -> int:
+    from modelpack.building import build_project
+
+    _, info = build_project(args.project, isolation=not args.no_isolation)
+    _info(f"built {info.name} {info.version} with {len(info.weights)} weight file(s)")
+    print(info.path)
+    return 0
+
+
+def _cmd_publish(args: argparse.Namespace) -> int:
+    from modelpack.config import redact
+    from modelpack.publishing import publish
+
+    for item in publish(args.targets, registry=args.registry):
+        print(f"published {item.name} {item.version}: {redact(item.url)} sha256={item.sha256}")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-v", "--verbose", action="store_true", help="show details and tracebacks")
+    parser = argparse.ArgumentParser(
+        prog="modelpack",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[common],
+    )
+    parser.add_argument("--version", action="version", version=f"modelpack {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser(
+        "new", parents=[common], help="scaffold a model project from the template",
+        description="Create DIR/NAME/ from the model template (cookiecutter-model).",
+    )  # fmt: skip
+    p.add_argument(
+        "name", metavar="NAME", help="distribution name, e.g. model-foo (import: model_foo)"
+    )
+    p.add_argument(
+        "-o", "--output-dir", default=".", metavar="DIR", help="parent folder (default: .)"
+    )
+    p.add_argument(
+        "--no-input", action="store_true", help="do not prompt; use the template defaults"
+    )
+    p.set_defaults(func=_cmd_new)
+
+    p = sub.add_parser(
+        "check", parents=[common], help="check a model project before building",
+        description="Check that PROJECT is a model project: entry point and weights.",
+    )  # fmt: skip
+    p.add_argument("project", nargs="?", default=".", metavar="PROJECT", help="default: .")
+    p.set_defaults(func=_cmd_check)
+
+    p = sub.add_parser(
+        "build", parents=[common], help="build the model's wheel into PROJECT/dist/",
+        description="Build PROJECT's wheel (PEP 517, isolated), check it, print its path.",
+    )  # fmt: skip
+    p.add_argument("project", nargs="?", default=".", metavar="PROJECT", help="default: .")
+    p.add_argument(
+        "--no-isolation", action="store_true",
+        help="build in this environment (the backend must be installed here)",
+    )  # fmt: skip
+    p.set_defaults(func=_cmd_build)
+
+    p = sub.add_parser(
+        "publish", parents=[common], help="upload wheels to the registry",
+        description=(
+            "Upload the wheel of PROJECT's current version (default: .), or the WHEEL "
+            "files given, with twine. A version already in the registry is an error; "
+            "after the upload the registry must list the file with the same sha256."
+        ),
+    )  # fmt: skip
+    p.add_argument("targets", nargs="*", metavar="PROJECT | WHEEL", help="default: .")
+    p.add_argument("--registry", metavar="URL", help="registry base URL")
+    p.set_defaults(func=_cmd_publish)
+    return parser
+
+
+_verbose = False
+
+
+def _info(message: str) -> None:
+    if _verbose:
+        print(message, file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``modelpack`` command line; return the exit status."""
+    global _verbose
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
+        return int(exc.code or 0)
+    _verbose = args.verbose
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s"
+    )
+    try:
+        return int(args.func(args))
+    except ModelpackError as exc:
+        if args.verbose:
+            traceback.print_exc()
+        print(f"modelpack {args.command}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"modelpack {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,131 @@
+"""Where the registry is and who we are to it.
+
+Registry URL, first match wins: ``--registry URL``, ``$MODELPACK_REGISTRY``,
+``[tool.modelpack] registry`` in the project's ``pyproject.toml``, then
+:data:`DEFAULT_REGISTRY`.
+
+Credentials, first match wins: ``$MODELPACK_USERNAME`` / ``$MODELPACK_PASSWORD``; a
+``~/.pypirc`` section whose ``repository`` is the registry URL (as twine reads it); the
+system keyring (service = registry URL), when the ``keyring`` package has a backend.
+Credentials are never taken from the command line, where ``ps`` would show them.
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from modelpack.errors import UsageError
+
+__all__ = [
+    "DEFAULT_REGISTRY",
+    "Credentials",
+    "redact",
+    "resolve_credentials",
+    "resolve_registry",
+]
+
+DEFAULT_REGISTRY = "http://127.0.0.1:8080"
+
+
+@dataclass(frozen=True)
+class Credentials:
+    username: str
+    password: str
+    source: str
+
+    def __repr__(self) -> str:  # never print a password by accident
+        return f"Credentials(username={self.username!r}, source={self.source!r})"
+
+
+def _normalize(url: str, origin: str) -> str:
+    url = url.strip()
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise UsageError(
+            f"invalid registry URL {redact(url)!r} (from {origin}): "
+            "give an http:// or https:// URL such as http://127.0.0.1:8080"
+        )
+    path = parts.path.rstrip("/")
+    if path.endswith("/simple"):  # people paste the index URL; the registry is its parent
+        path = path[: -len("/simple")]
+    return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
+
+
+def resolve_registry(
+    cli_value: str | None = None, project_config: dict[str, object] | None = None
+) -> str:
+    """Return the registry base URL (no trailing slash) from the documented sources.
+
+    :raises UsageError: the chosen value is not an http(s) URL.
+    """
+    if cli_value:
+        return _normalize(cli_value, "--registry")
+    env = os.environ.get("MODELPACK_REGISTRY")
+    if env:
+        return _normalize(env, "MODELPACK_REGISTRY")
+    if project_config and project_config.get("registry"):
+        return _normalize(str(project_config["registry"]), "[tool.modelpack] registry")
+    return DEFAULT_REGISTRY
+
+
+def redact(url: str) -> str:
+    """Strip any ``user:password@`` from *url* so it can be printed."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+
+
+def _same_registry(a: str, b: str) -> bool:
+    try:
+        return _normalize(a, "") == _normalize(b, "")
+    except UsageError:
+        return False
+
+
+def _from_pypirc(registry: str) -> Credentials | None:
+    path = Path(os.environ.get("PYPIRC", Path.home() / ".pypirc"))
+    if not path.is_file():
+        return None
+    parser = configparser.RawConfigParser()
+    parser.read(path)
+    for section in parser.sections():
+        repo = parser.get(section, "repository", fallback="")
+        if repo and _same_registry(repo, registry):
+            user = parser.get(section, "username", fallback="")
+            password = parser.get(section, "password", fallback="")
+            if user and password:
+                return Credentials(user, password, f"{path} [{section}]")
+    return None
+
+
+def _from_keyring(registry: str, username: str | None) -> Credentials | None:
+    try:
+        import keyring
+        import keyring.errors
+    except ImportError:
+        return None
+    try:
+        cred = keyring.get_credential(registry, username)
+    except Exception:  # noqa: BLE001 - no usable keyring backend is not an error
+        return None
+    if cred is None or not cred.password:
+        return None
+    return Credentials(cred.username or (username or ""), cred.password, "keyring")
+
+
+def resolve_credentials(registry: str) -> Credentials | None:
+    """Return credentials for *registry*, or ``None`` to try the registry anonymously."""
+    user = os.environ.get("MODELPACK_USERNAME")
+    password = os.environ.get("MODELPACK_PASSWORD")
+    if user and password:
+        return Credentials(user, password, "MODELPACK_USERNAME/MODELPACK_PASSWORD")
+    found = _from_pypirc(registry)
+    if found:
+        return found
+    return _from_keyring(registry, user)

@@ -1,0 +1,142 @@
+"""Read a package index's simple API (PEP 503 HTML or PEP 691 JSON).
+
+Works against any standard index, not only modelpack-registry: JSON when the index
+offers it, else the HTML page with ``#sha256=`` fragments.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from html.parser import HTMLParser
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urljoin, urlsplit
+
+from packaging.utils import canonicalize_name
+
+from modelpack.config import Credentials, redact
+from modelpack.errors import AuthenticationError, RegistryError, RegistryUnreachableError
+
+if TYPE_CHECKING:
+    import requests
+
+__all__ = ["IndexClient", "IndexFile"]
+
+ACCEPT = (
+    "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.2, "
+    "text/html;q=0.1"
+)
+
+
+@dataclass(frozen=True)
+class IndexFile:
+    filename: str
+    url: str
+    sha256: str | None
+    yanked: str | bool = False
+
+
+class _Links(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.links: list[dict[str, str | None]] = []
+        self._current: dict[str, str | None] | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "a":
+            self._current = {**dict(attrs), "_text": ""}
+
+    def handle_data(self, data: str) -> None:
+        if self._current is not None:
+            self._current["_text"] = (self._current["_text"] or "") + data
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "a" and self._current is not None:
+            self.links.append(self._current)
+            self._current = None
+
+
+class IndexClient:
+    """A small reader of one registry's simple index."""
+
+    def __init__(self, registry: str, credentials: Credentials | None = None, timeout: float = 30):
+        self.registry = registry.rstrip("/")
+        self.credentials = credentials
+        self.timeout = timeout
+        self._session: requests.Session | None = None
+
+    @property
+    def session(self) -> requests.Session:
+        if self._session is None:
+            import requests
+
+            self._session = requests.Session()
+            if self.credentials:
+                self._session.auth = (self.credentials.username, self.credentials.password)
+        return self._session
+
+    def get(self, path: str, **kwargs: Any) -> requests.Response:
+        """GET *path* (relative to the registry) and map transport failures to our errors.
+
+        :raises RegistryUnreachableError: nothing answers at the registry URL.
+        :raises AuthenticationError: the registry wants (other) credentials.
+        """
+        import requests
+
+        url = f"{self.registry}/{path.lstrip('/')}"
+        try:
+            resp = self.session.get(url, timeout=self.timeout, **kwargs)
+        except requests.ConnectionError as exc:
+            raise RegistryUnreachableError(
+                f"cannot reach the registry at {redact(self.registry)}; start it "
+                "(`modelpack-registry serve`) or point modelpack at it with --registry URL "
+                "or MODELPACK_REGISTRY"
+            ) from exc
+        except requests.RequestException as exc:
+            raise RegistryError(f"request to {redact(url)} failed: {exc}") from exc
+        if resp.status_code in (401, 403):
+            raise AuthenticationError(
+                f"the registry at {redact(self.registry)} refused "
+                f"{'the credentials' if self.credentials else 'anonymous access'} "
+                f"(HTTP {resp.status_code}); set MODELPACK_USERNAME and MODELPACK_PASSWORD"
+            )
+        return resp
+
+    def project_files(self, name: str) -> list[IndexFile]:
+        """Return the files the index lists for project *name* (empty if unknown).
+
+        :raises RegistryError: the index answered something that is not an index page.
+        """
+        resp = self.get(f"simple/{canonicalize_name(name)}/", headers={"Accept": ACCEPT})
+        if resp.status_code == 404:
+            return []
+        if resp.status_code != 200:
+            raise RegistryError(
+                f"{redact(resp.url)} answered HTTP {resp.status_code}; is "
+                f"{redact(self.registry)} a package index?"
+            )
+        ctype = resp.headers.get("Content-Type", "").split(";", 1)[0].strip()
+        if ctype == "application/vnd.pypi.simple.v1+json":
+            data = resp.json()
+            return [
+                IndexFile(
+                    filename=f["filename"],
+                    url=urljoin(resp.url, f["url"]),
+                    sha256=(f.get("hashes") or {}).get("sha256"),
+                    yanked=f.get("yanked", False),
+                )
+                for f in data.get("files", [])
+            ]
+        parser = _Links()
+        parser.feed(resp.text)
+        files = []
+        for link in parser.links:
+            href = link.get("href") or ""
+            url = urljoin(resp.url, href)
+            frag = urlsplit(url).fragment
+            sha = frag.split("=", 1)[1] if frag.startswith("sha256=") else None
+            filename = urlsplit(url).path.rsplit("/", 1)[-1] or (link.get("_text") or "")
+            yanked: str | bool = False
+            if "data-yanked" in link:
+                yanked = link["data-yanked"] or True
+            files.append(IndexFile(filename, url.split("#", 1)[0], sha, yanked))
+        return files

@@ -1,0 +1,230 @@
+"""``modelpack publish``: upload model wheels with twine, refusing to touch a version
+that exists, and confirming afterwards that the registry lists the exact bytes sent.
+
+twine 6.2+ refuses ``--skip-existing`` for any index but PyPI, so the existence check
+is ours: the simple index is asked for the project's files before anything is sent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from packaging.utils import parse_sdist_filename, parse_wheel_filename
+
+from modelpack.config import Credentials, redact, resolve_credentials, resolve_registry
+from modelpack.errors import (
+    AuthenticationError,
+    ProjectError,
+    RegistryUnreachableError,
+    UploadError,
+    UsageError,
+    VersionExistsError,
+)
+from modelpack.index import IndexClient
+from modelpack.project import load_project
+from modelpack.wheel import inspect_wheel
+
+__all__ = ["Published", "find_distributions", "publish"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Published:
+    path: Path
+    name: str
+    version: str
+    sha256: str
+    url: str
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _name_version(path: Path) -> tuple[str, str]:
+    try:
+        if path.name.endswith(".whl"):
+            name, version, _, _ = parse_wheel_filename(path.name)
+        else:
+            name, version = parse_sdist_filename(path.name)
+    except ValueError as exc:
+        raise UsageError(
+            f"{path} is not a wheel or sdist file name ({exc}); pass files from dist/"
+        ) from exc
+    return str(name), str(version)
+
+
+def find_distributions(targets: Sequence[Path | str]) -> tuple[list[Path], dict[str, object]]:
+    """Resolve ``publish`` arguments to wheel files, plus the project's config if any.
+
+    No argument means the project in the current directory; a directory is a project
+    whose ``dist/`` holds the wheel of its current version; files are taken as given.
+
+    :raises ProjectError: a project has no wheel for its current version.
+    :raises UsageError: a file does not exist or is not a distribution.
+    """
+    paths = [Path(t) for t in targets] or [Path(".")]
+    files: list[Path] = []
+    config: dict[str, object] = {}
+    for path in paths:
+        if path.is_dir():
+            project = load_project(path)
+            config = project.config
+            wheels = sorted(project.dist_dir.glob("*.whl"))
+            mine = [w for w in wheels if _name_version(w)[0] == project.canonical_name]
+            if project.version is not None:
+                mine = [
+                    w for w in mine if _name_version(w)[1] == str(_norm_version(project.version))
+                ]
+            else:
+                mine = mine[-1:] if mine else []
+            if not mine:
+                raise ProjectError(
+                    f"no wheel of {project.name} {project.version or ''} in "
+                    f"{project.dist_dir}; run `modelpack build` first".replace("  ", " ")
+                )
+            files += mine
+        elif path.is_file():
+            _name_version(path)
+            files.append(path)
+        else:
+            raise UsageError(
+                f"{path} does not exist; pass a model project directory or wheel files"
+            )
+    return files, config
+
+
+def _norm_version(version: str) -> str:
+    from packaging.version import InvalidVersion, Version
+
+    try:
+        return str(Version(version))
+    except InvalidVersion as exc:
+        raise ProjectError(f"[project] version {version!r} is not a valid version ({exc})") from exc
+
+
+def publish(
+    targets: Sequence[Path | str] = (),
+    *,
+    registry: str | None = None,
+    credentials: Credentials | None = None,
+) -> list[Published]:
+    """Upload the model wheels named by *targets* to the registry.
+
+    :raises VersionExistsError: a file of that version is already in the registry.
+    :raises RegistryUnreachableError: nothing answers at the registry URL.
+    :raises AuthenticationError: the registry refused the credentials.
+    :raises UploadError: the upload failed, or the registry lists different bytes.
+    """
+    files, config = find_distributions(targets)
+    registry = resolve_registry(registry, config)
+    credentials = credentials or resolve_credentials(registry)
+    index = IndexClient(registry, credentials)
+
+    for path in files:
+        if path.name.endswith(".whl"):
+            inspect_wheel(path)
+    # Check every file before uploading any, so a refused version uploads nothing.
+    for path in files:
+        name, version = _name_version(path)
+        existing = index.project_files(name)
+        same_version = [
+            f.filename for f in existing if _name_version(Path(f.filename))[1] == version
+        ]
+        if same_version:
+            raise VersionExistsError(
+                f"{name} {version} is already published in {redact(registry)} "
+                f"({', '.join(same_version)}); published versions are immutable: "
+                "bump [project] version in pyproject.toml, build and publish again"
+            )
+
+    published = []
+    for path in files:
+        digest = _sha256(path)
+        _twine_upload(registry, credentials, path)
+        name, version = _name_version(path)
+        listed = {f.filename: f for f in index.project_files(name)}
+        got = listed.get(path.name)
+        if got is None:
+            raise UploadError(
+                f"the registry accepted {path.name} but does not list it; check the "
+                f"registry's log, then publish again"
+            )
+        if got.sha256 is not None and got.sha256 != digest:
+            raise UploadError(
+                f"the registry lists {path.name} with sha256 {got.sha256}, but the file sent "
+                f"has {digest}; do not use this version: yank it with "
+                f"`modelpack yank {name}=={version} --reason 'corrupt upload'`"
+            )
+        published.append(Published(path, name, version, digest, got.url))
+    return published
+
+
+def _twine_upload(registry: str, credentials: Credentials | None, path: Path) -> None:
+    import requests
+    from twine import exceptions as twine_exceptions
+    from twine.commands.upload import upload
+    from twine.settings import Settings
+
+    # twine insists on a username and password; an anonymous (loopback) registry
+    # ignores them, a protected one answers 401/403, which we report below.
+    username, password = (
+        (credentials.username, credentials.password) if credentials else ("anonymous", "anonymous")
+    )
+    settings = Settings(
+        repository_url=registry + "/",
+        username=username,
+        password=password,
+        non_interactive=True,
+        disable_progress_bar=True,
+    )
+    try:
+        upload(settings, [str(path)])
+    except requests.HTTPError as exc:
+        resp = exc.response
+        status = resp.status_code if resp is not None else 0
+        detail = _server_message(resp)
+        if status in (401, 403):
+            hint = (
+                "check MODELPACK_USERNAME and MODELPACK_PASSWORD"
+                if credentials
+                else "set MODELPACK_USERNAME and MODELPACK_PASSWORD"
+            )
+            raise AuthenticationError(
+                f"the registry at {redact(registry)} refused the upload of {path.name} "
+                f"(HTTP {status}{': ' + detail if detail else ''}); {hint}"
+            ) from exc
+        if status == 409:
+            raise VersionExistsError(
+                f"{path.name} is already in the registry; published versions are immutable: "
+                "bump the version and publish again"
+            ) from exc
+        raise UploadError(
+            f"the registry refused {path.name} (HTTP {status}{': ' + detail if detail else ''})"
+        ) from exc
+    except requests.ConnectionError as exc:
+        raise RegistryUnreachableError(
+            f"lost the connection to {redact(registry)} while uploading {path.name}; "
+            "nothing was published, run `modelpack publish` again"
+        ) from exc
+    except twine_exceptions.TwineException as exc:
+        raise UploadError(f"twine could not upload {path.name}: {exc}") from exc
+
+
+def _server_message(resp: object) -> str:
+    text = getattr(resp, "text", "") or ""
+    reason = getattr(resp, "reason", "") or ""
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    if first.startswith("<"):  # an HTML error page: the reason line says more
+        first = ""
+    msg = first or reason
+    return msg[:300]

@@ -1,0 +1,168 @@
+"""Real processes for the tests: a registry on a free loopback port, throwaway venvs.
+
+Nothing here is a mock: `Registry` starts `modelpack-registry serve` as a separate
+process, and `Venv` creates a real virtual environment with venv (plain pip) or uv.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import requests
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def uv_bin() -> str:
+    from uv import find_uv_bin
+
+    return str(find_uv_bin())
+
+
+class Registry:
+    """A `modelpack-registry serve` process on a free loopback port."""
+
+    def __init__(
+        self,
+        data: Path,
+        *,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        args: Sequence[str] = (),
+        log: Path | None = None,
+    ) -> None:
+        self.data = Path(data)
+        self.host = host
+        self.port = port or free_port(host)
+        self.args = list(args)
+        self.log = log or self.data.parent / f"registry-{self.port}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def index_url(self) -> str:
+        return f"{self.url}/simple/"
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable, "-m", "modelpack_registry", "serve",
+            "--data", str(self.data), "--host", self.host, "--port", str(self.port),
+            *self.args,
+        ]  # fmt: skip
+
+    def start(self, timeout: float = 30.0) -> Registry:
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        logf = self.log.open("ab")
+        self.proc = subprocess.Popen(
+            self.command(), stdout=logf, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        logf.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"registry exited with {self.proc.returncode}:\n{self.log.read_text()}"
+                )
+            try:
+                if requests.get(f"{self.url}/health", timeout=1).status_code == 200:
+                    return self
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"registry did not become healthy:\n{self.log.read_text()}")
+
+    def stop(self) -> None:
+        self._signal(signal.SIGTERM)
+        if self.proc is not None:
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self._signal(signal.SIGKILL)
+                self.proc.wait(timeout=15)
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group, as a crashed node would."""
+        self._signal(signal.SIGKILL)
+        if self.proc is not None:
+            self.proc.wait(timeout=15)
+
+    def _signal(self, sig: int) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def __enter__(self) -> Registry:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class Venv:
+    """A throwaway virtual environment, made with plain venv+pip or with uv."""
+
+    def __init__(self, path: Path, tool: str = "pip") -> None:
+        self.path = Path(path)
+        self.tool = tool
+        if tool == "pip":
+            subprocess.run([sys.executable, "-m", "venv", str(self.path)], check=True)
+        elif tool == "uv":
+            subprocess.run(
+                [uv_bin(), "venv", "-q", "--python", sys.executable, str(self.path)], check=True
+            )
+        else:
+            raise ValueError(tool)
+        self.python = self.path / "bin" / "python"
+
+    def install(self, *requirements: str, index_url: str, check: bool = True,
+                extra: Sequence[str] = ()) -> subprocess.CompletedProcess[str]:  # fmt: skip
+        env = clean_env()
+        if self.tool == "pip":
+            cmd = [str(self.python), "-m", "pip", "install", "--no-cache-dir", "--index-url",
+                   index_url, *extra, *requirements]  # fmt: skip
+        else:
+            cmd = [uv_bin(), "pip", "install", "--python", str(self.python), "--no-cache",
+                   "--index-url", index_url, *extra, *requirements]  # fmt: skip
+        result = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        if check and result.returncode != 0:
+            raise AssertionError(f"{cmd} failed:\n{result.stdout}\n{result.stderr}")
+        return result
+
+    def run(self, code: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [str(self.python), "-c", code],
+            capture_output=True,
+            text=True,
+            env=clean_env(),
+            cwd=str(self.path),
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"python -c failed:\n{result.stdout}\n{result.stderr}")
+        return result
+
+
+def clean_env() -> dict[str, str]:
+    """The environment for a consumer: no find-links, nothing of ours on the path."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
+    env.pop("PIP_FIND_LINKS", None)
+    env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
+    return env
