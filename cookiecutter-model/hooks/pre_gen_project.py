@@ -25,9 +25,9 @@ if not DIST_RE.fullmatch(PROJECT_NAME):
         "a distribution name may contain only ASCII letters, digits, '-', '_' and '.', "
         "and must start and end with a letter or digit (e.g. 'model-foo')"
     )
-if not PACKAGE_NAME.isidentifier() or not PACKAGE_NAME.isascii():
-    fail(f"the import package {PACKAGE_NAME!r} is not a valid Python identifier")
 if PACKAGE_NAME[0].isdigit():
     fail(f"the import package {PACKAGE_NAME!r} must start with a letter; try 'model-{PROJECT_NAME}'")
+if not PACKAGE_NAME.isidentifier() or not PACKAGE_NAME.isascii():
+    fail(f"the import package {PACKAGE_NAME!r} is not a valid Python identifier")
 if keyword.iskeyword(PACKAGE_NAME):
     fail(f"the import package {PACKAGE_NAME!r} is a Python keyword; try 'model-{PROJECT_NAME}'")
