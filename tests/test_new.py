@@ -230,3 +230,32 @@ def test_the_template_is_found_in_the_source_tree_or_the_wheel() -> None:
     path = template_path()
     assert (path / "cookiecutter.json").is_file()
     assert (path / "hooks" / "post_gen_project.py").is_file()
+
+
+def test_new_works_from_the_template_bundled_in_the_modelpack_wheel(tmp_path: Path) -> None:
+    """After `pip install modelpack` there is no source tree: the wheel's copy is used."""
+    subprocess.run(
+        [sys.executable, "-m", "build", "--wheel", "--outdir", str(tmp_path / "dist"), str(REPO)],
+        check=True,
+        capture_output=True,
+    )
+    (whl,) = (tmp_path / "dist").glob("modelpack-*.whl")
+    site = tmp_path / "site"
+    with zipfile.ZipFile(whl) as zf:
+        zf.extractall(site)
+    code = (
+        "import sys; from modelpack.scaffold import new_project, template_path\n"
+        "print(template_path()); print(new_project('model-zip', sys.argv[1]))\n"
+    )
+    env = {**clean_env(), "PYTHONPATH": str(site)}  # shadows the editable source tree
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,  # not the repo: `python -c` puts the working directory first
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert str(site / "modelpack" / "_template") in result.stdout
+    assert (tmp_path / "out/model-zip/src/model_zip/weights/model.pkl").is_file()
+    assert (tmp_path / "out/model-zip/.gitignore").is_file()
