@@ -125,6 +125,8 @@ def publish(
     :raises AuthenticationError: the registry refused the credentials.
     :raises UploadError: the upload failed, or the registry lists different bytes.
     """
+    if registry:
+        resolve_registry(registry)  # a bad --registry is a usage error, whatever the files
     files, config = find_distributions(targets)
     registry = resolve_registry(registry, config)
     credentials = credentials or resolve_credentials(registry)
