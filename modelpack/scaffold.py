@@ -160,6 +160,8 @@ def new_project(
         _remove(target, out if created_out else None)
         if not isinstance(exc, Exception):  # KeyboardInterrupt: cleaned up, re-raised
             raise
+        if isinstance(exc, ProjectError):
+            raise
         reason = str(exc).strip() or type(exc).__name__
         if isinstance(exc, FailedHookException):
             reason += " (the template's hook: see its output above)"
@@ -194,12 +196,18 @@ def _ask(template: Path, name: str, context: dict[str, Any]) -> dict[str, Any]:
     for key, raw in full["cookiecutter"].items():
         if key.startswith("_") or key in _FIXED_KEYS or isinstance(raw, dict):
             continue
-        if isinstance(raw, list):
-            answers[key] = read_user_choice(key, render_variable(env, raw, answers))
-        elif isinstance(raw, bool):
-            answers[key] = read_user_yes_no(key, raw)
-        else:
-            answers[key] = read_user_variable(key, render_variable(env, raw, answers))
+        try:
+            if isinstance(raw, list):
+                answers[key] = read_user_choice(key, render_variable(env, raw, answers))
+            elif isinstance(raw, bool):
+                answers[key] = read_user_yes_no(key, raw)
+            else:
+                answers[key] = read_user_variable(key, render_variable(env, raw, answers))
+        except EOFError:
+            raise ProjectError(
+                f"no answer for {key!r}: standard input ended; "
+                "pass --no-input to use the template defaults"
+            ) from None
     del answers["project_name"]
     return answers
 

@@ -226,6 +226,25 @@ def test_interactive_mode_asks_for_everything_but_the_name(tmp_path: Path) -> No
         assert line in pyproject
 
 
+def test_interactive_mode_without_answers_fails_cleanly(tmp_path: Path) -> None:
+    code = (
+        "import sys; from modelpack.scaffold import new_project\n"
+        "from modelpack.errors import ProjectError\n"
+        "try: new_project('model-baz', sys.argv[1], no_input=False)\n"
+        "except ProjectError as e: sys.exit(str(e))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "out")],
+        input="",
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 1
+    assert "no answer for 'description'" in result.stderr
+    assert "pass --no-input" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_the_template_is_found_in_the_source_tree_or_the_wheel() -> None:
     path = template_path()
     assert (path / "cookiecutter.json").is_file()
