@@ -13,6 +13,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+
 from modelpack.building import build_project
 from modelpack.scaffold import new_project
 from support import Venv, uv_bin

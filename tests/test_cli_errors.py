@@ -8,13 +8,18 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from support import Registry, free_port
 
 BIN = Path(sys.executable).parent
 
 
-def modelpack(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(BIN / "modelpack"), *map(str, args)], capture_output=True, text=True, env=env)
+def modelpack(
+    *args: str | Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(BIN / "modelpack"), *map(str, args)], capture_output=True, text=True, env=env
+    )
 
 
 def assert_reported(result: subprocess.CompletedProcess[str], *needles: str, code: int = 1) -> str:
@@ -31,7 +36,9 @@ def assert_reported(result: subprocess.CompletedProcess[str], *needles: str, cod
 def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A template project and its wheel, built once for this module."""
     root = tmp_path_factory.mktemp("proj")
-    subprocess.run([str(BIN / "modelpack"), "new", "model-err", "-o", str(root), "--no-input"], check=True)
+    subprocess.run(
+        [str(BIN / "modelpack"), "new", "model-err", "-o", str(root), "--no-input"], check=True
+    )
     project = root / "model-err"
     out = subprocess.run([str(BIN / "modelpack"), "build", str(project)], check=True,
                          capture_output=True, text=True)  # fmt: skip
@@ -45,7 +52,9 @@ def test_not_a_model_project(tmp_path: Path) -> None:
 
 def test_project_without_model_entry_point(tmp_path: Path) -> None:
     (tmp_path / "pyproject.toml").write_text('[project]\nname = "plain-lib"\nversion = "1.0"\n')
-    assert_reported(modelpack("build", tmp_path), 'entry-points."modelpack.models"', "plain_lib:load")
+    assert_reported(
+        modelpack("build", tmp_path), 'entry-points."modelpack.models"', "plain_lib:load"
+    )
 
 
 def test_missing_weights_fails_before_building(tmp_path: Path, built: tuple[Path, Path]) -> None:

@@ -14,6 +14,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+
 from support import Registry, Venv, clean_env
 
 BIN = Path(sys.executable).parent
@@ -32,7 +33,9 @@ def ok(result: subprocess.CompletedProcess[str]) -> str:
 
 
 @pytest.mark.slow
-def test_template_model_from_new_to_prediction_with_plain_pip(tmp_path: Path, registry: Registry) -> None:
+def test_template_model_from_new_to_prediction_with_plain_pip(
+    tmp_path: Path, registry: Registry
+) -> None:
     ok(modelpack("new", "model-foo", "-o", tmp_path, "--no-input"))
     project = tmp_path / "model-foo"
     wheel = Path(ok(modelpack("build", project)))
@@ -130,7 +133,9 @@ def test_hand_written_setuptools_project_with_uv_and_modelpack_load(
 
     consumer = Venv(tmp_path / "consumer", tool="uv")
     consumer.install("churn-scorer==2.3.0", index_url=registry.index_url)
-    out = consumer.run("import churn_scorer; print(churn_scorer.load(0.5).predict([[1, 1], [0, 0]]))")
+    out = consumer.run(
+        "import churn_scorer; print(churn_scorer.load(0.5).predict([[1, 1], [0, 0]]))"
+    )
     assert out.stdout.strip() == "[1, 0]"
 
     # modelpack.load finds it by name through the entry point, however it is spelled.

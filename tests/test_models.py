@@ -5,8 +5,9 @@ from __future__ import annotations
 import subprocess
 import sys
 
-import modelpack
 import pytest
+
+import modelpack
 from modelpack.errors import ModelNotFoundError
 
 

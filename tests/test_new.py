@@ -15,10 +15,10 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from support import REPO, Venv, clean_env, uv_bin
 
 from modelpack.errors import InvalidNameError, ProjectError
 from modelpack.scaffold import new_project, template_path
+from support import REPO, Venv, clean_env, uv_bin
 
 TEMPLATE = REPO / "cookiecutter-model"
 BIN = Path(sys.executable).parent
