@@ -1,0 +1,213 @@
+"""The WSGI application: our dispatcher in front, pypiserver's Bottle app behind.
+
+Endpoints (all under the WSGI ``SCRIPT_NAME``)::
+
+    GET  /                      catalog page (HTML)                      catalog.py
+    POST /                      :action=file_upload (twine); writes need credentials
+                                when --htpasswd is given                  upload.py
+    GET  /simple/               project list, PEP 503 HTML / PEP 691 JSON simple.py
+    GET  /simple/<project>/     files of a project (301 to the normalized name)
+    GET  /packages/<file>       a distribution (Range, ETag, 304)         files.py
+    GET  /packages/<file>.metadata  its core metadata (PEP 658)
+    GET  /health                {"status": "ok"}, 503 if the data folder is unreadable
+    GET  anything else          pypiserver's legacy routes (``/favicon.ico``,
+                                ``/<project>/`` redirect, ``/<project>/json``)
+
+Why a dispatcher rather than overriding Bottle routes: every path we own is matched
+here before pypiserver sees the request, so by construction pypiserver never handles a
+write (its upload and remove handlers write in place and overwrite) or a ``/simple/``
+or ``/packages/`` read (which walk the folder and re-hash files); only GET/HEAD of
+paths we do not own reach it. It also keeps Bottle's request object away from the
+upload body (Bottle buffers bodies; we stream ``wsgi.input`` ourselves), and the hot
+index paths skip Bottle's per-request overhead. pypiserver runs with
+``disable_fallback=True``: unknown names are never redirected to the public index.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Iterable
+from typing import Any
+from urllib.parse import parse_qs, quote
+
+from packaging.utils import canonicalize_name
+
+from modelpack_registry.auth import Htpasswd
+from modelpack_registry.catalog import render_catalog
+from modelpack_registry.errors import HTTPFailure, MethodNotAllowed, NotFound
+from modelpack_registry.files import Response, serve_file
+from modelpack_registry.index import Index, Snapshot, make_deriver
+from modelpack_registry.simple import content_type, negotiate, render_project, render_root
+from modelpack_registry.storage import DataDir
+from modelpack_registry.upload import UploadLimits, handle_upload
+
+__all__ = ["RegistryApp", "legacy_app"]
+
+log = logging.getLogger(__name__)
+StartResponse = Callable[..., Any]
+WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+
+
+def legacy_app(data: DataDir) -> WSGIApp:
+    """pypiserver's Bottle app over ``DATA/packages``, for the routes we do not own."""
+    logging.getLogger("passlib").setLevel(logging.CRITICAL)
+    try:
+        import passlib.apache  # noqa: F401
+    except ImportError:
+        pass
+    except ValueError:
+        # passlib 1.7.4 (unmaintained) crashes at import with bcrypt >= 5; pypiserver
+        # imports it unconditionally. We check passwords with bcrypt ourselves, so make
+        # the import fail the way pypiserver tolerates.
+        sys.modules["passlib.apache"] = None  # type: ignore[assignment]
+    import pypiserver
+
+    # password_file "." tells pypiserver "no authentication": it never handles a write here.
+    app: WSGIApp = pypiserver.app(
+        roots=[data.packages],
+        disable_fallback=True,
+        authenticate=[],
+        password_file=".",  # noqa: S106
+    )
+    return app
+
+
+def _text(status: str, message: str, extra: list[tuple[str, str]] | None = None) -> Response:
+    body = (message.rstrip("\n") + "\n").encode()
+    headers = [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))]
+    return status, headers + (extra or []), [body]
+
+
+def _status_line(exc: HTTPFailure) -> str:
+    """twine shows only the reason phrase of a failed upload: put the message there."""
+    text = " ".join(exc.message.split()).encode("ascii", "replace").decode()
+    return f"{exc.status} {exc.reason}: {text[:300]}"
+
+
+def _redirect(location: str) -> Response:
+    return "301 Moved Permanently", [("Location", location), ("Content-Length", "0")], []
+
+
+class RegistryApp:
+    """The registry as a WSGI callable (one per worker process)."""
+
+    def __init__(self, data: DataDir, *, htpasswd: Htpasswd | None = None,
+                 limits: UploadLimits | None = None, legacy: WSGIApp | None = None) -> None:  # fmt: skip
+        self.data = data
+        self.htpasswd = htpasswd
+        self.limits = limits or UploadLimits()
+        self.index = Index(data, make_deriver(data))
+        self.legacy = legacy
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        method = environ.get("REQUEST_METHOD", "GET")
+        try:
+            result = self.dispatch(environ, method)
+            if result is None:
+                if self.legacy is None:
+                    raise NotFound("not found")
+                return self.legacy(environ, start_response)
+        except HTTPFailure as exc:
+            extra = list(exc.headers)
+            if method not in ("GET", "HEAD"):
+                extra.append(("Connection", "close"))  # the body may not have been read
+            result = _text(_status_line(exc), exc.message, extra)
+        except Exception:
+            log.exception("internal error on %s %s", method, environ.get("PATH_INFO"))
+            result = _text("500 Internal Server Error", "internal server error (see server log)")
+        status, headers, body = result
+        start_response(status, headers)
+        if method == "HEAD" and isinstance(body, list):
+            return []
+        return body
+
+    def dispatch(self, environ: dict[str, Any], method: str) -> Response | None:
+        """Answer a request we own, or None to hand it to pypiserver.
+
+        :raises HTTPFailure: for every answer that is not a success.
+        """
+        path = environ.get("PATH_INFO", "") or "/"
+        if method not in ("GET", "HEAD"):
+            if self.htpasswd is not None:
+                self.htpasswd.check(environ)
+            if path == "/" and method == "POST":
+                message = handle_upload(environ, self.data, self.index, self.limits)
+                return _text("200 OK", message)
+            raise MethodNotAllowed(
+                f"{method} {path} is not supported; upload with POST / (twine upload)",
+                [("Allow", "GET, HEAD" + (", POST" if path == "/" else ""))],
+            )
+        if path == "/health":
+            return self._health()
+        if path == "/":
+            snap = self.index.snapshot()
+            return self._page(snap, "catalog", render_catalog, "text/html; charset=utf-8")
+        if path == "/simple" or path.startswith("/simple/"):
+            return self._simple(environ, path)
+        if path == "/packages" or path.startswith("/packages/"):
+            name = path[len("/packages/") :]
+            if not name or "/" in name or "\\" in name or "\x00" in name or name[0] == ".":
+                raise NotFound("not found")
+            return serve_file(
+                environ, self.index.snapshot(), name, self.data.meta, self.data.packages
+            )
+        return None
+
+    def _health(self) -> Response:
+        try:
+            with os.scandir(self.data.packages) as entries:
+                next(entries, None)
+        except OSError as exc:
+            body = json.dumps({"status": "error", "detail": str(exc.strerror or exc)})
+            return (
+                "503 Service Unavailable",
+                [("Content-Type", "application/json")],
+                [body.encode()],
+            )
+        return "200 OK", [("Content-Type", "application/json")], [b'{"status": "ok"}']
+
+    def _page(self, snap: Snapshot, key: object, render: Callable[..., bytes], ctype: str,
+              *args: Any) -> Response:  # fmt: skip
+        body = snap.cached(key, lambda: render(snap, *args))
+        assert isinstance(body, bytes)
+        headers = [("Content-Type", ctype), ("Content-Length", str(len(body))),
+                   ("Vary", "Accept"), ("Cache-Control", "max-age=0, must-revalidate")]  # fmt: skip
+        return "200 OK", headers, [body]
+
+    def _simple(self, environ: dict[str, Any], path: str) -> Response:
+        script = environ.get("SCRIPT_NAME", "")
+        query = environ.get("QUERY_STRING", "")
+        suffix = f"?{query}" if query else ""
+        rest = path[len("/simple") :]
+        if rest == "":
+            return _redirect(f"{script}/simple/{suffix}")
+        fmt = parse_qs(query).get("format", [None])[0]
+        media = negotiate(environ.get("HTTP_ACCEPT"), fmt)
+        if media is None:
+            return _text(
+                "406 Not Acceptable",
+                "supported: application/vnd.pypi.simple.v1+json, "
+                "application/vnd.pypi.simple.v1+html, text/html",
+            )
+        snap = self.index.snapshot()
+        if rest == "/":
+            return self._page(snap, ("root", media), render_root, content_type(media), media)
+        project = rest[1:].removesuffix("/")
+        if not project or "/" in project:
+            raise NotFound("not found")
+        canonical = canonicalize_name(project)
+        if project != canonical or not rest.endswith("/"):
+            return _redirect(f"{script}/simple/{quote(canonical)}/{suffix}")
+        if canonical not in snap.projects:
+            raise NotFound(f"no project named {canonical!r} in this registry")
+        return self._page(
+            snap,
+            ("project", canonical, media),
+            render_project,
+            content_type(media),
+            canonical,
+            media,
+        )

@@ -1,0 +1,128 @@
+"""``modelpack-registry``: a thin CLI over :mod:`modelpack_registry`.
+
+``main(argv)`` returns the exit status: 0 success, 1 a reported error (one line on
+stderr, no traceback unless ``-v``), 2 a usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+
+from modelpack_registry import __version__
+from modelpack_registry.errors import RegistryError
+from modelpack_registry.upload import parse_size
+
+__all__ = ["main"]
+
+
+def _size(text: str) -> int:
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="modelpack-registry",
+        description="The modelpack model registry: a private Python package index.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    data_help = "the data folder (default: ./registry-data)"
+
+    serve = sub.add_parser("serve", help="serve the index, uploads and the catalog")
+    serve.add_argument("--data", type=Path, default=Path("registry-data"), help=data_help)
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    serve.add_argument("--port", type=int, default=8080, help="port (default: 8080)")
+    serve.add_argument("--htpasswd", type=Path, metavar="FILE",
+                       help="require these Basic credentials (bcrypt) for uploads")  # fmt: skip
+    serve.add_argument("--insecure", action="store_true",
+                       help="allow anonymous uploads on a non-loopback address")  # fmt: skip
+    serve.add_argument("--workers", type=int, default=1, help="worker processes (default: 1)")
+    serve.add_argument("--threads", type=int, default=16, help="threads per worker (16)")
+    serve.add_argument("--max-upload-size", type=_size, default=_size("20GiB"), metavar="SIZE",
+                       help="largest accepted upload body, e.g. 20GiB, 500MiB (20GiB)")  # fmt: skip
+
+    verify = sub.add_parser("verify", help="report corrupt, orphaned and leftover files")
+    verify.add_argument("--data", type=Path, default=Path("registry-data"), help=data_help)
+    reindex = sub.add_parser("reindex", help="rebuild every derived file from the wheels")
+    reindex.add_argument("--data", type=Path, default=Path("registry-data"), help=data_help)
+    return parser
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from modelpack_registry.server import ServeConfig, serve
+
+    serve(
+        ServeConfig(
+            data=args.data, host=args.host, port=args.port, htpasswd=args.htpasswd,
+            insecure=args.insecure, workers=args.workers, threads=args.threads,
+            max_upload_size=args.max_upload_size,
+        )
+    )  # fmt: skip
+    return 0
+
+
+def _check_data(path: Path) -> None:
+    if not (path / "packages").is_dir():
+        raise RegistryError(f"{path} is not a registry data folder (no packages/ in it)")
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from modelpack_registry.maintenance import verify
+    from modelpack_registry.storage import DataDir
+
+    _check_data(args.data)
+    problems = verify(DataDir(args.data))
+    for line in problems:
+        print(line)
+    if problems:
+        print(f"{len(problems)} problem(s) in {args.data}", file=sys.stderr)
+        return 1
+    print(f"{args.data}: OK")
+    return 0
+
+
+def _reindex(args: argparse.Namespace) -> int:
+    from modelpack_registry.maintenance import reindex
+    from modelpack_registry.storage import DataDir
+
+    _check_data(args.data)
+    result = reindex(DataDir(args.data))
+    for line in result.removed:
+        print(f"removed {line}")
+    for line in result.invalid:
+        print(f"invalid (not listed) {line}")
+    print(f"indexed {result.indexed} distribution(s) in {args.data}")
+    return 1 if result.invalid else 0
+
+
+_COMMANDS = {"serve": _serve, "verify": _verify, "reindex": _reindex}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; return the exit status."""
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0) if not isinstance(exc.code, str) else 2
+    try:
+        return _COMMANDS[args.command](args)
+    except RegistryError as exc:
+        if args.verbose:
+            traceback.print_exc()
+        print(f"modelpack-registry: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

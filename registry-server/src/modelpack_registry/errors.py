@@ -1,0 +1,100 @@
+"""The one exception tree of modelpack-registry.
+
+Every error a user can cause or fix derives from :class:`RegistryError`; the CLI maps it
+to one line on stderr and exit status 1, and the HTTP layer maps :class:`HTTPFailure`
+subclasses to a status code and a plain-text message::
+
+    RegistryError
+    ├── ConfigError        bad option, missing htpasswd file, refusing an unsafe bind
+    ├── StorageError       data folder missing, not writable, or a port already in use
+    └── HTTPFailure        an HTTP answer other than success (carries ``status``)
+        ├── BadRequest           400: the request or the uploaded file is invalid
+        ├── Unauthorized         401: credentials needed
+        ├── Forbidden            403: credentials wrong
+        ├── NotFound             404
+        ├── MethodNotAllowed     405
+        ├── Conflict             409: the file exists; published versions are immutable
+        └── PayloadTooLarge      413: the body is over ``--max-upload-size``
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BadRequest",
+    "ConfigError",
+    "Conflict",
+    "Forbidden",
+    "HTTPFailure",
+    "MethodNotAllowed",
+    "NotFound",
+    "PayloadTooLarge",
+    "RegistryError",
+    "StorageError",
+    "Unauthorized",
+]
+
+
+class RegistryError(Exception):
+    """Base of every error the registry reports to a user."""
+
+
+class ConfigError(RegistryError):
+    """A command-line option or configuration file is wrong."""
+
+
+class StorageError(RegistryError):
+    """The data folder (or the network port) cannot be used."""
+
+
+class HTTPFailure(RegistryError):
+    """An error answered over HTTP with ``status`` and the message as body."""
+
+    status = 500
+    reason = "Internal Server Error"
+
+    def __init__(self, message: str, headers: list[tuple[str, str]] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.headers = headers or []
+
+
+class BadRequest(HTTPFailure):
+    """400: the request, a form field or the uploaded file is invalid."""
+
+    status, reason = 400, "Bad Request"
+
+
+class Unauthorized(HTTPFailure):
+    """401: this action needs credentials."""
+
+    status, reason = 401, "Unauthorized"
+
+
+class Forbidden(HTTPFailure):
+    """403: the credentials given are wrong."""
+
+    status, reason = 403, "Forbidden"
+
+
+class NotFound(HTTPFailure):
+    """404: no such project or file."""
+
+    status, reason = 404, "Not Found"
+
+
+class MethodNotAllowed(HTTPFailure):
+    """405: the method or ``:action`` is not supported."""
+
+    status, reason = 405, "Method Not Allowed"
+
+
+class Conflict(HTTPFailure):
+    """409: the file already exists; published versions are immutable."""
+
+    status, reason = 409, "Conflict"
+
+
+class PayloadTooLarge(HTTPFailure):
+    """413: the request body is larger than the configured limit."""
+
+    status, reason = 413, "Payload Too Large"

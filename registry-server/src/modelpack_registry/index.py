@@ -1,0 +1,146 @@
+"""The in-memory index of one server process, kept in step with the data folder.
+
+Each process holds an immutable :class:`Snapshot` (records by filename and by project).
+A request calls :meth:`Index.snapshot`, which at most every 0.25 s reads the small
+``DATA/generation`` file; only when it changed does a refresh run: it lists
+``packages/`` and loads records only for files that are new, and drops the removed ones
+(yank state, being small, is re-read whole). No request hashes a file, and no request
+walks the folder while nothing changes. Rendered pages are cached per snapshot.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from packaging.version import InvalidVersion, Version
+
+from modelpack_registry.errors import BadRequest
+from modelpack_registry.storage import DataDir, Record
+
+__all__ = ["Index", "Snapshot", "version_key"]
+
+log = logging.getLogger(__name__)
+CHECK_INTERVAL = 0.25
+
+
+def version_key(version: str) -> tuple[int, Version | str]:
+    """Sort key for versions: PEP 440 order, unparsable ones first as text."""
+    try:
+        return (1, Version(version))
+    except InvalidVersion:
+        return (0, version)
+
+
+@dataclass
+class Snapshot:
+    """The index as of one generation; never mutated after it is published."""
+
+    generation: str
+    records: dict[str, Record]
+    projects: dict[str, list[Record]]  # canonical name -> records sorted by version
+    yanked: dict[str, str]  # filename -> reason ("" when none given)
+    cache: dict[object, object] = field(default_factory=dict)
+    cache_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def cached(self, key: object, make: Callable[[], object]) -> object:
+        """Return ``make()`` computed once per snapshot for ``key``."""
+        try:
+            return self.cache[key]
+        except KeyError:
+            pass
+        value = make()
+        with self.cache_lock:
+            return self.cache.setdefault(key, value)
+
+    def versions(self, project: str) -> list[str]:
+        """Distinct versions of a project, oldest first."""
+        seen: dict[str, None] = {}
+        for record in self.projects.get(project, []):
+            seen.setdefault(record.version, None)
+        return list(seen)
+
+
+class Index:
+    """The per-process index of a data folder."""
+
+    def __init__(self, data: DataDir, derive: Callable[[str], Record | None]) -> None:
+        """:param derive: builds (and stores) a record for a file that has none."""
+        self.data = data
+        self._derive = derive
+        self._lock = threading.Lock()
+        self._checked = 0.0
+        self._snapshot = Snapshot("", {}, {}, {})
+
+    def snapshot(self) -> Snapshot:
+        """The current snapshot, refreshed if the generation changed."""
+        now = time.monotonic()
+        if now - self._checked < CHECK_INTERVAL:
+            return self._snapshot
+        with self._lock:
+            if now - self._checked < CHECK_INTERVAL:
+                return self._snapshot
+            generation = self.data.read_generation()
+            if generation != self._snapshot.generation or not generation:
+                self._snapshot = self._refresh(generation)
+            self._checked = time.monotonic()
+            return self._snapshot
+
+    def invalidate(self) -> None:
+        """Force the next :meth:`snapshot` to check the generation (after our own write)."""
+        self._checked = 0.0
+
+    def _refresh(self, generation: str) -> Snapshot:
+        old = self._snapshot.records
+        try:
+            names = set(os.listdir(self.data.packages))
+        except OSError as exc:
+            log.error("cannot list %s: %s", self.data.packages, exc)
+            return self._snapshot
+        records = {name: rec for name, rec in old.items() if name in names}
+        for name in names - records.keys():
+            record = self.data.load_record(name)
+            if record is None or record.filename != name:
+                record = self._derive(name)
+            if record is not None:
+                records[name] = record
+        projects: dict[str, list[Record]] = {}
+        for record in records.values():
+            projects.setdefault(record.name, []).append(record)
+        for files in projects.values():
+            files.sort(key=lambda r: (version_key(r.version), r.filename))
+        yanked: dict[str, str] = {}
+        try:
+            for entry in os.listdir(self.data.yanked):
+                if entry.endswith(".json") and entry[: -len(".json")] in records:
+                    reason = self.data.yank_reason(entry[: -len(".json")])
+                    if reason is not None:
+                        yanked[entry[: -len(".json")]] = reason
+        except OSError:
+            pass
+        return Snapshot(generation, records, dict(sorted(projects.items())), yanked)
+
+
+def make_deriver(data: DataDir) -> Callable[[str], Record | None]:
+    """A deriver for files placed in ``packages/`` by hand (no record yet)."""
+    from modelpack_registry.maintenance import derive_record
+
+    def derive(filename: str) -> Record | None:
+        try:
+            record, metadata = derive_record(data, filename)
+        except (BadRequest, OSError) as exc:
+            log.warning("not listing packages/%s: %s", filename, exc)
+            return None
+        try:
+            with data.locked():
+                if (data.packages / filename).exists():
+                    data.write_derived(record, metadata)
+        except OSError as exc:
+            log.warning("cannot write the record of %s: %s", filename, exc)
+        return record
+
+    return derive

@@ -1,0 +1,144 @@
+"""Running the registry under gunicorn (gthread workers), embedded with ``BaseApplication``.
+
+gunicorn hands the app ``wsgi.input`` as a stream (no spooling, no body cap of its own),
+serves files with ``sendfile`` and runs a pool of threads per worker, so a slow
+transfer does not block other clients. Each worker process builds its own
+:class:`~modelpack_registry.app.RegistryApp`; they share nothing but the data folder
+and notice each other's writes through ``DATA/generation``.
+
+Before gunicorn starts, everything a user can get wrong is checked so it fails with one
+line instead of a log: the data folder is writable, the htpasswd file loads, the port is
+free, and an address other than loopback is not served without credentials.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gunicorn.app.base import BaseApplication
+
+from modelpack_registry.app import RegistryApp, legacy_app
+from modelpack_registry.auth import Htpasswd
+from modelpack_registry.errors import ConfigError, StorageError
+from modelpack_registry.storage import DataDir
+from modelpack_registry.upload import UploadLimits
+
+__all__ = ["ServeConfig", "is_loopback", "serve"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """Options of ``modelpack-registry serve``."""
+
+    data: Path
+    host: str = "127.0.0.1"
+    port: int = 8080
+    htpasswd: Path | None = None
+    insecure: bool = False
+    workers: int = 1
+    threads: int = 16
+    max_upload_size: int = 20 * 1024**3
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost``, 127.0.0.0/8 and ``::1``."""
+    if host.lower() in ("localhost", "localhost.localdomain"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _bind_address(host: str, port: int) -> str:
+    return f"[{host.strip('[]')}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _check_port(host: str, port: int) -> None:
+    try:
+        infos = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise ConfigError(f"cannot resolve host {host!r}: {exc}") from exc
+    family, _, _, _, address = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise StorageError(
+                f"cannot listen on {_bind_address(host, port)}: {exc.strerror or exc}"
+                + (" (is another server running?)" if exc.errno == 98 else "")
+            ) from exc
+
+
+def prepare(config: ServeConfig) -> tuple[DataDir, Htpasswd | None]:
+    """All checks done before serving.
+
+    :raises ConfigError: unsafe address without credentials, or a bad htpasswd file.
+    :raises StorageError: data folder not writable, or the port is taken.
+    """
+    if config.htpasswd is None and not config.insecure and not is_loopback(config.host):
+        raise ConfigError(
+            f"refusing to accept anonymous uploads on {config.host}, which is not a "
+            "loopback address: give --htpasswd FILE, or --insecure to allow it anyway"
+        )
+    if config.workers < 1 or config.threads < 1:
+        raise ConfigError("--workers and --threads must be at least 1")
+    htpasswd = Htpasswd(config.htpasswd) if config.htpasswd is not None else None
+    data = DataDir(config.data)
+    data.ensure()
+    for name in data.clean_tmp():
+        log.warning("removed an abandoned upload: tmp/%s", name)
+    _check_port(config.host, config.port)
+    return data, htpasswd
+
+
+class _Gunicorn(BaseApplication):  # type: ignore[misc]
+    def __init__(self, config: ServeConfig, options: dict[str, Any]) -> None:
+        self.config = config
+        self.options = options
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in self.options.items():
+            self.cfg.set(key, value)
+
+    def load(self) -> RegistryApp:
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+        data = DataDir(self.config.data)
+        htpasswd = Htpasswd(self.config.htpasswd) if self.config.htpasswd else None
+        limits = UploadLimits(max_body=self.config.max_upload_size)
+        return RegistryApp(data, htpasswd=htpasswd, limits=limits, legacy=legacy_app(data))
+
+
+def serve(config: ServeConfig) -> None:
+    """Check the configuration, then serve until SIGTERM/SIGINT.
+
+    :raises ConfigError: see :func:`prepare`.
+    :raises StorageError: see :func:`prepare`.
+    """
+    prepare(config)
+    options = {
+        "bind": [_bind_address(config.host, config.port)],
+        "workers": config.workers,
+        "worker_class": "gthread",
+        "threads": config.threads,
+        "timeout": 120,
+        "graceful_timeout": 10,
+        "keepalive": 5,
+        "accesslog": None,
+        "errorlog": "-",
+        "loglevel": "info",
+        "proc_name": "modelpack-registry",
+        # gunicorn >= 25 opens a control socket at one fixed path per user; two registries
+        # on one machine would fight over it, and we do not use it.
+        "control_socket_disable": True,
+    }
+    _Gunicorn(config, options).run()

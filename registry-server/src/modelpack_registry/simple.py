@@ -1,0 +1,152 @@
+"""The simple repository API: PEP 503 HTML and PEP 691 JSON, chosen by ``Accept``.
+
+Pages carry PEP 658/714 core metadata (``data-core-metadata`` plus the older
+``data-dist-info-metadata``), PEP 592 yank, ``requires-python`` and PEP 700
+(``upload-time``, ``size``, ``versions``; ``api-version`` 1.1). File URLs are relative
+(``../../packages/<file>#sha256=<hex>``) so the registry works behind any prefix or host.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from typing import Any
+from urllib.parse import quote
+
+from modelpack_registry.index import Snapshot
+from modelpack_registry.storage import Record
+
+__all__ = ["JSON", "negotiate", "render_project", "render_root"]
+
+API_VERSION = "1.1"
+JSON = "application/vnd.pypi.simple.v1+json"
+HTML_V1 = "application/vnd.pypi.simple.v1+html"
+TEXT_HTML = "text/html"
+_MEDIA = {
+    JSON: JSON,
+    "application/vnd.pypi.simple.latest+json": JSON,
+    HTML_V1: HTML_V1,
+    "application/vnd.pypi.simple.latest+html": HTML_V1,
+    TEXT_HTML: TEXT_HTML,
+    "text/*": TEXT_HTML,
+    "*/*": TEXT_HTML,
+    "application/*": JSON,
+}
+_FORMAT_ALIASES = {"json": JSON, "html": TEXT_HTML}
+
+
+def negotiate(accept: str | None, query_format: str | None = None) -> str | None:
+    """The content type to answer with, or None if nothing acceptable is offered.
+
+    ``?format=`` (a media type, or ``json``/``html``) wins over ``Accept``; no ``Accept``
+    means HTML.
+    """
+    if query_format:
+        fmt = _FORMAT_ALIASES.get(query_format.lower(), query_format.lower())
+        return _MEDIA.get(fmt)
+    if not accept or not accept.strip():
+        return TEXT_HTML
+    best: tuple[float, int, str] | None = None
+    for position, item in enumerate(accept.split(",")):
+        parts = [p.strip() for p in item.split(";")]
+        media, q = parts[0].lower(), 1.0
+        for param in parts[1:]:
+            key, _, value = param.partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        if media not in _MEDIA or q <= 0:
+            continue
+        candidate = (q, -position, _MEDIA[media])
+        if best is None or candidate[:2] > best[:2]:
+            best = candidate
+    return best[2] if best else None
+
+
+def content_type(media: str) -> str:
+    """The ``Content-Type`` header value for a negotiated media type."""
+    return "text/html; charset=utf-8" if media == TEXT_HTML else media
+
+
+def _esc(value: str) -> str:
+    return html.escape(value, quote=True)
+
+
+def _file_url(record: Record) -> str:
+    return f"../../packages/{quote(record.filename)}"
+
+
+def render_root(snap: Snapshot, media: str) -> bytes:
+    """The project list (``/simple/``)."""
+    if media == JSON:
+        doc = {
+            "meta": {"api-version": API_VERSION},
+            "projects": [{"name": name} for name in snap.projects],
+        }
+        return json.dumps(doc).encode()
+    lines = [
+        "<!DOCTYPE html>",
+        "<html><head>",
+        f'<meta name="pypi:repository-version" content="{API_VERSION}">',
+        "<title>Simple index</title></head><body>",
+    ]
+    lines += [f'<a href="{quote(name)}/">{_esc(name)}</a><br>' for name in snap.projects]
+    lines.append("</body></html>")
+    return ("\n".join(lines) + "\n").encode()
+
+
+def render_project(snap: Snapshot, project: str, media: str) -> bytes:
+    """The file list of one (existing, canonical) project."""
+    records = snap.projects[project]
+    if media == JSON:
+        doc = {
+            "meta": {"api-version": API_VERSION},
+            "name": project,
+            "versions": snap.versions(project),
+            "files": [_json_file(snap, r) for r in records],
+        }
+        return json.dumps(doc).encode()
+    lines = [
+        "<!DOCTYPE html>",
+        "<html><head>",
+        f'<meta name="pypi:repository-version" content="{API_VERSION}">',
+        f"<title>Links for {_esc(project)}</title></head><body>",
+        f"<h1>Links for {_esc(project)}</h1>",
+    ]
+    for record in records:
+        attrs = [f'href="{_esc(_file_url(record))}#sha256={record.sha256}"']
+        if record.requires_python:
+            attrs.append(f'data-requires-python="{_esc(record.requires_python)}"')
+        if record.core_metadata_sha256:
+            value = f"sha256={record.core_metadata_sha256}"
+            attrs.append(f'data-core-metadata="{value}"')
+            attrs.append(f'data-dist-info-metadata="{value}"')
+        if record.filename in snap.yanked:
+            attrs.append(f'data-yanked="{_esc(snap.yanked[record.filename])}"')
+        lines.append(f"<a {' '.join(attrs)}>{_esc(record.filename)}</a><br>")
+    lines.append("</body></html>")
+    return ("\n".join(lines) + "\n").encode()
+
+
+def _json_file(snap: Snapshot, record: Record) -> dict[str, Any]:
+    core: dict[str, str] | bool = (
+        {"sha256": record.core_metadata_sha256} if record.core_metadata_sha256 else False
+    )
+    yanked: str | bool = False
+    if record.filename in snap.yanked:
+        yanked = snap.yanked[record.filename] or True
+    entry: dict[str, Any] = {
+        "filename": record.filename,
+        "url": _file_url(record),
+        "hashes": {"sha256": record.sha256},
+        "core-metadata": core,
+        "dist-info-metadata": core,
+        "yanked": yanked,
+        "size": record.size,
+        "upload-time": record.upload_time,
+    }
+    if record.requires_python:
+        entry["requires-python"] = record.requires_python
+    return entry

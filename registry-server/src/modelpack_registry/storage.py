@@ -1,0 +1,308 @@
+"""The data folder: layout, records, atomic publication and the generation counter.
+
+Layout of ``DATA`` (``--data``, default ``./registry-data``)::
+
+    DATA/
+      packages/<filename>             the distributions (.whl, .tar.gz, .zip): the whole state
+      meta/<filename>.json            derived record (see :class:`Record`)
+      meta/<filename>.metadata        a wheel's ``*.dist-info/METADATA`` bytes (PEP 658)
+      tmp/                            in-flight uploads (``upload-<pid>-<random>.part``)
+      state/yanked/<filename>.json    {"reason": "..."}: PEP 592 yank (written by later tools)
+      generation                      a counter bumped after every change
+      .lock                           fcntl.flock'ed while publishing or bumping ``generation``
+
+Rules that keep it consistent:
+
+- ``packages/`` is the truth. Everything in ``meta/`` can be rebuilt from it
+  (``modelpack-registry reindex``); ``state/`` cannot, and is never derived.
+- An upload is streamed into ``tmp/`` (same filesystem), fsynced and validated; then,
+  holding ``.lock``, its ``meta/`` files are written atomically (temp file + rename)
+  *before* the distribution is hard-linked into ``packages/`` (``os.link`` fails if the
+  name exists, so of two uploads of one filename exactly one wins and nothing is ever
+  overwritten). A listed file therefore always has its record; a record without a
+  distribution is an orphan (``verify`` reports it, ``reindex`` removes it).
+- A writer holds ``flock(LOCK_EX)`` on its temp file while writing it. At start-up a
+  server removes every temp file whose lock it can take: its writer is dead (a killed
+  server or an aborted upload), while another live server's upload is left alone.
+- After each change ``generation`` is rewritten (atomic replace) with a larger number;
+  every server process polls that one small file (at most every 0.25 s) to notice
+  changes made by other processes on the same folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import secrets
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from modelpack_registry.errors import Conflict, StorageError
+
+__all__ = ["DataDir", "Record", "TempUpload"]
+
+TEMP_PREFIX = "upload-"
+TEMP_SUFFIX = ".part"
+
+
+@dataclass(frozen=True)
+class Record:
+    """What the index needs to know about one distribution file (``meta/<file>.json``)."""
+
+    filename: str
+    name: str  # canonical project name (PEP 503)
+    version: str
+    sha256: str
+    size: int
+    upload_time: str  # ISO 8601, UTC, e.g. 2024-05-01T12:00:00.123456Z
+    requires_python: str | None
+    summary: str | None
+    core_metadata_sha256: str | None  # sha256 of meta/<file>.metadata, None for sdists
+
+    def to_json(self) -> bytes:
+        """The record as it is stored on disk."""
+        return json.dumps(asdict(self), indent=1, sort_keys=True).encode() + b"\n"
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> Record:
+        """Parse a stored record.
+
+        :raises ValueError: if it is not a record (bad JSON, missing or wrong fields).
+        """
+        data: Any = json.loads(raw)
+        if not isinstance(data, dict):
+            raise ValueError("record is not a JSON object")
+        try:
+            record = cls(
+                filename=str(data["filename"]),
+                name=str(data["name"]),
+                version=str(data["version"]),
+                sha256=str(data["sha256"]),
+                size=int(data["size"]),
+                upload_time=str(data["upload_time"]),
+                requires_python=_opt_str(data.get("requires_python")),
+                summary=_opt_str(data.get("summary")),
+                core_metadata_sha256=_opt_str(data.get("core_metadata_sha256")),
+            )
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"record field missing or wrong: {exc}") from exc
+        return record
+
+
+def _opt_str(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+class TempUpload:
+    """A locked temp file in ``DATA/tmp``; removed by :meth:`discard` unless published."""
+
+    def __init__(self, path: Path, file: BinaryIO) -> None:
+        self.path = path
+        self.file = file
+
+    def discard(self) -> None:
+        """Close and delete the temp file (idempotent)."""
+        with contextlib.suppress(OSError):
+            self.file.close()
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+
+class DataDir:
+    """Paths and primitive operations on one data folder."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root).absolute()
+        self.packages = self.root / "packages"
+        self.meta = self.root / "meta"
+        self.tmp = self.root / "tmp"
+        self.state = self.root / "state"
+        self.yanked = self.state / "yanked"
+        self.generation_file = self.root / "generation"
+        self.lock_file = self.root / ".lock"
+
+    # -- set-up ---------------------------------------------------------------------------
+    def ensure(self) -> None:
+        """Create the folders and check they are writable.
+
+        :raises StorageError: if the folder cannot be created or written.
+        """
+        try:
+            for folder in (self.packages, self.meta, self.tmp):
+                folder.mkdir(parents=True, exist_ok=True)
+            probe = self.tmp / f".probe-{os.getpid()}-{secrets.token_hex(4)}"
+            probe.write_bytes(b"")
+            probe.unlink()
+            if not self.generation_file.exists():
+                with self.locked():
+                    if not self.generation_file.exists():
+                        self._write_generation(1)
+        except OSError as exc:
+            raise StorageError(
+                f"data folder {self.root} is not writable: {exc.strerror or exc}"
+            ) from exc
+
+    def clean_tmp(self) -> list[str]:
+        """Remove temp files whose writer is gone; return their names.
+
+        A live writer holds ``flock`` on its temp file, so those are skipped.
+        """
+        removed: list[str] = []
+        try:
+            names = os.listdir(self.tmp)
+        except FileNotFoundError:
+            return removed
+        for name in names:
+            path = self.tmp / name
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except OSError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                continue  # a live upload of another server process
+            try:
+                path.unlink()
+                removed.append(name)
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
+        return removed
+
+    def temp_files(self) -> list[str]:
+        """Names in ``tmp/`` (for ``verify``)."""
+        try:
+            return sorted(os.listdir(self.tmp))
+        except FileNotFoundError:
+            return []
+
+    def new_temp(self) -> TempUpload:
+        """Create and lock a new temp file for an upload.
+
+        :raises StorageError: if ``tmp/`` is not writable.
+        """
+        name = f"{TEMP_PREFIX}{os.getpid()}-{secrets.token_hex(8)}{TEMP_SUFFIX}"
+        path = self.tmp / name
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        except OSError as exc:
+            raise StorageError(f"cannot create a temp file in {self.tmp}: {exc}") from exc
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return TempUpload(path, os.fdopen(fd, "w+b"))
+
+    # -- lock and generation --------------------------------------------------------------
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the folder-wide write lock (``DATA/.lock``) across processes."""
+        fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
+    def read_generation(self) -> str:
+        """The current generation as stored (cheap: one small read); "" if missing."""
+        try:
+            with open(self.generation_file, "rb") as f:
+                return f.read(64).decode("ascii", "replace").strip()
+        except OSError:
+            return ""
+
+    def bump_generation(self) -> None:
+        """Increase the counter; the caller holds :meth:`locked`."""
+        try:
+            current = int(self.read_generation() or "0")
+        except ValueError:
+            current = 0
+        self._write_generation(current + 1)
+
+    def _write_generation(self, value: int) -> None:
+        self.atomic_write(self.generation_file, f"{value}\n".encode())
+
+    # -- files ----------------------------------------------------------------------------
+    def atomic_write(self, path: Path, data: bytes) -> None:
+        """Write ``data`` to ``path`` via a temp file in the same folder and a rename."""
+        tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+            raise
+
+    def record_path(self, filename: str) -> Path:
+        """``meta/<filename>.json``."""
+        return self.meta / f"{filename}.json"
+
+    def metadata_path(self, filename: str) -> Path:
+        """``meta/<filename>.metadata``."""
+        return self.meta / f"{filename}.metadata"
+
+    def load_record(self, filename: str) -> Record | None:
+        """The stored record of ``filename``, or None if missing or unreadable."""
+        try:
+            return Record.from_json(self.record_path(filename).read_bytes())
+        except (OSError, ValueError):
+            return None
+
+    def write_derived(self, record: Record, metadata: bytes | None) -> None:
+        """Write ``meta/`` files of one distribution atomically (metadata first)."""
+        if metadata is not None:
+            self.atomic_write(self.metadata_path(record.filename), metadata)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                self.metadata_path(record.filename).unlink()
+        self.atomic_write(self.record_path(record.filename), record.to_json())
+
+    def publish(self, temp: TempUpload, record: Record, metadata: bytes | None) -> None:
+        """Make a validated temp file visible as ``packages/<record.filename>``.
+
+        :raises Conflict: if that filename is already published (nothing is changed).
+        """
+        target = self.packages / record.filename
+        with self.locked():
+            if os.path.lexists(target):
+                raise Conflict(_exists_message(record.filename))
+            self.write_derived(record, metadata)
+            try:
+                os.link(temp.path, target)
+            except FileExistsError:
+                raise Conflict(_exists_message(record.filename)) from None
+            _fsync_dir(self.packages)
+            self.bump_generation()
+        temp.discard()
+
+    def yank_reason(self, filename: str) -> str | None:
+        """PEP 592: the reason from ``state/yanked/<filename>.json``, None if not yanked."""
+        try:
+            raw: Any = json.loads((self.yanked / f"{filename}.json").read_bytes())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):
+            return ""
+        reason = raw.get("reason") if isinstance(raw, dict) else None
+        return str(reason) if reason else ""
+
+
+def _exists_message(filename: str) -> str:
+    return f"{filename} already exists; published versions are immutable: bump the version"
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,193 @@
+"""Checks on an uploaded file: a safe name, a known type, and contents that match the name.
+
+Nothing here writes: each check either returns what it learned or raises
+:class:`~modelpack_registry.errors.BadRequest` with a message saying what is wrong.
+"""
+
+from __future__ import annotations
+
+import re
+import tarfile
+import zipfile
+from dataclasses import dataclass
+from email.message import Message
+from email.parser import BytesParser
+from pathlib import Path, PurePosixPath
+
+from packaging.utils import (
+    InvalidSdistFilename,
+    InvalidWheelFilename,
+    canonicalize_name,
+    parse_sdist_filename,
+    parse_wheel_filename,
+)
+from packaging.version import InvalidVersion, Version
+
+from modelpack_registry.errors import BadRequest
+
+__all__ = ["DistInfo", "check_filename", "inspect_distribution", "wheel_key"]
+
+KNOWN_SUFFIXES = (".whl", ".tar.gz", ".zip")
+MAX_METADATA_SIZE = 16 * 1024 * 1024
+_METADATA_RE = re.compile(r"^[^/]+\.dist-info/METADATA$")
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """What a distribution says about itself."""
+
+    name: str  # canonical
+    version: str  # as the filename spells it, normalized by packaging
+    requires_python: str | None
+    summary: str | None
+    metadata: bytes | None  # the wheel's METADATA bytes; None for sdists
+
+
+def check_filename(filename: str) -> str:
+    """Check that ``filename`` is a plain file name of a known type; return the suffix.
+
+    :raises BadRequest: for path separators, a leading dot, ``..``, NUL, an unknown type,
+        or a name that packaging cannot parse as a wheel or sdist filename.
+    """
+    if not filename:
+        raise BadRequest("the upload has no file name")
+    if any(ch in filename for ch in "/\\\x00") or ".." in filename:
+        raise BadRequest(f"invalid file name {filename!r}: it must be a plain name")
+    if filename.startswith(".") or filename != filename.strip() or len(filename) > 255:
+        raise BadRequest(f"invalid file name {filename!r}: it must be a plain name")
+    if any(ord(ch) < 32 for ch in filename):
+        raise BadRequest(f"invalid file name {filename!r}: control characters")
+    suffix = next((s for s in KNOWN_SUFFIXES if filename.endswith(s)), None)
+    if suffix is None:
+        raise BadRequest(
+            f"unsupported file type {filename!r}: upload a wheel (.whl) or an sdist (.tar.gz, .zip)"
+        )
+    name_and_version(filename)
+    return suffix
+
+
+def name_and_version(filename: str) -> tuple[str, str]:
+    """Canonical project name and normalized version from a distribution filename.
+
+    :raises BadRequest: if the filename does not follow the wheel or sdist convention.
+    """
+    try:
+        if filename.endswith(".whl"):
+            name, version, _, _ = parse_wheel_filename(filename)
+        else:
+            name, version = parse_sdist_filename(filename)
+    except (InvalidWheelFilename, InvalidSdistFilename, InvalidVersion) as exc:
+        raise BadRequest(f"invalid distribution file name {filename!r}: {exc}") from exc
+    return str(name), str(version)
+
+
+def wheel_key(filename: str) -> tuple[str, ...]:
+    """A key equal for two filenames that denote the same file after normalization."""
+    try:
+        if filename.endswith(".whl"):
+            name, version, build, tags = parse_wheel_filename(filename)
+            return (name, str(version), repr(build), *sorted(str(t) for t in tags))
+        name, version = parse_sdist_filename(filename)
+        return (name, str(version), "sdist", filename.rsplit(".", 2)[-1])
+    except (InvalidWheelFilename, InvalidSdistFilename, InvalidVersion):
+        return (filename,)
+
+
+def inspect_distribution(path: Path, filename: str) -> DistInfo:
+    """Open the file and check that its contents match ``filename``.
+
+    :raises BadRequest: if the file is empty, not a valid archive, has unsafe member
+        names, or (for wheels) its METADATA is missing, duplicated or names another
+        project or version.
+    """
+    suffix = check_filename(filename)
+    name, version = name_and_version(filename)
+    if path.stat().st_size == 0:
+        raise BadRequest(f"{filename} is empty")
+    if suffix == ".whl":
+        return _inspect_wheel(path, filename, name, version)
+    if suffix == ".zip":
+        _check_zip_members(path, filename)
+    else:
+        _check_tar(path, filename)
+    return DistInfo(name, version, None, None, None)
+
+
+def _open_zip(path: Path, filename: str) -> zipfile.ZipFile:
+    try:
+        return zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+        raise BadRequest(f"{filename} is not a valid zip archive: {exc}") from exc
+
+
+def _check_member_name(member: str, filename: str) -> None:
+    pure = PurePosixPath(member.replace("\\", "/"))
+    if member.startswith(("/", "\\")) or pure.is_absolute() or ".." in pure.parts:
+        raise BadRequest(f"{filename} has an unsafe member name {member!r}")
+    if "\x00" in member or re.match(r"^[A-Za-z]:", member):
+        raise BadRequest(f"{filename} has an unsafe member name {member!r}")
+
+
+def _check_zip_members(path: Path, filename: str) -> list[str]:
+    with _open_zip(path, filename) as zf:
+        names = zf.namelist()
+    for member in names:
+        _check_member_name(member, filename)
+    return names
+
+
+def _check_tar(path: Path, filename: str) -> None:
+    try:
+        with tarfile.open(path, "r:gz") as tf:
+            for member in tf:
+                _check_member_name(member.name, filename)
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise BadRequest(f"{filename} is not a valid .tar.gz archive: {exc}") from exc
+
+
+def _inspect_wheel(path: Path, filename: str, name: str, version: str) -> DistInfo:
+    with _open_zip(path, filename) as zf:
+        members = zf.infolist()
+        for info in members:
+            _check_member_name(info.filename, filename)
+        found = [i for i in members if _METADATA_RE.match(i.filename)]
+        if len(found) != 1:
+            what = "no" if not found else f"{len(found)}"
+            raise BadRequest(f"{filename} has {what} *.dist-info/METADATA files; expected one")
+        if found[0].file_size > MAX_METADATA_SIZE:
+            raise BadRequest(f"{filename}: METADATA is larger than 16 MiB")
+        try:
+            metadata = zf.read(found[0])
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+            raise BadRequest(f"{filename}: cannot read METADATA: {exc}") from exc
+    msg = BytesParser().parsebytes(metadata, headersonly=True)
+    meta_name, meta_version = _header(msg, "Name"), _header(msg, "Version")
+    if not meta_name or not meta_version:
+        raise BadRequest(f"{filename}: METADATA has no Name or no Version")
+    if canonicalize_name(meta_name) != name:
+        raise BadRequest(
+            f"{filename}: METADATA names project {meta_name!r}, the file name says {name!r}"
+        )
+    if not versions_equal(meta_version, version):
+        raise BadRequest(
+            f"{filename}: METADATA says version {meta_version!r}, the file name says {version!r}"
+        )
+    return DistInfo(
+        name, version, _header(msg, "Requires-Python"), _header(msg, "Summary"), metadata
+    )
+
+
+def versions_equal(a: str, b: str) -> bool:
+    """True if two version strings are equal under PEP 440 (or equal as text)."""
+    try:
+        return Version(a) == Version(b)
+    except InvalidVersion:
+        return a.strip() == b.strip()
+
+
+def _header(msg: Message, key: str) -> str | None:
+    value = msg.get(key)
+    if value is None:
+        return None
+    text = str(value).strip()
+    return text or None

@@ -1,0 +1,127 @@
+"""Helpers for the registry tests: tiny real wheels, twine, raw multipart uploads."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import socket
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import requests
+
+TWINE_ENV_DROP = ("TWINE_USERNAME", "TWINE_PASSWORD", "TWINE_REPOSITORY_URL")
+
+
+def _record_line(name: str, data: bytes) -> str:
+    digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+    return f"{name},sha256={digest},{len(data)}"
+
+
+def make_wheel(
+    folder: Path,
+    name: str = "model-foo",
+    version: str = "1.0",
+    *,
+    meta_name: str | None = None,
+    meta_version: str | None = None,
+    requires_python: str | None = None,
+    summary: str = "A tiny test model",
+    payload: bytes = b"",
+    extra_members: dict[str, bytes] | None = None,
+) -> Path:
+    """Write a valid (installable) pure-Python wheel and return its path."""
+    dist = name.replace("-", "_")
+    filename = f"{dist}-{version}-py3-none-any.whl"
+    distinfo = f"{dist}-{version}.dist-info"
+    metadata = (
+        "Metadata-Version: 2.1\n"
+        f"Name: {meta_name or name}\n"
+        f"Version: {meta_version or version}\n"
+        f"Summary: {summary}\n"
+        + (f"Requires-Python: {requires_python}\n" if requires_python else "")
+        + "\n"
+    ).encode()
+    files = {
+        f"{dist}/__init__.py": f'VERSION = "{version}"\n'.encode(),
+        f"{dist}/weights.bin": payload,
+        f"{distinfo}/METADATA": metadata,
+        f"{distinfo}/WHEEL": (
+            b"Wheel-Version: 1.0\nGenerator: modelpack-tests\nRoot-Is-Purelib: true\n"
+            b"Tag: py3-none-any\n"
+        ),
+        **(extra_members or {}),
+    }
+    record = "\n".join(_record_line(k, v) for k, v in files.items())
+    record += f"\n{distinfo}/RECORD,,\n"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / filename
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:
+        for member, data in files.items():
+            zf.writestr(member, data)
+        zf.writestr(f"{distinfo}/RECORD", record)
+    return path
+
+
+def twine_upload(
+    url: str, *files: Path, user: str | None = None, password: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run the real twine against the registry's upload URL."""
+    env = {k: v for k, v in os.environ.items() if k not in TWINE_ENV_DROP}
+    env["TWINE_USERNAME"] = user or "anonymous"
+    env["TWINE_PASSWORD"] = password or "none"
+    cmd = [sys.executable, "-m", "twine", "upload", "--non-interactive",
+           "--disable-progress-bar", "--repository-url", f"{url}/", *map(str, files)]  # fmt: skip
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+
+
+BOUNDARY = "modelpackTestBoundary7MA4YWxkTrZu0gW"
+
+
+def multipart_body(
+    filename: str, content: bytes, fields: dict[str, str] | None = None
+) -> tuple[bytes, str]:
+    """A twine-like multipart body; returns (body, content type)."""
+    form = {":action": "file_upload", "protocol_version": "1", **(fields or {})}
+    parts = []
+    for key, value in form.items():
+        parts.append(
+            f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{key}"\r\n\r\n'
+            f"{value}\r\n".encode()
+        )
+    parts.append(
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="content"; '
+        f'filename="{filename}"\r\nContent-Type: application/octet-stream\r\n\r\n'.encode()
+        + content
+        + b"\r\n"
+    )
+    parts.append(f"--{BOUNDARY}--\r\n".encode())
+    return b"".join(parts), f"multipart/form-data; boundary={BOUNDARY}"
+
+
+def post_upload(
+    url: str, filename: str, content: bytes, fields: dict[str, str] | None = None, **kw: object
+) -> requests.Response:
+    """POST one file the way twine does, with requests."""
+    body, ctype = multipart_body(filename, content, fields)
+    return requests.post(f"{url}/", data=body, headers={"Content-Type": ctype}, timeout=30, **kw)  # type: ignore[arg-type]
+
+
+def send_half_upload(host: str, port: int, filename: str, content: bytes) -> socket.socket:
+    """Open a raw socket and send the headers and half of a multipart body; return it open."""
+    body, ctype = multipart_body(filename, content)
+    head = (
+        f"POST / HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: {ctype}\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    sock = socket.create_connection((host, port), timeout=10)
+    sock.sendall(head + body[: len(body) // 2])
+    return sock
+
+
+def listing(data: Path, sub: str) -> list[str]:
+    folder = data / sub
+    return sorted(os.listdir(folder)) if folder.is_dir() else []
