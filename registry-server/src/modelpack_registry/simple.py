@@ -42,7 +42,8 @@ def negotiate(accept: str | None, query_format: str | None = None) -> str | None
     means HTML.
     """
     if query_format:
-        fmt = _FORMAT_ALIASES.get(query_format.lower(), query_format.lower())
+        fmt = query_format.lower().replace(" ", "+")  # an unencoded "+" arrives as " "
+        fmt = _FORMAT_ALIASES.get(fmt, fmt)
         return _MEDIA.get(fmt)
     if not accept or not accept.strip():
         return TEXT_HTML
