@@ -16,15 +16,18 @@ import base64
 import csv
 import hashlib
 import io
+import json
 import os
 import shutil
 import zipfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
-__all__ = ["CHUNK", "add_stored_files", "stage_project"]
+__all__ = ["CHUNK", "MANIFEST_NAME", "add_stored_files", "stage_project"]
 
 CHUNK = 1 << 20
+MANIFEST_NAME = "modelpack.json"
 _SKIP_DIRS = {
     "dist", "build", ".venv", "venv", "__pycache__", ".pytest_cache", ".mypy_cache",
     ".ruff_cache", ".tox", ".nox", ".git", ".hg",
@@ -55,10 +58,39 @@ def _record_hash(digest: bytes) -> str:
     return "sha256=" + base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
 
-def add_stored_files(wheel: Path, files: Iterable[tuple[Path, str]], out: Path) -> None:
+def _with_keywords(metadata: bytes, keywords: Sequence[str]) -> bytes:
+    """Core metadata with *keywords* merged into its ``Keywords`` field."""
+    text = metadata.decode("utf-8")
+    head, sep, body = text.partition("\n\n")
+    lines = head.split("\n")
+    existing: list[str] = []
+    for i, line in enumerate(lines):
+        if line.lower().startswith("keywords:"):
+            existing = [k.strip() for k in line.split(":", 1)[1].split(",") if k.strip()]
+            del lines[i]
+            break
+    merged = list(dict.fromkeys([*existing, *keywords]))
+    lines.append(f"Keywords: {','.join(merged)}")
+    return ("\n".join(lines) + sep + body).encode("utf-8")
+
+
+def _record_row(arcname: str, data: bytes) -> list[str]:
+    return [arcname, _record_hash(hashlib.sha256(data).digest()), str(len(data))]
+
+
+def add_stored_files(
+    wheel: Path,
+    files: Iterable[tuple[Path, str]],
+    out: Path,
+    *,
+    manifest: dict[str, Any] | None = None,
+    keywords: Sequence[str] = (),
+) -> None:
     """Write *out*: *wheel*'s members plus *files* (path, archive name) stored uncompressed.
 
-    A member of *wheel* with the same archive name as one of *files* is replaced.
+    A member of *wheel* with the same archive name as one of *files* is replaced. With
+    *manifest*, ``<dist-info>/modelpack.json`` holds it plus every weight file's size and
+    sha256; *keywords* are merged into the core metadata's ``Keywords``.
     """
     files = list(files)
     names = {arc for _, arc in files}
@@ -66,21 +98,27 @@ def add_stored_files(wheel: Path, files: Iterable[tuple[Path, str]], out: Path) 
         infos = src.infolist()
         record = next(i.filename for i in infos if i.filename.endswith(".dist-info/RECORD"))
         meta = next(i for i in infos if i.filename.endswith(".dist-info/METADATA"))
+        dist_info = record.rsplit("/", 1)[0]
+        replaced = {record, meta.filename, f"{dist_info}/{MANIFEST_NAME}"} | names
         rows = [
             row
             for row in csv.reader(io.StringIO(src.read(record).decode("utf-8")))
-            if row and row[0] != record and row[0] not in names
+            if row and row[0] not in replaced
         ]
         for info in infos:
-            if info.filename == record or info.filename in names:
+            if info.filename in replaced:
                 continue
             with src.open(info) as fin, dst.open(info, "w") as fout:
                 shutil.copyfileobj(fin, fout, CHUNK)
+        metadata = src.read(meta)
+        if keywords:
+            metadata = _with_keywords(metadata, keywords)
+        dst.writestr(meta, metadata)
+        rows.append(_record_row(meta.filename, metadata))
+        weights = []
         for path, arcname in files:
             size = path.stat().st_size
-            zinfo = zipfile.ZipInfo(arcname, meta.date_time)
-            zinfo.compress_type = zipfile.ZIP_STORED
-            zinfo.external_attr = (0o100644 & 0xFFFF) << 16
+            zinfo = _zipinfo(arcname, meta.date_time, zipfile.ZIP_STORED)
             zinfo.file_size = size  # lets zipfile choose ZIP64 up front for > 4 GiB files
             digest = hashlib.sha256()
             with path.open("rb") as fin, dst.open(zinfo, "w") as fout:
@@ -88,10 +126,24 @@ def add_stored_files(wheel: Path, files: Iterable[tuple[Path, str]], out: Path) 
                     digest.update(chunk)
                     fout.write(chunk)
             rows.append([arcname, _record_hash(digest.digest()), str(size)])
+            weights.append({"path": arcname, "size": size, "sha256": digest.hexdigest()})
+        if manifest is not None:
+            data = (
+                json.dumps({**manifest, "weights": weights}, indent=2, sort_keys=True) + "\n"
+            ).encode()
+            name = f"{dist_info}/{MANIFEST_NAME}"
+            dst.writestr(_zipinfo(name, meta.date_time, zipfile.ZIP_DEFLATED), data)
+            rows.append(_record_row(name, data))
         rows.append([record, "", ""])
         buf = io.StringIO()
         csv.writer(buf, lineterminator="\n").writerows(rows)
-        rinfo = zipfile.ZipInfo(record, meta.date_time)
-        rinfo.compress_type = zipfile.ZIP_DEFLATED
-        rinfo.external_attr = (0o100644 & 0xFFFF) << 16
-        dst.writestr(rinfo, buf.getvalue())
+        dst.writestr(_zipinfo(record, meta.date_time, zipfile.ZIP_DEFLATED), buf.getvalue())
+
+
+def _zipinfo(
+    name: str, date_time: tuple[int, int, int, int, int, int], compress: int
+) -> zipfile.ZipInfo:
+    zinfo = zipfile.ZipInfo(name, date_time)
+    zinfo.compress_type = compress
+    zinfo.external_attr = (0o100644 & 0xFFFF) << 16
+    return zinfo

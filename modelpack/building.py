@@ -15,15 +15,17 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any, NamedTuple
 
 from packaging.utils import canonicalize_name
 
 from modelpack.assemble import add_stored_files, stage_project
-from modelpack.errors import BuildError
+from modelpack.checks import Problem, check_project, check_wheel
+from modelpack.errors import BuildError, CheckError
 from modelpack.project import Project, load_project, weight_files
 from modelpack.wheel import WheelInfo, inspect_wheel
 
-__all__ = ["build_project"]
+__all__ = ["BuildResult", "build_project", "raise_for_errors"]
 
 
 def _uv_bin() -> Path | None:
@@ -36,18 +38,26 @@ def _uv_bin() -> Path | None:
         return Path(found) if found else None
 
 
-def build_project(path: Path | str = ".", *, isolation: bool = True) -> tuple[Project, WheelInfo]:
-    """Build the model project at *path* into ``dist/`` and check the wheel.
+class BuildResult(NamedTuple):
+    project: Project
+    wheel: WheelInfo
+    warnings: list[Problem]
+
+
+def build_project(path: Path | str = ".", *, isolation: bool = True) -> BuildResult:
+    """Check the model project at *path*, build it into ``dist/``, and check the wheel.
 
     The backend builds from a staged copy without the weights; the weights are then
-    added uncompressed (see :mod:`modelpack.assemble`).
+    added uncompressed with the manifest (see :mod:`modelpack.assemble`).
 
     :raises ProjectError: *path* is not a model project.
-    :raises MissingWeightsError: the project has no weights.
+    :raises CheckError: ``modelpack check`` finds errors (all are in the message).
     :raises BuildError: the build backend failed, or the wheel is not a valid model.
     """
     project = load_project(path)
-    weights = weight_files(project)  # fail before a slow build if there is nothing to ship
+    problems = check_project(project)
+    raise_for_errors(project, problems)
+    weights = weight_files(project)
     assert project.weights_dir is not None  # weight_files found it
     project.dist_dir.mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".build-", dir=project.dist_dir) as tmp:
@@ -57,16 +67,48 @@ def build_project(path: Path | str = ".", *, isolation: bool = True) -> tuple[Pr
         prefix = f"{project.package}/{project.weights_subdir}/"
         arcnames = [(f, prefix + f.relative_to(project.weights_dir).as_posix()) for f in weights]
         assembled = scratch / built.name
-        add_stored_files(built, arcnames, assembled)
+        version = built.name.split("-")[1]
+        add_stored_files(
+            built, arcnames, assembled, manifest=_manifest(project, version),
+            keywords=_keywords(project.config),
+        )  # fmt: skip
         info = inspect_wheel(assembled, project.weights_subdir)
         if canonicalize_name(info.name) != project.canonical_name:
             raise BuildError(
                 f"the build produced {info.filename}, not a wheel of {project.name}; "
                 "check [project] name in pyproject.toml"
             )
+        raise_for_errors(project, check_wheel(info, project.package))
         final = project.dist_dir / built.name
         os.replace(assembled, final)
-    return project, dataclasses.replace(info, path=final)
+    warnings = [p for p in problems if p.severity != "error"]
+    return BuildResult(project, dataclasses.replace(info, path=final), warnings)
+
+
+def raise_for_errors(project: Project, problems: list[Problem]) -> None:
+    """:raises CheckError: when *problems* holds an error; the message lists them all."""
+    errors = [p for p in problems if p.severity == "error"]
+    if errors:
+        lines = "\n".join(f"  {p.where}: {p.message}" for p in errors)
+        raise CheckError(f"{project.name} fails {len(errors)} check(s):\n{lines}")
+
+
+def _manifest(project: Project, version: str) -> dict[str, Any]:
+    skip = {"registry", "weights"}
+    fields = {k: v for k, v in project.config.items() if k not in skip}
+    return {
+        "name": project.canonical_name, "version": version, "package": project.package,
+        "entry_point": project.entry_point, "manifest_version": 1, **fields,
+    }  # fmt: skip
+
+
+def _keywords(config: dict[str, Any]) -> list[str]:
+    words = ["modelpack-model"]
+    for key in ("task", "framework"):
+        if isinstance(config.get(key), str):
+            words.append(f"{key}:{config[key]}")
+    words += [str(t) for t in config.get("tags", []) if isinstance(t, str)]
+    return words
 
 
 def _run_backend(project: Project, source: Path, outdir: Path, isolation: bool) -> Path:

@@ -41,21 +41,40 @@ def _cmd_new(args: argparse.Namespace) -> int:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    from modelpack.project import load_project, weight_files
+    from modelpack.building import raise_for_errors
+    from modelpack.checks import check_project
+    from modelpack.project import load_project
 
     project = load_project(args.project)
-    files = weight_files(project)
-    _info(f"{project.name}: entry point {project.entry_point}, {len(files)} weight file(s)")
-    print(f"ok: {project.name}")
+    problems = check_project(project)
+    if args.fix:
+        from modelpack.fix import add_dependencies, compatible_range
+
+        missing = sorted({p.missing_dist for p in problems if p.missing_dist})
+        if missing:
+            reqs = [compatible_range(d) for d in missing]
+            add_dependencies(project.root / "pyproject.toml", reqs)
+            print(f"added to [project] dependencies: {', '.join(reqs)}")
+            project = load_project(args.project)
+            problems = check_project(project)
+    for problem in problems:
+        if problem.severity != "error":
+            print(problem, file=sys.stderr)
+    raise_for_errors(project, problems)
+    print(f"ok: {project.name} passes every check")
     return 0
 
 
 def _cmd_build(args: argparse.Namespace) -> int:
     from modelpack.building import build_project
 
-    _, info = build_project(args.project, isolation=not args.no_isolation)
-    _info(f"built {info.name} {info.version} with {len(info.weights)} weight file(s)")
-    print(info.path)
+    result = build_project(args.project, isolation=not args.no_isolation)
+    for problem in result.warnings:
+        print(problem, file=sys.stderr)
+    _info(
+        f"built {result.wheel.name} {result.wheel.version} with {len(result.wheel.weights)} weight file(s)"
+    )
+    print(result.wheel.path)
     return 0
 
 
@@ -96,10 +115,19 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_new)
 
     p = sub.add_parser(
-        "check", parents=[common], help="check a model project before building",
-        description="Check that PROJECT is a model project: entry point and weights.",
+        "check", parents=[common], help="check a model project (dependencies, pickles, manifest, weights)",
+        description=(
+            "Check PROJECT before building: the [tool.modelpack] manifest, the weights, "
+            "imports that no declared dependency provides (AST scan), and the globals "
+            "that pickles among the weights reference (read statically, never unpickled). "
+            "`modelpack build` runs the same checks."
+        ),
     )  # fmt: skip
     p.add_argument("project", nargs="?", default=".", metavar="PROJECT", help="default: .")
+    p.add_argument(
+        "--fix", action="store_true",
+        help="add missing dependencies to pyproject.toml with a compatible range (e.g. pkg>=1.9,<2)",
+    )  # fmt: skip
     p.set_defaults(func=_cmd_check)
 
     p = sub.add_parser(

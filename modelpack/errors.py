@@ -12,7 +12,8 @@ Exception tree::
     ├── ProjectError               not a model project, or its pyproject.toml is wrong
     │   └── InvalidNameError       `modelpack new` got a name that is not a distribution name
     ├── BuildError                 the build backend failed, or the wheel is not a model
-    │   └── MissingWeightsError    the project (or its wheel) has no weights
+    │   ├── MissingWeightsError    the project (or its wheel) has no weights
+    │   └── CheckError             `modelpack check` found errors (each on its own line)
     └── RegistryError              talking to the registry failed
         ├── RegistryUnreachableError   nothing answers at the registry URL
         ├── AuthenticationError        the registry refused the credentials
@@ -25,6 +26,7 @@ from __future__ import annotations
 __all__ = [
     "AuthenticationError",
     "BuildError",
+    "CheckError",
     "InvalidNameError",
     "MissingWeightsError",
     "ModelNotFoundError",
@@ -68,6 +70,10 @@ class BuildError(ModelpackError):
 
 class MissingWeightsError(BuildError):
     """The project or wheel carries no weight files."""
+
+
+class CheckError(BuildError):
+    """``modelpack check`` found errors; the message lists each with its fix."""
 
 
 class RegistryError(ModelpackError):

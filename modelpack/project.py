@@ -41,6 +41,8 @@ class Project:
     """Where that package's source lives, when it can be found."""
     entry_point: str
     config: dict[str, Any] = field(default_factory=dict)
+    dependencies: tuple[str, ...] = ()
+    """``[project] dependencies`` as written."""
     """The ``[tool.modelpack]`` table."""
 
     @property
@@ -111,7 +113,17 @@ def load_project(path: Path | str = ".") -> Project:
         package_dir=_find_package_dir(root, package, data),
         entry_point=entry_point,
         config=config,
+        dependencies=_dependencies(proj, pyproject),
     )
+
+
+def _dependencies(proj: dict[str, Any], pyproject: Path) -> tuple[str, ...]:
+    deps = proj.get("dependencies", [])
+    if not isinstance(deps, list) or not all(isinstance(d, str) for d in deps):
+        raise ProjectError(
+            f'{pyproject}: [project] dependencies must be a list of strings like ["numpy>=2,<3"]'
+        )
+    return tuple(deps)
 
 
 def _find_package_dir(root: Path, package: str, data: dict[str, Any]) -> Path | None:

@@ -37,7 +37,7 @@ def record_rows(zf: zipfile.ZipFile) -> list[list[str]]:
 
 
 def test_weights_are_stored_and_record_is_correct(project: Path) -> None:
-    _, info = build_project(project)
+    info = build_project(project).wheel
     weights = {"model_big/weights/model.pkl", "model_big/weights/zeros.bin",
                "model_big/weights/extra/embeddings.bin"}  # fmt: skip
     assert set(info.weights) == weights
@@ -63,15 +63,15 @@ def test_weights_are_stored_and_record_is_correct(project: Path) -> None:
 
 
 def test_build_is_reproducible(project: Path, tmp_path: Path) -> None:
-    first = build_project(project)[1].path.read_bytes()
-    second = build_project(project)[1].path.read_bytes()
+    first = build_project(project).wheel.path.read_bytes()
+    second = build_project(project).wheel.path.read_bytes()
     assert hashlib.sha256(first).digest() == hashlib.sha256(second).digest()
     assert [p.name for p in (project / "dist").iterdir()] == ["model_big-0.1.0-py3-none-any.whl"]
 
 
 @pytest.mark.parametrize("tool", ["pip", "uv"])
 def test_assembled_wheel_installs_with_pip_and_uv(project: Path, tmp_path: Path, tool: str) -> None:
-    wheel = build_project(project)[1].path
+    wheel = build_project(project).wheel.path
     venv = Venv(tmp_path / "venv", tool=tool)
     if tool == "pip":
         cmd = [str(venv.python), "-m", "pip", "install", "--no-index", str(wheel)]

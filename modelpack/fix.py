@@ -1,0 +1,110 @@
+"""``modelpack check --fix``: declare missing dependencies with a compatible range.
+
+The range comes from the version installed here: ``scikit-learn>=1.9,<2`` (or, for a
+0.x release, ``>=0.13,<0.14``), never an exact pin. ``pyproject.toml`` is edited as text
+so that its comments and layout survive, re-parsed to prove the edit, and replaced
+atomically.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import tempfile
+from importlib import metadata
+from pathlib import Path
+
+from packaging.version import Version
+
+from modelpack.errors import ProjectError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+__all__ = ["add_dependencies", "compatible_range"]
+
+
+def compatible_range(dist: str) -> str:
+    """``dist>=X.Y,<X+1`` from the installed version (``<0.Y+1`` for 0.x)."""
+    try:
+        version = Version(metadata.version(dist))
+    except metadata.PackageNotFoundError as exc:
+        raise ProjectError(
+            f"{dist} is not installed here; install it, then run --fix again"
+        ) from exc
+    major, minor = version.major, version.minor
+    upper = f"{major + 1}" if major > 0 else f"0.{minor + 1}"
+    return f"{dist}>={major}.{minor},<{upper}"
+
+
+def _closing_bracket(text: str, start: int) -> int:
+    """Index of the ``]`` closing the array opened at *start* (strings and comments skipped)."""
+    depth, i, quote = 0, start, ""
+    while i < len(text):
+        ch = text[i]
+        if quote:
+            if ch == "\\" and quote == '"':
+                i += 1
+            elif text.startswith(quote, i):
+                i += len(quote) - 1
+                quote = ""
+        elif ch == "#":
+            i = text.find("\n", i)
+            if i < 0:
+                break
+        elif text.startswith(('"""', "'''"), i):
+            quote = text[i : i + 3]
+            i += 2
+        elif ch in "\"'":
+            quote = ch
+        elif ch == "[":
+            depth += 1
+        elif ch == "]":
+            depth -= 1
+            if depth == 0:
+                return i
+        i += 1
+    raise ProjectError("cannot find the end of [project] dependencies; fix pyproject.toml by hand")
+
+
+def _with_trailing_comma(body: str) -> str:
+    """*body* (an array's items) with a comma after its last item, before any comment."""
+    rows = body.split("\n")
+    for i in range(len(rows) - 1, -1, -1):
+        code = rows[i].split("#", 1)[0].rstrip()
+        if code.strip():
+            if not code.endswith(","):
+                rows[i] = code + "," + rows[i][len(code) :]
+            break
+    return "\n".join(rows)
+
+
+def add_dependencies(pyproject: Path, requirements: list[str]) -> None:
+    """Append *requirements* to ``[project] dependencies`` in *pyproject*.
+
+    :raises ProjectError: the file cannot be edited safely.
+    """
+    text = pyproject.read_text(encoding="utf-8")
+    section = re.search(r"(?m)^\[project\]\s*$", text)
+    if section is None:
+        raise ProjectError(f"{pyproject} has no [project] table")
+    next_table = re.search(r"(?m)^\[", text[section.end() :])
+    end = section.end() + next_table.start() if next_table else len(text)
+    lines = "".join(f'    "{r}",\n' for r in requirements)
+    found = re.compile(r"(?m)^dependencies\s*=\s*\[").search(text, section.end(), end)
+    if found is None:
+        new = text[: section.end()] + f"\ndependencies = [\n{lines}]" + text[section.end() :]
+    else:
+        close = _closing_bracket(text, found.end() - 1)
+        body = text[found.end() : close].rstrip()
+        new = text[: found.end()] + _with_trailing_comma(body) + "\n" + lines + text[close:]
+    declared = tomllib.loads(new)["project"].get("dependencies", [])
+    if not all(r in declared for r in requirements):  # pragma: no cover - defensive
+        raise ProjectError(f"could not add {requirements} to {pyproject}; add them by hand")
+    fd, tmp = tempfile.mkstemp(dir=pyproject.parent, prefix=".pyproject-", suffix=".toml")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(new)
+    os.replace(tmp, pyproject)
