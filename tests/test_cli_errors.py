@@ -87,11 +87,10 @@ def test_version_already_published_is_refused_and_registry_untouched(
 
 
 def test_wrong_credentials(tmp_path: Path, built: tuple[Path, Path]) -> None:
-    from passlib.apache import HtpasswdFile
+    import bcrypt
 
-    ht = HtpasswdFile(str(tmp_path / "htpasswd"), new=True)
-    ht.set_password("alice", "s3cret")
-    ht.save()
+    hashed = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(rounds=4)).decode()
+    (tmp_path / "htpasswd").write_text(f"alice:{hashed}\n")
     env_base = {k: v for k, v in __import__("os").environ.items() if not k.startswith("MODELPACK_")}
     with Registry(tmp_path / "data", args=["--htpasswd", str(tmp_path / "htpasswd")]) as reg:
         env = {**env_base, "MODELPACK_USERNAME": "alice", "MODELPACK_PASSWORD": "wrong"}
@@ -108,7 +107,7 @@ def test_wrong_credentials(tmp_path: Path, built: tuple[Path, Path]) -> None:
 
 @pytest.mark.parametrize("name", ["9lives", "model foo", "class", "-x"])
 def test_invalid_name_for_new(tmp_path: Path, name: str) -> None:
-    assert_reported(modelpack("new", name, "-o", tmp_path, "--no-input"), "invalid model name")
+    assert_reported(modelpack("new", "-o", tmp_path, "--no-input", "--", name), "invalid model name")
     assert list(tmp_path.iterdir()) == []
 
 
