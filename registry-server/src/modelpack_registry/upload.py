@@ -35,6 +35,7 @@ __all__ = ["UploadLimits", "handle_upload", "parse_size"]
 
 log = logging.getLogger(__name__)
 READ_BLOCK = 1 << 20
+IDLE_TIMEOUT = 120.0  # seconds without a byte from the client before an upload is dropped
 _UNITS = {
     "": 1, "b": 1,
     "k": 1000, "kb": 1000, "kib": 1024,
@@ -173,6 +174,10 @@ def handle_upload(environ: dict[str, Any], data: DataDir, index: Index,
         declared = 0
     if declared > limits.max_body:
         raise PayloadTooLarge(_too_large(limits))
+    sock = environ.get("gunicorn.socket")
+    if sock is not None:
+        # A client that stalls mid-body must not hold a worker thread forever.
+        sock.settimeout(IDLE_TIMEOUT)
     temp = data.new_temp()
     try:
         try:
