@@ -1,1 +1,8 @@
+"""modelpack-registry: the model registry of modelpack, a private Python package index.
+
+Where to read on: :mod:`~modelpack_registry.storage` describes the data folder layout,
+:mod:`~modelpack_registry.app` the HTTP endpoints, :mod:`~modelpack_registry.server`
+how it is served (gunicorn, gthread), :mod:`~modelpack_registry.errors` the exceptions.
+"""
+
 __version__ = "0.1.0"
