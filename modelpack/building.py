@@ -98,7 +98,8 @@ def _manifest(project: Project, version: str) -> dict[str, Any]:
     fields = {k: v for k, v in project.config.items() if k not in skip}
     return {
         "name": project.canonical_name, "version": version, "package": project.package,
-        "entry_point": project.entry_point, "manifest_version": 1, **fields,
+        "entry_point": project.entry_point, "manifest_version": 1,
+        "weights_dir": project.weights_subdir, **fields,
     }  # fmt: skip
 
 

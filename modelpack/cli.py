@@ -88,8 +88,11 @@ def _cmd_publish(args: argparse.Namespace) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
+    # -v works before or after the command: the sub-parsers' copy defaults to SUPPRESS so
+    # it never overwrites a -v given before the command.
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("-v", "--verbose", action="store_true", help="show details and tracebacks")
+    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                        help="show details and tracebacks")  # fmt: skip
     parser = argparse.ArgumentParser(
         prog="modelpack",
         description=DESCRIPTION,
@@ -171,7 +174,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
         return int(exc.code or 0)
-    _verbose = args.verbose
+    _verbose = args.verbose = bool(getattr(args, "verbose", False))
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s"
     )

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from packaging.utils import parse_sdist_filename, parse_wheel_filename
+from packaging.version import InvalidVersion, Version
 
 from modelpack.config import Credentials, redact, resolve_credentials, resolve_registry
 from modelpack.errors import (
@@ -26,7 +27,7 @@ from modelpack.errors import (
 )
 from modelpack.index import IndexClient
 from modelpack.project import load_project
-from modelpack.wheel import inspect_wheel
+from modelpack.wheel import inspect_wheel, weights_subdir
 
 __all__ = ["Published", "find_distributions", "publish"]
 
@@ -104,8 +105,6 @@ def find_distributions(targets: Sequence[Path | str]) -> tuple[list[Path], dict[
 
 
 def _norm_version(version: str) -> str:
-    from packaging.version import InvalidVersion, Version
-
     try:
         return str(Version(version))
     except InvalidVersion as exc:
@@ -134,7 +133,7 @@ def publish(
 
     for path in files:
         if path.name.endswith(".whl"):
-            inspect_wheel(path)
+            inspect_wheel(path, weights_subdir(path))
     # Check every file before uploading any, so a refused version uploads nothing.
     for path in files:
         name, version = _name_version(path)

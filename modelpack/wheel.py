@@ -17,7 +17,7 @@ from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel
 from modelpack.errors import BuildError, MissingWeightsError
 from modelpack.models import ENTRY_POINT_GROUP
 
-__all__ = ["WheelInfo", "inspect_wheel"]
+__all__ = ["WheelInfo", "inspect_wheel", "weights_subdir"]
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,21 @@ class WheelInfo:
     @property
     def filename(self) -> str:
         return self.path.name
+
+
+def weights_subdir(path: Path) -> str:
+    """The weights folder (relative to the package) that a wheel built by modelpack
+    records in its ``modelpack.json``; ``weights`` for any other wheel."""
+    import json
+
+    try:
+        with zipfile.ZipFile(path) as zf:
+            name = next((n for n in zf.namelist() if n.endswith(".dist-info/modelpack.json")), None)
+            manifest = json.loads(zf.read(name)) if name else {}
+    except (OSError, zipfile.BadZipFile, ValueError):
+        return "weights"
+    folder = manifest.get("weights_dir") if isinstance(manifest, dict) else None
+    return folder if isinstance(folder, str) and folder else "weights"
 
 
 def inspect_wheel(path: Path | str, weights_subdir: str = "weights") -> WheelInfo:

@@ -1,0 +1,158 @@
+"""`modelpack check`: each check against a real project that fails it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from modelpack.scaffold import new_project
+from modelpack.pickles import scan_pickle
+
+BIN = Path(sys.executable).parent
+
+
+def modelpack(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(BIN / "modelpack"), *map(str, args)], capture_output=True, text=True)
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    return new_project("model-chk", tmp_path)
+
+
+def pkg(project: Path) -> Path:
+    return project / "src" / "model_chk"
+
+
+def failed(result: subprocess.CompletedProcess[str], *needles: str) -> str:
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    for needle in needles:
+        assert needle in result.stderr, result.stderr
+    return result.stderr
+
+
+def test_template_project_passes(project: Path) -> None:
+    result = modelpack("check", project)
+    assert result.returncode == 0, result.stderr
+    assert "passes every check" in result.stdout
+
+
+def test_undeclared_import_is_an_error_and_fix_declares_a_range(project: Path) -> None:
+    (pkg(project) / "extra.py").write_text("import json\nimport requests\n")
+    err = failed(modelpack("check", project), "extra.py:2", "imports requests",
+                 "add requests to [project] dependencies")  # fmt: skip
+    assert "json" not in err  # the standard library needs no declaration
+    # build refuses too, and leaves no wheel behind
+    failed(modelpack("build", project), "imports requests")
+    assert not list((project / "dist").glob("*.whl"))
+
+    fixed = modelpack("check", project, "--fix")
+    assert fixed.returncode == 0, fixed.stderr
+    from importlib.metadata import version
+
+    major = int(version("requests").split(".")[0])
+    text = (project / "pyproject.toml").read_text()
+    assert f'"requests>={".".join(version("requests").split(".")[:2])},<{major + 1}"' in text
+    assert "==" not in text.split("dependencies = [", 1)[1].split("]", 1)[0]
+    assert "#   dependencies = [" in text  # the template's comments survive the edit
+
+
+def test_import_of_a_module_installed_nowhere(project: Path) -> None:
+    (pkg(project) / "extra.py").write_text("import surely_not_installed_xyz\n")
+    failed(modelpack("check", project), "imports surely_not_installed_xyz", "not installed here")
+
+
+def test_optional_imports_are_not_required(project: Path) -> None:
+    (pkg(project) / "extra.py").write_text(
+        "try:\n    import surely_not_installed_xyz\nexcept ImportError:\n    pass\n"
+    )
+    assert modelpack("check", project).returncode == 0
+
+
+def test_declared_but_unused_dependency_is_a_warning(project: Path) -> None:
+    text = (project / "pyproject.toml").read_text().replace(
+        "\ndependencies = []", '\ndependencies = ["requests>=2"]', 1
+    )
+    (project / "pyproject.toml").write_text(text)
+    result = modelpack("check", project)
+    assert result.returncode == 0
+    assert "warning: [project] dependencies: requests is declared but never imported" in result.stderr
+
+
+def write_pickle(project: Path, name: str, module: str, qualname: str) -> Path:
+    # A protocol-0 pickle that names module.qualname; it is never loaded.
+    path = pkg(project) / "weights" / name
+    path.write_bytes(f"c{module}\n{qualname}\n)\x81.".encode())
+    return path
+
+
+def test_pickle_of_a_class_no_dependency_provides(project: Path) -> None:
+    write_pickle(project, "pipeline.pkl", "requests.models", "Response")
+    failed(modelpack("check", project), "weights/pipeline.pkl", "requests.models.Response",
+           "no declared dependency provides module requests")  # fmt: skip
+
+
+def test_pickle_of_a_class_from_nowhere(project: Path) -> None:
+    write_pickle(project, "pipeline.pkl", "lost_training_module", "Pipeline")
+    failed(modelpack("check", project), "lost_training_module.Pipeline",
+           "install and declare the distribution that provides lost_training_module")  # fmt: skip
+
+
+@pytest.mark.parametrize(("module", "name"), [("os", "system"), ("builtins", "eval"),
+                                              ("subprocess", "Popen")])  # fmt: skip
+def test_dangerous_pickle(project: Path, module: str, name: str) -> None:
+    path = write_pickle(project, "evil.pkl", module, name)
+    failed(modelpack("check", project), f"{module}.{name}", "can run arbitrary code")
+    assert f"{module}.{name}" in scan_pickle(path).globals
+
+
+def test_pickles_of_the_package_own_classes_pass(project: Path) -> None:
+    # the template's weights: an instance of model_chk.model.LinearModel
+    scan = scan_pickle(pkg(project) / "weights" / "model.pkl")
+    assert scan.complete and scan.globals == ("model_chk.model.LinearModel",)
+
+
+@pytest.mark.parametrize(
+    ("line", "needle"),
+    [('tags = "nlp"', "[tool.modelpack] tags: must be a list of strings"),
+     ('taks = "regression"', "[tool.modelpack] taks: unknown key"),
+     ("metrics = { rmse = \"low\" }", "[tool.modelpack] metrics: must be a table of numbers"),
+     ('registry = "ftp://x"', "[tool.modelpack] registry: must be the registry URL")],
+)  # fmt: skip
+def test_manifest_errors_name_the_key(project: Path, line: str, needle: str) -> None:
+    text = (project / "pyproject.toml").read_text()
+    key = line.split(" ", 1)[0]
+    lines = [ln for ln in text.splitlines() if not ln.startswith(f"{key} =")]
+    text = "\n".join(lines).replace("[tool.modelpack]", f"[tool.modelpack]\n{line}", 1)
+    (project / "pyproject.toml").write_text(text)
+    failed(modelpack("check", project), needle)
+
+
+def test_wheel_must_install_only_the_model_package(project: Path) -> None:
+    (project / "src" / "helpers").mkdir()
+    (project / "src" / "helpers" / "__init__.py").write_text("")
+    text = (project / "pyproject.toml").read_text().replace(
+        'packages = ["src/model_chk"]', 'packages = ["src/model_chk", "src/helpers"]'
+    )
+    (project / "pyproject.toml").write_text(text)
+    failed(modelpack("build", project), "installs top-level helpers besides model_chk")
+    assert not list((project / "dist").glob("*.whl"))
+
+
+def test_manifest_is_embedded_and_summarized(project: Path) -> None:
+    import json
+    import zipfile
+
+    wheel = Path(modelpack("build", project).stdout.strip())
+    with zipfile.ZipFile(wheel) as zf:
+        manifest = json.loads(zf.read("model_chk-0.1.0.dist-info/modelpack.json"))
+        metadata = zf.read("model_chk-0.1.0.dist-info/METADATA").decode()
+    assert manifest["name"] == "model-chk" and manifest["task"] == "regression"
+    assert manifest["input_example"] == [[1.0, 2.0, 3.0]]
+    assert [w["path"] for w in manifest["weights"]] == ["model_chk/weights/model.pkl"]
+    keywords = next(ln for ln in metadata.splitlines() if ln.startswith("Keywords:"))
+    assert "task:regression" in keywords and "modelpack-model" in keywords
