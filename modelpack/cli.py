@@ -82,8 +82,18 @@ def _cmd_publish(args: argparse.Namespace) -> int:
     from modelpack.config import redact
     from modelpack.publishing import publish
 
-    for item in publish(args.targets, registry=args.registry):
+    published = publish(args.targets, registry=args.registry)
+    for item in published:
         print(f"published {item.name} {item.version}: {redact(item.url)} sha256={item.sha256}")
+    if args.verify:
+        from modelpack.verify import verify_published
+
+        for item in published:
+            if item.path.name.endswith(".whl"):
+                result = verify_published(item.path, item.name, item.version, item.registry)
+                shown = "" if result.prediction is None else f", predict -> {result.prediction}"
+                print(f"verified {item.name} {item.version} in a clean environment: "
+                      f"load() -> {result.loaded}{shown}")  # fmt: skip
     return 0
 
 
@@ -154,6 +164,13 @@ def _parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     p.add_argument("targets", nargs="*", metavar="PROJECT | WHEEL", help="default: .")
     p.add_argument("--registry", metavar="URL", help="registry base URL")
+    p.add_argument(
+        "--verify", action="store_true",
+        help=(
+            "then install the version from the registry into a clean environment and call "
+            "load() and predict([tool.modelpack] input_example)"
+        ),
+    )  # fmt: skip
     p.set_defaults(func=_cmd_publish)
     return parser
 

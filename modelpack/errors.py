@@ -18,7 +18,8 @@ Exception tree::
         ├── RegistryUnreachableError   nothing answers at the registry URL
         ├── AuthenticationError        the registry refused the credentials
         ├── VersionExistsError         that version is already published (immutable)
-        └── UploadError                the upload failed or did not arrive intact
+        ├── UploadError                the upload failed or did not arrive intact
+        └── VerificationError          a published version does not install or predict
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ __all__ = [
     "RegistryUnreachableError",
     "UploadError",
     "UsageError",
+    "VerificationError",
     "VersionExistsError",
 ]
 
@@ -94,3 +96,7 @@ class VersionExistsError(RegistryError):
 
 class UploadError(RegistryError):
     """The upload failed, or the registry does not list the file it received."""
+
+
+class VerificationError(RegistryError):
+    """A published version fails to install, load or predict in a clean environment."""

@@ -41,6 +41,7 @@ class Published:
     version: str
     sha256: str
     url: str
+    registry: str
 
 
 def _sha256(path: Path) -> str:
@@ -166,7 +167,7 @@ def publish(
                 f"has {digest}; do not use this version: yank it with "
                 f"`modelpack yank {name}=={version} --reason 'corrupt upload'`"
             )
-        published.append(Published(path, name, version, digest, got.url))
+        published.append(Published(path, name, version, digest, got.url, registry))
     return published
 
 

@@ -156,3 +156,30 @@ def test_hand_written_setuptools_project_with_uv_and_modelpack_load(
     assert "churn-scorer" in names
     assert imported_before_load == "False"  # listing imports no model
     assert prediction == "[1]"
+
+
+@pytest.mark.slow
+def test_publish_verify_installs_and_predicts(tmp_path: Path, registry: Registry) -> None:
+    ok(modelpack("new", "model-ver", "-o", tmp_path, "--no-input"))
+    project = tmp_path / "model-ver"
+    ok(modelpack("build", project))
+    out = ok(modelpack("publish", project, "--registry", registry.url, "--verify"))
+    assert "verified model-ver 0.1.0 in a clean environment" in out
+    assert "load() -> model_ver.model.LinearModel, predict -> [" in out
+
+
+@pytest.mark.slow
+def test_publish_verify_reports_a_model_that_breaks_on_install(
+    tmp_path: Path, registry: Registry
+) -> None:
+    ok(modelpack("new", "model-brk", "-o", tmp_path, "--no-input"))
+    project = tmp_path / "model-brk"
+    init = project / "src" / "model_brk" / "__init__.py"
+    # load() reads a file that only exists on the author's machine
+    init.write_text(init.read_text() + "\n\ndef load():\n    return open('/nonexistent/w.bin')\n")
+    ok(modelpack("build", project))
+    result = modelpack("publish", project, "--registry", registry.url, "--verify")
+    assert result.returncode == 1
+    assert "is published and installs, but load() or predict(input_example) fails" in result.stderr
+    assert "FileNotFoundError" in result.stderr
+    assert "modelpack yank model-brk==0.1.0" in result.stderr
