@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from modelpack.scaffold import new_project
 from modelpack.pickles import scan_pickle
+from modelpack.scaffold import new_project
 
 BIN = Path(sys.executable).parent
 
@@ -74,13 +74,17 @@ def test_optional_imports_are_not_required(project: Path) -> None:
 
 
 def test_declared_but_unused_dependency_is_a_warning(project: Path) -> None:
-    text = (project / "pyproject.toml").read_text().replace(
-        "\ndependencies = []", '\ndependencies = ["requests>=2"]', 1
+    text = (
+        (project / "pyproject.toml")
+        .read_text()
+        .replace("\ndependencies = []", '\ndependencies = ["requests>=2"]', 1)
     )
     (project / "pyproject.toml").write_text(text)
     result = modelpack("check", project)
     assert result.returncode == 0
-    assert "warning: [project] dependencies: requests is declared but never imported" in result.stderr
+    assert (
+        "warning: [project] dependencies: requests is declared but never imported" in result.stderr
+    )
 
 
 def write_pickle(project: Path, name: str, module: str, qualname: str) -> Path:
@@ -135,8 +139,10 @@ def test_manifest_errors_name_the_key(project: Path, line: str, needle: str) -> 
 def test_wheel_must_install_only_the_model_package(project: Path) -> None:
     (project / "src" / "helpers").mkdir()
     (project / "src" / "helpers" / "__init__.py").write_text("")
-    text = (project / "pyproject.toml").read_text().replace(
-        'packages = ["src/model_chk"]', 'packages = ["src/model_chk", "src/helpers"]'
+    text = (
+        (project / "pyproject.toml")
+        .read_text()
+        .replace('packages = ["src/model_chk"]', 'packages = ["src/model_chk", "src/helpers"]')
     )
     (project / "pyproject.toml").write_text(text)
     failed(modelpack("build", project), "installs top-level helpers besides model_chk")
