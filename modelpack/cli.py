@@ -8,6 +8,7 @@ Every command is a library call; :func:`main` is the one place that turns a
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 import traceback
@@ -24,6 +25,9 @@ Ship ML models as Python wheels through a private package index (the registry).
   modelpack new model-foo          scaffold a model project
   modelpack build model-foo        build dist/model_foo-<version>-py3-none-any.whl
   modelpack publish model-foo      upload it to the registry
+  modelpack list / show model-foo  browse the registry
+  modelpack promote model-foo==0.2.0 --stage production
+  modelpack yank model-foo==0.1.0 --reason "wrong labels"
 
 Registry: --registry URL, else $MODELPACK_REGISTRY, else [tool.modelpack] registry in
 pyproject.toml, else http://127.0.0.1:8080. Credentials: $MODELPACK_USERNAME and
@@ -94,6 +98,82 @@ def _cmd_publish(args: argparse.Namespace) -> int:
                 shown = "" if result.prediction is None else f", predict -> {result.prediction}"
                 print(f"verified {item.name} {item.version} in a clean environment: "
                       f"load() -> {result.loaded}{shown}")  # fmt: skip
+    return 0
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from modelpack.registry import list_registry
+
+    models = list_registry(args.registry)
+    if args.json:
+        print(json.dumps({"models": models}, indent=2))
+        return 0
+    rows: list[tuple[str, ...]] = [("NAME", "LATEST", "STAGES", "TASK", "SUMMARY")]
+    for m in models:
+        stages = ",".join(f"{k}={v}" for k, v in sorted((m.get("stages") or {}).items()))
+        rows.append((m["name"], m.get("version") or "-", stages or "-", m.get("task") or "-",
+                     (m.get("summary") or "")[:60]))  # fmt: skip
+    _table(rows)
+    if not models:
+        print("(no models yet: publish one with `modelpack publish`)", file=sys.stderr)
+    return 0
+
+
+def _table(rows: Sequence[Sequence[str]]) -> None:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+def _cmd_show(args: argparse.Namespace) -> int:
+    from modelpack.config import resolve_registry
+    from modelpack.registry import show
+
+    model = show(args.name, args.registry)
+    if args.json:
+        print(json.dumps(model, indent=2))
+        return 0
+    latest = model.get("latest")
+    print(
+        f"{model['name']} {latest or ''}"
+        + (f": {model['summary']}" if model.get("summary") else "")
+    )
+    manifest = model.get("manifest") or {}
+    facts = [f"{k}: {manifest[k]}" for k in ("task", "framework", "license") if manifest.get(k)]
+    if manifest.get("tags"):
+        facts.append("tags: " + ", ".join(manifest["tags"]))
+    if facts:
+        print("  ".join(facts))
+    stages = model.get("stages") or {}
+    if stages:
+        print("stages: " + ", ".join(
+            f"{k}={v['version'] if isinstance(v, dict) else v}" for k, v in sorted(stages.items())))  # fmt: skip
+    print("versions:")
+    for v in model.get("versions", []):
+        when = (v.get("upload_time") or "")[:19]
+        mark = f"  YANKED: {v.get('yanked_reason') or 'no reason given'}" if v.get("yanked") else ""
+        print(f"  {v['version']:<12} {when}{mark}")
+    registry = resolve_registry(args.registry)
+    if latest:
+        print(f"install: pip install {model['name']}=={latest} --index-url {registry}/simple/")
+    return 0
+
+
+def _cmd_promote(args: argparse.Namespace) -> int:
+    from modelpack.registry import promote
+
+    result = promote(args.spec, args.stage, args.registry)
+    previous = f" (was {result['previous']})" if result.get("previous") else ""
+    print(f"{args.stage} -> {args.spec.split('==')[0]} {result['version']}{previous}")
+    return 0
+
+
+def _cmd_yank(args: argparse.Namespace) -> int:
+    from modelpack.registry import yank
+
+    result = yank(args.spec, args.reason, undo=args.undo, registry=args.registry)
+    state = "yanked" if result.get("yanked") else "un-yanked"
+    print(f"{state} {args.spec}" + (f": {result['reason']}" if result.get("reason") else ""))
     return 0
 
 
@@ -172,6 +252,49 @@ def _parser() -> argparse.ArgumentParser:
         ),
     )  # fmt: skip
     p.set_defaults(func=_cmd_publish)
+
+    p = sub.add_parser(
+        "list", parents=[common], help="list the models in the registry",
+        description="List every model in the registry: latest version, stages, task, summary.",
+    )  # fmt: skip
+    p.add_argument("--registry", metavar="URL", help="registry base URL")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=_cmd_list)
+
+    p = sub.add_parser(
+        "show", parents=[common], help="show one model: versions, stages, yank state",
+        description="Show NAME's versions (yanked ones marked), stages and summary.",
+    )  # fmt: skip
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--registry", metavar="URL", help="registry base URL")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=_cmd_show)
+
+    p = sub.add_parser(
+        "promote", parents=[common], help="point a stage (e.g. production) at a version",
+        description=(
+            "Point STAGE of the model at exactly NAME==VERSION; promoting another version "
+            "moves the stage, promoting the old one rolls back. Consumers install the "
+            "staged version with --index-url <registry>/stages/STAGE/simple/."
+        ),
+    )  # fmt: skip
+    p.add_argument("spec", metavar="NAME==VERSION")
+    p.add_argument("--stage", required=True, metavar="STAGE", help="e.g. production, staging")
+    p.add_argument("--registry", metavar="URL", help="registry base URL")
+    p.set_defaults(func=_cmd_promote)
+
+    p = sub.add_parser(
+        "yank", parents=[common], help="yank a version (PEP 592), or undo it",
+        description=(
+            "Yank NAME==VERSION: unpinned installs skip it, exact pins still get it, and "
+            "pip and uv show the reason. --undo restores it."
+        ),
+    )  # fmt: skip
+    p.add_argument("spec", metavar="NAME==VERSION")
+    p.add_argument("--reason", metavar="TEXT", help="why (required to yank)")
+    p.add_argument("--undo", action="store_true", help="un-yank the version")
+    p.add_argument("--registry", metavar="URL", help="registry base URL")
+    p.set_defaults(func=_cmd_yank)
     return parser
 
 

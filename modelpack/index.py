@@ -19,7 +19,7 @@ from modelpack.errors import AuthenticationError, RegistryError, RegistryUnreach
 if TYPE_CHECKING:
     import requests
 
-__all__ = ["IndexClient", "IndexFile"]
+__all__ = ["IndexClient", "IndexFile", "error_detail"]
 
 ACCEPT = (
     "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.2, "
@@ -55,6 +55,17 @@ class _Links(HTMLParser):
             self._current = None
 
 
+def error_detail(resp: requests.Response) -> str:
+    """The ``{"error": ...}`` message of a modelpack-registry JSON answer, if any."""
+    if "json" not in resp.headers.get("Content-Type", ""):
+        return ""
+    try:
+        data = resp.json()
+    except ValueError:
+        return ""
+    return str(data.get("error", "")) if isinstance(data, dict) else ""
+
+
 class IndexClient:
     """A small reader of one registry's simple index."""
 
@@ -75,7 +86,11 @@ class IndexClient:
         return self._session
 
     def get(self, path: str, **kwargs: Any) -> requests.Response:
-        """GET *path* (relative to the registry) and map transport failures to our errors.
+        """GET *path* (relative to the registry); see :meth:`request`."""
+        return self.request("GET", path, **kwargs)
+
+    def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        """Send *method* to *path* (relative to the registry), mapping failures to our errors.
 
         :raises RegistryUnreachableError: nothing answers at the registry URL.
         :raises AuthenticationError: the registry wants (other) credentials.
@@ -84,7 +99,7 @@ class IndexClient:
 
         url = f"{self.registry}/{path.lstrip('/')}"
         try:
-            resp = self.session.get(url, timeout=self.timeout, **kwargs)
+            resp = self.session.request(method, url, timeout=self.timeout, **kwargs)
         except requests.ConnectionError as exc:
             raise RegistryUnreachableError(
                 f"cannot reach the registry at {redact(self.registry)}; start it "
@@ -94,10 +109,12 @@ class IndexClient:
         except requests.RequestException as exc:
             raise RegistryError(f"request to {redact(url)} failed: {exc}") from exc
         if resp.status_code in (401, 403):
+            detail = error_detail(resp)
             raise AuthenticationError(
                 f"the registry at {redact(self.registry)} refused "
                 f"{'the credentials' if self.credentials else 'anonymous access'} "
-                f"(HTTP {resp.status_code}); set MODELPACK_USERNAME and MODELPACK_PASSWORD"
+                f"(HTTP {resp.status_code}{': ' + detail if detail else ''}); "
+                f"{'check' if self.credentials else 'set'} MODELPACK_USERNAME and MODELPACK_PASSWORD"
             )
         return resp
 

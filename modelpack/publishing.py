@@ -29,7 +29,7 @@ from modelpack.index import IndexClient
 from modelpack.project import load_project
 from modelpack.wheel import inspect_wheel, weights_subdir
 
-__all__ = ["Published", "find_distributions", "publish"]
+__all__ = ["Published", "find_distributions", "name_version", "publish"]
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _name_version(path: Path) -> tuple[str, str]:
+def name_version(path: Path) -> tuple[str, str]:
     try:
         if path.name.endswith(".whl"):
             name, version, _, _ = parse_wheel_filename(path.name)
@@ -82,10 +82,10 @@ def find_distributions(targets: Sequence[Path | str]) -> tuple[list[Path], dict[
             project = load_project(path)
             config = project.config
             wheels = sorted(project.dist_dir.glob("*.whl"))
-            mine = [w for w in wheels if _name_version(w)[0] == project.canonical_name]
+            mine = [w for w in wheels if name_version(w)[0] == project.canonical_name]
             if project.version is not None:
                 mine = [
-                    w for w in mine if _name_version(w)[1] == str(_norm_version(project.version))
+                    w for w in mine if name_version(w)[1] == str(_norm_version(project.version))
                 ]
             else:
                 mine = mine[-1:] if mine else []
@@ -96,7 +96,7 @@ def find_distributions(targets: Sequence[Path | str]) -> tuple[list[Path], dict[
                 )
             files += mine
         elif path.is_file():
-            _name_version(path)
+            name_version(path)
             files.append(path)
         else:
             raise UsageError(
@@ -137,10 +137,10 @@ def publish(
             inspect_wheel(path, weights_subdir(path))
     # Check every file before uploading any, so a refused version uploads nothing.
     for path in files:
-        name, version = _name_version(path)
+        name, version = name_version(path)
         existing = index.project_files(name)
         same_version = [
-            f.filename for f in existing if _name_version(Path(f.filename))[1] == version
+            f.filename for f in existing if name_version(Path(f.filename))[1] == version
         ]
         if same_version:
             raise VersionExistsError(
@@ -153,7 +153,7 @@ def publish(
     for path in files:
         digest = _sha256(path)
         _twine_upload(registry, credentials, path)
-        name, version = _name_version(path)
+        name, version = name_version(path)
         listed = {f.filename: f for f in index.project_files(name)}
         got = listed.get(path.name)
         if got is None:

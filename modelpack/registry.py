@@ -1,0 +1,190 @@
+"""Browse and manage models in a registry: list, show, promote, yank.
+
+Reading works against any standard index: modelpack-registry's JSON API
+(``/api/v1/models``) when the registry has it, else the simple API (PEP 691 JSON or
+PEP 503 HTML), which tells names, versions, files and yank state (and, with PEP 658
+metadata files, the summary). Stages and yanking are writes that only
+modelpack-registry offers (``PUT /api/v1/models/<name>/stages/<stage>``,
+``PUT|DELETE /api/v1/models/<name>/versions/<version>/yank``).
+"""
+
+from __future__ import annotations
+
+import email.parser
+from pathlib import Path
+from typing import Any
+
+from packaging.utils import canonicalize_name
+from packaging.version import InvalidVersion, Version
+
+from modelpack.config import redact, resolve_credentials, resolve_registry
+from modelpack.errors import ModelNotFoundError, RegistryError, UsageError
+from modelpack.index import ACCEPT, IndexClient, IndexFile, error_detail
+from modelpack.publishing import name_version
+
+__all__ = ["list_registry", "parse_spec", "promote", "show", "yank"]
+
+
+def parse_spec(spec: str) -> tuple[str, str]:
+    """``model-foo==1.2`` -> (``model-foo``, ``1.2``).
+
+    :raises UsageError: *spec* is not ``NAME==VERSION``.
+    """
+    name, sep, version = spec.partition("==")
+    if not sep or not name.strip() or not version.strip():
+        raise UsageError(f"expected NAME==VERSION (like model-foo==1.2.0), got {spec!r}")
+    try:
+        Version(version.strip())
+    except InvalidVersion as exc:
+        raise UsageError(f"{version.strip()!r} in {spec!r} is not a version") from exc
+    return canonicalize_name(name.strip()), version.strip()
+
+
+def _client(registry: str | None) -> IndexClient:
+    url = resolve_registry(registry)
+    return IndexClient(url, resolve_credentials(url))
+
+
+def _api(client: IndexClient, path: str) -> Any | None:
+    """The JSON API's answer, ``None`` when the registry has no such API (a plain index)."""
+    resp = client.get(f"api/v1/{path}", headers={"Accept": "application/json"})
+    if "json" not in resp.headers.get("Content-Type", ""):
+        return None
+    if resp.status_code == 404:
+        raise ModelNotFoundError(error_detail(resp) or f"{path} is not in the registry")
+    if resp.status_code != 200:
+        raise RegistryError(
+            f"{redact(resp.url)} answered HTTP {resp.status_code}: {error_detail(resp)}"
+        )
+    return resp.json()
+
+
+def _versions(filenames: list[str]) -> list[str]:
+    found: dict[str, None] = {}
+    for filename in filenames:
+        try:
+            found[name_version(Path(filename))[1]] = None
+        except UsageError:
+            continue
+    return sorted(found, key=Version)
+
+
+def list_registry(registry: str | None = None) -> list[dict[str, Any]]:
+    """Every model in the registry: name, latest version, summary, stages, ...
+
+    :raises RegistryUnreachableError: nothing answers at the registry URL.
+    """
+    client = _client(registry)
+    data = _api(client, "models")
+    if data is not None:
+        return list(data["models"])
+    resp = client.get("simple/", headers={"Accept": ACCEPT})
+    if resp.status_code != 200:
+        raise RegistryError(
+            f"{redact(resp.url)} answered HTTP {resp.status_code}; is it a package index?"
+        )
+    if "json" in resp.headers.get("Content-Type", ""):
+        names = [p["name"] for p in resp.json().get("projects", [])]
+    else:
+        from modelpack.index import _Links
+
+        parser = _Links()
+        parser.feed(resp.text)
+        names = [str(link.get("_text") or "").strip() for link in parser.links]
+    models: list[dict[str, Any]] = []
+    for name in sorted({canonicalize_name(n) for n in names if n}):
+        versions = _versions([f.filename for f in client.project_files(name)])
+        models.append({"name": name, "version": versions[-1] if versions else None,
+                       "summary": None, "versions": versions, "stages": {}})  # fmt: skip
+    return models
+
+
+def show(name: str, registry: str | None = None) -> dict[str, Any]:
+    """One model's versions, files, yank state, stages and summary.
+
+    :raises ModelNotFoundError: the registry has no such model.
+    """
+    client = _client(registry)
+    canonical = canonicalize_name(name)
+    data = _api(client, f"models/{canonical}")
+    if data is not None:
+        return dict(data)
+    files = client.project_files(canonical)
+    if not files:
+        raise ModelNotFoundError(f"the registry at {redact(client.registry)} has no model {canonical!r}; "
+                                 "see `modelpack list`")  # fmt: skip
+    versions: list[dict[str, Any]] = []
+
+    for version in _versions([f.filename for f in files]):
+        mine = [f for f in files if name_version(Path(f.filename))[1] == version]
+        yanked = [f.yanked for f in mine if f.yanked]
+        versions.append({
+            "version": version, "yanked": bool(yanked),
+            "yanked_reason": yanked[0] if yanked and isinstance(yanked[0], str) else None,
+            "files": [{"filename": f.filename, "url": f.url, "sha256": f.sha256} for f in mine],
+        })  # fmt: skip
+    latest = str(versions[-1]["version"])
+    return {"name": canonical, "latest": latest, "summary": _summary(client, files, latest),
+            "stages": {}, "history": [], "versions": versions}  # fmt: skip
+
+
+def _summary(client: IndexClient, files: list[IndexFile], version: str) -> str | None:
+    """The Summary from the PEP 658 metadata file of *version*'s wheel, if served."""
+    wheel = next(
+        (f for f in files if f.filename.endswith(".whl") and f"-{version}-" in f.filename), None
+    )
+    if wheel is None:
+        return None
+    resp = client.session.get(wheel.url + ".metadata", timeout=client.timeout)
+    if resp.status_code != 200:
+        return None
+    meta = email.parser.BytesParser().parsebytes(resp.content, headersonly=True)
+    return str(meta["Summary"]) if meta["Summary"] else None
+
+
+def _write(
+    client: IndexClient, method: str, path: str, body: dict[str, Any] | None
+) -> dict[str, Any]:
+    resp = client.request(
+        method, f"api/v1/{path}", json=body, headers={"Accept": "application/json"}
+    )
+    detail = error_detail(resp)
+    if "json" not in resp.headers.get("Content-Type", ""):
+        raise RegistryError(
+            f"the registry at {redact(client.registry)} has no modelpack API (HTTP "
+            f"{resp.status_code}); stages and yanking need modelpack-registry, a plain index "
+            "cannot store them"
+        )
+    if resp.status_code == 404:
+        raise ModelNotFoundError(detail or f"{path}: not found in the registry")
+    if resp.status_code >= 400:
+        raise RegistryError(f"the registry refused: {detail or f'HTTP {resp.status_code}'}")
+    return dict(resp.json())
+
+
+def promote(spec: str, stage: str, registry: str | None = None) -> dict[str, Any]:
+    """Point *stage* of the model at exactly the version in *spec* (``NAME==VERSION``).
+
+    :raises ModelNotFoundError: no such model or version.
+    :raises AuthenticationError: the registry wants (other) credentials.
+    """
+    name, version = parse_spec(spec)
+    return _write(_client(registry), "PUT", f"models/{name}/stages/{stage}", {"version": version})
+
+
+def yank(
+    spec: str, reason: str | None, *, undo: bool = False, registry: str | None = None
+) -> dict[str, Any]:
+    """Yank (PEP 592) the version in *spec*, or un-yank it with *undo*.
+
+    :raises UsageError: yanking without a reason.
+    """
+    name, version = parse_spec(spec)
+    path = f"models/{name}/versions/{version}/yank"
+    if undo:
+        return _write(_client(registry), "DELETE", path, None)
+    if not reason or not reason.strip():
+        raise UsageError(
+            "say why with --reason TEXT: pip and uv show it to everyone who installs it"
+        )
+    return _write(_client(registry), "PUT", path, {"reason": reason.strip()})

@@ -1,0 +1,114 @@
+"""`modelpack list / show / promote / yank`: against modelpack-registry, and against a
+plain index (stock pypiserver) to prove the client is not tied to our server."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from modelpack.scaffold import new_project
+from support import Registry, Venv, free_port
+
+BIN = Path(sys.executable).parent
+
+
+def modelpack(
+    *args: str | Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(BIN / "modelpack"), *map(str, args)], capture_output=True, text=True, env=env
+    )
+
+
+def ok(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def wheels(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """model-cat 0.1.0 and 0.2.0, built once."""
+    root = tmp_path_factory.mktemp("cat")
+    project = new_project("model-cat", root)
+    out = []
+    for version in ("0.1.0", "0.2.0"):
+        text = (project / "pyproject.toml").read_text()
+        text = text.replace('version = "0.1.0"', f'version = "{version}"')
+        (project / "pyproject.toml").write_text(text)
+        out.append(Path(ok(modelpack("build", project)).strip()))
+    return out
+
+
+@pytest.fixture
+def plain_index(tmp_path: Path) -> Iterator[str]:
+    """Stock pypiserver: a standard index with no modelpack API, no PEP 691/658."""
+    port = free_port()
+    (tmp_path / "pkgs").mkdir()
+    proc = subprocess.Popen(
+        [str(BIN / "pypi-server"), "run", "-i", "127.0.0.1", "-p", str(port), "-a", ".", "-P", ".",
+         "--disable-fallback", str(tmp_path / "pkgs")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(200):
+        try:
+            if requests.get(f"{url}/simple/", timeout=1).status_code == 200:
+                break
+        except requests.ConnectionError:
+            time.sleep(0.05)
+    try:
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=10)
+
+
+def test_plain_index_publish_list_show_install(
+    plain_index: str, wheels: list[Path], tmp_path: Path
+) -> None:
+    for wheel in wheels:
+        ok(modelpack("publish", wheel, "--registry", plain_index))
+    again = modelpack("publish", wheels[0], "--registry", plain_index)
+    assert again.returncode == 1 and "already published" in again.stderr
+
+    table = ok(modelpack("list", "--registry", plain_index))
+    assert "model-cat" in table and "0.2.0" in table
+    listed = json.loads(ok(modelpack("list", "--json", "--registry", plain_index)))
+    assert listed["models"][0]["versions"] == ["0.1.0", "0.2.0"]
+
+    shown = json.loads(ok(modelpack("show", "model_cat", "--json", "--registry", plain_index)))
+    assert shown["latest"] == "0.2.0"
+    assert [v["version"] for v in shown["versions"]] == ["0.1.0", "0.2.0"]
+    text = ok(modelpack("show", "model-cat", "--registry", plain_index))
+    assert f"pip install model-cat==0.2.0 --index-url {plain_index}/simple/" in text
+
+    # stages and yank need modelpack-registry: said plainly, nothing changed
+    refused = modelpack(
+        "promote", "model-cat==0.1.0", "--stage", "production", "--registry", plain_index
+    )
+    assert refused.returncode == 1 and "has no modelpack API" in refused.stderr
+
+    venv = Venv(tmp_path / "venv", tool="uv")
+    venv.install("model-cat", index_url=f"{plain_index}/simple/")
+    assert (
+        "0.2.0" in venv.run("import importlib.metadata as m; print(m.version('model-cat'))").stdout
+    )
+
+
+def test_unknown_model_and_bad_spec(registry: Registry) -> None:
+    missing = modelpack("show", "no-such-model", "--registry", registry.url)
+    assert missing.returncode == 1 and "no-such-model" in missing.stderr
+    assert "Traceback" not in missing.stderr
+    bad = modelpack("promote", "model-cat", "--stage", "production", "--registry", registry.url)
+    assert bad.returncode == 2 and "NAME==VERSION" in bad.stderr
+    noreason = modelpack("yank", "model-cat==0.1.0", "--registry", registry.url)
+    assert noreason.returncode == 2 and "--reason" in noreason.stderr
