@@ -2,7 +2,11 @@
 
 Endpoints (all under the WSGI ``SCRIPT_NAME``)::
 
-    GET  /                      catalog page (HTML)                      catalog.py
+    GET  /[?q=text]             catalog page (HTML, filtered server-side) catalog.py
+    GET  /models/<name>/        a model's page (301 to the normalized name)
+    GET|PUT|DELETE /api/v1/...  JSON API: models, stages, yank, openapi.json api.py
+    GET  /stages/<stage>/simple/[<project>/]   the index narrowed to each model's
+                                version in that stage (PEP 503/691)      simple.py
     POST /                      :action=file_upload (twine); writes need credentials
                                 when --htpasswd is given                  upload.py
     GET  /simple/               project list, PEP 503 HTML / PEP 691 JSON simple.py
@@ -35,12 +39,20 @@ from urllib.parse import parse_qs, quote
 
 from packaging.utils import canonicalize_name
 
+from modelpack_registry.api import PREFIX, handle_api, json_error
 from modelpack_registry.auth import Htpasswd
-from modelpack_registry.catalog import render_catalog
+from modelpack_registry.catalog import CSP, render_catalog, render_model
 from modelpack_registry.errors import HTTPFailure, MethodNotAllowed, NotFound
 from modelpack_registry.files import Response, serve_file
 from modelpack_registry.index import Index, Snapshot, make_deriver
-from modelpack_registry.simple import content_type, negotiate, render_project, render_root
+from modelpack_registry.simple import (
+    content_type,
+    negotiate,
+    render_project,
+    render_root,
+    stage_view,
+)
+from modelpack_registry.stages import STAGE_RE
 from modelpack_registry.storage import DataDir
 from modelpack_registry.upload import UploadLimits, handle_upload
 
@@ -87,6 +99,21 @@ def _status_line(exc: HTTPFailure) -> str:
     return f"{exc.status} {exc.reason}: {text[:300]}"
 
 
+def _html(body: bytes) -> Response:
+    headers = [("Content-Type", "text/html; charset=utf-8"), ("Content-Length", str(len(body))),
+               ("Content-Security-Policy", CSP), ("Cache-Control", "no-cache")]  # fmt: skip
+    return "200 OK", headers, [body]
+
+
+def _base_url(environ: dict[str, Any]) -> str:
+    """The registry's absolute URL as the client reached it (for install lines)."""
+    host = environ.get("HTTP_HOST") or (
+        f"{environ.get('SERVER_NAME', 'localhost')}:{environ.get('SERVER_PORT', '80')}"
+    )
+    scheme = environ.get("HTTP_X_FORWARDED_PROTO") or environ.get("wsgi.url_scheme", "http")
+    return f"{scheme}://{host}{environ.get('SCRIPT_NAME', '')}"
+
+
 def _redirect(location: str) -> Response:
     return "301 Moved Permanently", [("Location", location), ("Content-Length", "0")], []
 
@@ -112,9 +139,12 @@ class RegistryApp:
                 return self.legacy(environ, start_response)
         except HTTPFailure as exc:
             extra = list(exc.headers)
-            if method not in ("GET", "HEAD"):
-                extra.append(("Connection", "close"))  # the body may not have been read
-            result = _text(_status_line(exc), exc.message, extra)
+            if environ.get("PATH_INFO", "").startswith(PREFIX + "/"):
+                result = json_error(exc)
+            else:
+                if method not in ("GET", "HEAD"):
+                    extra.append(("Connection", "close"))  # the body may not have been read
+                result = _text(_status_line(exc), exc.message, extra)
         except Exception:
             log.exception("internal error on %s %s", method, environ.get("PATH_INFO"))
             result = _text("500 Internal Server Error", "internal server error (see server log)")
@@ -130,6 +160,8 @@ class RegistryApp:
         :raises HTTPFailure: for every answer that is not a success.
         """
         path = environ.get("PATH_INFO", "") or "/"
+        if path.startswith(PREFIX + "/"):
+            return handle_api(environ, method, path, self.data, self.index, self.htpasswd)
         if method not in ("GET", "HEAD"):
             if self.htpasswd is not None:
                 self.htpasswd.check(environ)
@@ -143,10 +175,17 @@ class RegistryApp:
         if path == "/health":
             return self._health()
         if path == "/":
-            snap = self.index.snapshot()
-            return self._page(snap, "catalog", render_catalog, "text/html; charset=utf-8")
+            query = parse_qs(environ.get("QUERY_STRING", "")).get("q", [None])[0]
+            return _html(render_catalog(self.index.snapshot(), query))
+        if path == "/models" or path.startswith("/models/"):
+            return self._model_page(environ, path)
         if path == "/simple" or path.startswith("/simple/"):
             return self._simple(environ, path)
+        if path.startswith("/stages/"):
+            stage, _, rest = path[len("/stages/") :].partition("/")
+            if not STAGE_RE.match(stage) or not (rest == "simple" or rest.startswith("simple/")):
+                raise NotFound("not found; a stage index is at /stages/<stage>/simple/")
+            return self._simple(environ, "/" + rest, stage)
         if path == "/packages" or path.startswith("/packages/"):
             name = path[len("/packages/") :]
             if not name or "/" in name or "\\" in name or "\x00" in name or name[0] == ".":
@@ -175,15 +214,31 @@ class RegistryApp:
         assert isinstance(body, bytes)
         headers = [("Content-Type", ctype), ("Content-Length", str(len(body))),
                    ("Vary", "Accept"), ("Cache-Control", "max-age=0, must-revalidate")]  # fmt: skip
+        if ctype.startswith("text/html"):
+            headers.append(("Content-Security-Policy", CSP))
         return "200 OK", headers, [body]
 
-    def _simple(self, environ: dict[str, Any], path: str) -> Response:
+    def _model_page(self, environ: dict[str, Any], path: str) -> Response:
+        script = environ.get("SCRIPT_NAME", "")
+        raw = path[len("/models/") :].removesuffix("/")
+        if not raw or "/" in raw:
+            return _redirect(f"{script}/")
+        snap = self.index.snapshot()
+        name = canonicalize_name(raw)
+        if raw != name or not path.endswith("/"):
+            return _redirect(f"{script}/models/{quote(name)}/")
+        if name not in snap.projects:
+            raise NotFound(f"no model named {name!r} in this registry; see the catalog at /")
+        return _html(render_model(snap, self.data, name, _base_url(environ), script))
+
+    def _simple(self, environ: dict[str, Any], path: str, stage: str | None = None) -> Response:
         script = environ.get("SCRIPT_NAME", "")
         query = environ.get("QUERY_STRING", "")
         suffix = f"?{query}" if query else ""
         rest = path[len("/simple") :]
+        mount = f"/stages/{stage}/simple" if stage else "/simple"
         if rest == "":
-            return _redirect(f"{script}/simple/{suffix}")
+            return _redirect(f"{script}{mount}/{suffix}")
         fmt = parse_qs(query).get("format", [None])[0]
         media = negotiate(environ.get("HTTP_ACCEPT"), fmt)
         if media is None:
@@ -193,6 +248,11 @@ class RegistryApp:
                 "application/vnd.pypi.simple.v1+html, text/html",
             )
         snap = self.index.snapshot()
+        packages = "../../packages/"
+        if stage is not None:
+            view = snap.cached(("stage-view", stage), lambda: stage_view(snap, stage))
+            assert isinstance(view, Snapshot)
+            snap, packages = view, "../../../../packages/"
         if rest == "/":
             return self._page(snap, ("root", media), render_root, content_type(media), media)
         project = rest[1:].removesuffix("/")
@@ -200,9 +260,10 @@ class RegistryApp:
             raise NotFound("not found")
         canonical = canonicalize_name(project)
         if project != canonical or not rest.endswith("/"):
-            return _redirect(f"{script}/simple/{quote(canonical)}/{suffix}")
+            return _redirect(f"{script}{mount}/{quote(canonical)}/{suffix}")
         if canonical not in snap.projects:
-            raise NotFound(f"no project named {canonical!r} in this registry")
+            where = f"stage {stage!r}" if stage else "this registry"
+            raise NotFound(f"no project named {canonical!r} in {where}")
         return self._page(
             snap,
             ("project", canonical, media),
@@ -210,4 +271,5 @@ class RegistryApp:
             content_type(media),
             canonical,
             media,
+            packages,
         )

@@ -1,70 +1,240 @@
-"""The catalog page at ``GET /``: every model with its versions, for people.
+"""The pages for people: the catalog at ``GET /`` and a page per model at ``/models/<name>/``.
 
-Plain HTML, no JavaScript, every value HTML-escaped; rendered once per index snapshot.
+Plain HTML that needs no JavaScript: the filter is a GET form (``/?q=text``) answered on
+the server from the per-snapshot model list (:mod:`modelpack_registry.models`). Every
+value is HTML-escaped; a model card (the README from METADATA) is rendered by
+markdown-it-py with raw HTML disabled, whose link validation also drops
+``javascript:``/``vbscript:``/``data:`` URLs. The app sends :data:`CSP` with each page,
+so even a missed hole could not run a script. Links are relative, so the pages work
+under any prefix.
 """
 
 from __future__ import annotations
 
 import html
+import json
+from typing import Any
 from urllib.parse import quote
 
-from packaging.version import InvalidVersion, Version
+from markdown_it import MarkdownIt
 
 from modelpack_registry.index import Snapshot
-
-__all__ = ["latest_version", "render_catalog"]
-
-_STYLE = (
-    "body{font-family:sans-serif;margin:2em auto;max-width:60em;padding:0 1em}"
-    "table{border-collapse:collapse;width:100%}"
-    "th,td{text-align:left;padding:.3em .6em;border-bottom:1px solid #ddd}"
+from modelpack_registry.models import (
+    ModelSummary,
+    describe_model,
+    filter_models,
+    latest_version,
+    read_description,
+    summaries,
+    version_records,
 )
+from modelpack_registry.storage import DataDir
+
+__all__ = ["CSP", "latest_version", "render_catalog", "render_model"]
+
+CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src * data:"
+_STYLE = (
+    "body{font-family:sans-serif;margin:2em auto;max-width:64em;padding:0 1em;color:#222}"
+    "table{border-collapse:collapse;width:100%}"
+    "th,td{text-align:left;padding:.3em .6em;border-bottom:1px solid #ddd;vertical-align:top}"
+    "code,pre{background:#f4f4f4;padding:.1em .3em}pre{padding:.6em;overflow-x:auto}"
+    ".tag{display:inline-block;background:#e8eef8;border-radius:3px;padding:0 .4em;"
+    "margin:0 .2em .2em 0;font-size:.9em}.yanked{color:#a00;font-weight:bold}"
+    ".card{border:1px solid #ddd;padding:0 1em;margin:1em 0}.muted{color:#666}"
+    "input[type=search]{width:24em;padding:.3em}"
+)
+_md = MarkdownIt("commonmark", {"html": False}).enable("table")
 
 
-def latest_version(versions: list[str], yanked: set[str] | None = None) -> str | None:
-    """The newest final release, else the newest version at all (ignoring ``yanked``)."""
-    candidates = [v for v in versions if v not in (yanked or set())] or versions
-    finals = []
-    for v in candidates:
-        try:
-            if not Version(v).is_prerelease:
-                finals.append(v)
-        except InvalidVersion:
-            continue
-    pool = finals or candidates
-    return pool[-1] if pool else None
+def _esc(value: object) -> str:
+    return html.escape("" if value is None else str(value), quote=True)
 
 
-def render_catalog(snap: Snapshot) -> bytes:
-    """The catalog page of a snapshot."""
-    esc = html.escape
-    rows = []
-    for name, records in snap.projects.items():
-        versions = snap.versions(name)
-        fully_yanked = {
-            v for v in versions if all(r.filename in snap.yanked for r in records if r.version == v)
-        }
-        latest = latest_version(versions, fully_yanked) or ""
-        summary = next((r.summary for r in reversed(records) if r.version == latest), None)
-        rows.append(
-            "<tr>"
-            f'<td><a href="/simple/{quote(name)}/">{esc(name)}</a></td>'
-            f"<td>{esc(latest)}</td>"
-            f"<td>{esc(', '.join(reversed(versions)))}</td>"
-            f"<td>{esc(summary or '')}</td>"
-            "</tr>"
-        )
-    body = (
-        "<table><thead><tr><th>Model</th><th>Latest</th><th>Versions</th>"
-        "<th>Summary</th></tr></thead><tbody>\n" + "\n".join(rows) + "\n</tbody></table>"
-        if rows
-        else "<p>No models published yet. Publish one with <code>modelpack publish</code>.</p>"
-    )
-    page = (
-        '<!DOCTYPE html>\n<html><head><meta charset="utf-8">'
-        f"<title>modelpack registry</title><style>{_STYLE}</style></head><body>\n"
-        f"<h1>Models</h1>\n<p>{len(snap.projects)} models. Install one with "
-        "<code>pip install --index-url &lt;this registry&gt;/simple/ NAME</code>.</p>\n"
+def _page(title: str, body: str) -> bytes:
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{_esc(title)}</title><style>{_STYLE}</style></head><body>\n"
         f"{body}\n</body></html>\n"
+    ).encode()
+
+
+def human_size(size: int) -> str:
+    """``1536`` -> ``1.5 KiB``."""
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{size} B"  # pragma: no cover
+
+
+def _tags(m: ModelSummary) -> str:
+    parts = [f'<span class="tag">{_esc(t)}</span>' for t in m.tags]
+    return "".join(parts)
+
+
+def _row(m: ModelSummary) -> str:
+    kind = " / ".join(_esc(v) for v in (m.task, m.framework) if v)
+    stages = ", ".join(f"{_esc(s)}: {_esc(v)}" for s, v in m.stages.items())
+    yanked = ' <span class="yanked">yanked</span>' if m.yanked else ""
+    return (
+        f'<tr class="model" data-name="{_esc(m.name)}">'
+        f'<td><a href="models/{quote(m.name)}/">{_esc(m.name)}</a></td>'
+        f"<td>{_esc(m.version)}{yanked}</td>"
+        f"<td>{_esc(m.summary)}</td><td>{kind}</td><td>{_tags(m)}</td>"
+        f"<td>{stages}</td><td>{_esc(human_size(m.size))}</td>"
+        f"<td>{_esc((m.upload_time or '')[:10])}</td></tr>"
     )
-    return page.encode()
+
+
+def render_catalog(snap: Snapshot, query: str | None) -> bytes:
+    """The catalog page, filtered by ``query`` (rows are rendered once per snapshot)."""
+    rows = snap.cached("catalog-rows", lambda: {m.name: _row(m) for m in summaries(snap)})
+    assert isinstance(rows, dict)
+    everything = summaries(snap)
+    shown = filter_models(everything, query)
+    q = (query or "").strip()
+    form = (
+        '<form method="get" action="" role="search">'
+        f'<input type="search" name="q" value="{_esc(q)}" '
+        'placeholder="Filter by name, task, framework, tag..." aria-label="Filter models"> '
+        '<button type="submit">Filter</button>'
+        + (' <a href="./">Clear</a>' if q else "")
+        + "</form>"
+    )
+    count = (
+        f"<p>{len(shown)} of {len(everything)} models match <code>{_esc(q)}</code>.</p>"
+        if q
+        else f"<p>{len(everything)} models. Install one with "
+        "<code>pip install --index-url &lt;this registry&gt;/simple/ NAME</code>.</p>"
+    )
+    if shown:
+        table = (
+            '<table id="models"><thead><tr><th>Model</th><th>Latest</th><th>Summary</th>'
+            "<th>Task / framework</th><th>Tags</th><th>Stages</th><th>Size</th>"
+            "<th>Uploaded</th></tr></thead><tbody>\n"
+            + "\n".join(rows[m.name] for m in shown)
+            + "\n</tbody></table>"
+        )
+    elif everything:
+        table = "<p>No model matches this filter.</p>"
+    else:
+        table = "<p>No models published yet. Publish one with <code>modelpack publish</code>.</p>"
+    return _page("modelpack registry", f"<h1>Models</h1>\n{form}\n{count}\n{table}")
+
+
+def _card(text: str, ctype: str) -> str:
+    if not text.strip():
+        return '<p class="muted">This model has no model card (README).</p>'
+    if ctype in ("", "text/markdown"):
+        return str(_md.render(text))
+    return f"<pre>{_esc(text)}</pre>"
+
+
+def _install_lines(name: str, version: str, base: str, stages: dict[str, Any]) -> str:
+    simple = f"{base}/simple/"
+    lines = [
+        f"pip install {name}=={version} --index-url {simple}",
+        f"uv pip install {name}=={version} --index-url {simple}",
+    ]
+    for stage in stages:
+        lines.append(f"pip install {name} --index-url {base}/stages/{stage}/simple/")
+    return "".join(f"<pre><code>{_esc(line)}</code></pre>" for line in lines)
+
+
+def _manifest_table(manifest: dict[str, Any] | None, classifiers: tuple[str, ...]) -> str:
+    rows = []
+    for key, value in (manifest or {}).items():
+        if key == "weights" and isinstance(value, list):
+            shown = "<br>".join(
+                f"{_esc(w.get('path'))} ({_esc(human_size(int(w.get('size') or 0)))}, "
+                f"sha256 <code>{_esc(str(w.get('sha256', ''))[:16])}</code>…)"
+                for w in value
+                if isinstance(w, dict)
+            )
+        elif isinstance(value, (dict, list)):
+            shown = f"<code>{_esc(json.dumps(value, sort_keys=True))}</code>"
+        else:
+            shown = _esc(value)
+        rows.append(f"<tr><th>{_esc(key)}</th><td>{shown}</td></tr>")
+    if classifiers:
+        shown = "<br>".join(_esc(c) for c in classifiers)
+        rows.append(f"<tr><th>classifiers</th><td>{shown}</td></tr>")
+    if not rows:
+        return '<p class="muted">No manifest (this wheel was not built by modelpack).</p>'
+    return "<table>" + "".join(rows) + "</table>"
+
+
+def render_model(snap: Snapshot, data: DataDir, name: str, base: str, script: str) -> bytes:
+    """The page of one existing canonical model; ``base`` is the registry's absolute URL."""
+    detail = describe_model(snap, name, script)
+    summary = next(m for m in summaries(snap) if m.name == name)
+    latest = detail["latest"]
+    records = version_records(snap, name, latest)
+    main = next((r for r in records if r.filename.endswith(".whl")), records[0])
+    card = snap.cached(("card", main.filename), lambda: _card(*read_description(data, main)))
+    parts = [
+        '<p><a href="../../">← all models</a></p>',
+        f"<h1>{_esc(name)} <small>{_esc(latest)}</small></h1>",
+        f"<p>{_esc(detail['summary'])}</p>",
+        f"<p>{_tags(summary)}</p>" if summary.tags else "",
+    ]
+    if summary.yanked:
+        parts.append('<p class="yanked">Every version of this model is yanked.</p>')
+    parts.append("<h2>Install</h2>" + _install_lines(name, latest, base, detail["stages"]))
+    if detail["stages"]:
+        rows = "".join(
+            f"<tr><td>{_esc(s)}</td><td>{_esc(e['version'])}</td>"
+            f"<td>{_esc(e['promoted_by'] or '')}</td><td>{_esc(e['promoted_at'])}</td></tr>"
+            for s, e in detail["stages"].items()
+        )
+        parts.append(
+            "<h2>Stages</h2><table><tr><th>Stage</th><th>Version</th><th>Promoted by</th>"
+            f"<th>At</th></tr>{rows}</table>"
+        )
+    parts.append(f'<h2>Model card</h2><div class="card">{card}</div>')
+    vrows: list[str] = []
+    for v in reversed(detail["versions"]):
+        mark = ""
+        if v["yanked"]:
+            reason = f": {_esc(v['yanked_reason'])}" if v["yanked_reason"] else ""
+            mark = f' <span class="yanked">yanked{reason}</span>'
+        files = "<br>".join(
+            f'<a href="../../packages/{quote(f["filename"])}">{_esc(f["filename"])}</a> '
+            f'<span class="muted">{_esc(human_size(f["size"]))}</span>'
+            for f in v["files"]
+        )
+        vrows.append(
+            f'<tr class="version"><td>{_esc(v["version"])}{mark}</td>'
+            f"<td>{_esc(v['upload_time'][:19].replace('T', ' '))}</td><td>{files}</td></tr>"
+        )
+    parts.append(
+        "<h2>Versions</h2><table><tr><th>Version</th><th>Uploaded (UTC)</th><th>Files</th></tr>"
+        + "".join(vrows)
+        + "</table>"
+    )
+    deps = detail["requires_dist"]
+    parts.append(
+        "<h2>Dependencies</h2>"
+        + (
+            "<ul>" + "".join(f"<li><code>{_esc(d)}</code></li>" for d in deps) + "</ul>"
+            if deps
+            else '<p class="muted">None declared.</p>'
+        )
+    )
+    if main.requires_python:
+        parts.append(f"<p>Requires Python <code>{_esc(main.requires_python)}</code></p>")
+    parts.append("<h2>Manifest</h2>" + _manifest_table(detail["manifest"], main.classifiers))
+    if detail["history"]:
+        hrows = [
+            f"<tr><td>{_esc(h['at'])}</td><td>{_esc(h['stage'])}</td>"
+            f"<td>{_esc(h['from'] or '—')} → {_esc(h['to'] or 'removed')}</td>"
+            f"<td>{_esc(h['by'] or '')}</td></tr>"
+            for h in reversed(detail["history"])
+        ]
+        parts.append(
+            "<h2>Stage history</h2><table><tr><th>At</th><th>Stage</th><th>Change</th>"
+            "<th>By</th></tr>" + "".join(hrows) + "</table>"
+        )
+    return _page(f"{name} {latest} · modelpack registry", "\n".join(p for p in parts if p))

@@ -4,7 +4,7 @@ Each process holds an immutable :class:`Snapshot` (records by filename and by pr
 A request calls :meth:`Index.snapshot`, which at most every 0.25 s reads the small
 ``DATA/generation`` file; only when it changed does a refresh run: it lists
 ``packages/`` and loads records only for files that are new, and drops the removed ones
-(yank state, being small, is re-read whole). No request hashes a file, and no request
+(yank and stage state, being small, are re-read whole). No request hashes a file, and no request
 walks the folder while nothing changes. Rendered pages are cached per snapshot.
 """
 
@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from packaging.version import InvalidVersion, Version
 
@@ -44,6 +45,7 @@ class Snapshot:
     records: dict[str, Record]
     projects: dict[str, list[Record]]  # canonical name -> records sorted by version
     yanked: dict[str, str]  # filename -> reason ("" when none given)
+    stages: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> stage state
     cache: dict[object, object] = field(default_factory=dict)
     cache_lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -122,7 +124,15 @@ class Index:
                         yanked[entry[: -len(".json")]] = reason
         except OSError:
             pass
-        return Snapshot(generation, records, dict(sorted(projects.items())), yanked)
+        stages = load_stages(self.data)
+        return Snapshot(generation, records, dict(sorted(projects.items())), yanked, stages)
+
+
+def load_stages(data: DataDir) -> dict[str, dict[str, Any]]:
+    """Stage state of every model (see :mod:`modelpack_registry.stages`)."""
+    from modelpack_registry.stages import load_stages as load
+
+    return load(data)
 
 
 def make_deriver(data: DataDir) -> Callable[[str], Record | None]:

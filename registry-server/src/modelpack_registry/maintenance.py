@@ -17,7 +17,7 @@ from pathlib import Path
 
 from modelpack_registry.errors import BadRequest
 from modelpack_registry.storage import DataDir, Record
-from modelpack_registry.validate import inspect_distribution
+from modelpack_registry.validate import describe, inspect_distribution
 
 __all__ = ["ReindexResult", "derive_record", "file_sha256", "reindex", "utc_now", "verify"]
 
@@ -66,6 +66,7 @@ def derive_record(
         core_metadata_sha256=(
             hashlib.sha256(info.metadata).hexdigest() if info.metadata is not None else None
         ),
+        **describe(path, filename, info.metadata),
     )
     return record, info.metadata
 

@@ -4,6 +4,10 @@ Pages carry PEP 658/714 core metadata (``data-core-metadata`` plus the older
 ``data-dist-info-metadata``), PEP 592 yank, ``requires-python`` and PEP 700
 (``upload-time``, ``size``, ``versions``; ``api-version`` 1.1). File URLs are relative
 (``../../packages/<file>#sha256=<hex>``) so the registry works behind any prefix or host.
+
+The same renderers serve the stage indexes (``/stages/<stage>/simple/``) from a
+:class:`Snapshot` narrowed by :func:`stage_view` to the one version each model's stage
+points at.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from urllib.parse import quote
 from modelpack_registry.index import Snapshot
 from modelpack_registry.storage import Record
 
-__all__ = ["JSON", "negotiate", "render_project", "render_root"]
+__all__ = ["JSON", "negotiate", "render_project", "render_root", "stage_view"]
 
 API_VERSION = "1.1"
 JSON = "application/vnd.pypi.simple.v1+json"
@@ -75,8 +79,11 @@ def _esc(value: str) -> str:
     return html.escape(value, quote=True)
 
 
-def _file_url(record: Record) -> str:
-    return f"../../packages/{quote(record.filename)}"
+PACKAGES = "../../packages/"  # from /simple/<project>/
+
+
+def _file_url(record: Record, packages: str = PACKAGES) -> str:
+    return f"{packages}{quote(record.filename)}"
 
 
 def render_root(snap: Snapshot, media: str) -> bytes:
@@ -98,15 +105,19 @@ def render_root(snap: Snapshot, media: str) -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
-def render_project(snap: Snapshot, project: str, media: str) -> bytes:
-    """The file list of one (existing, canonical) project."""
+def render_project(snap: Snapshot, project: str, media: str, packages: str = PACKAGES) -> bytes:
+    """The file list of one (existing, canonical) project.
+
+    ``packages`` is the relative URL of ``/packages/`` from the page (it differs for the
+    stage indexes at ``/stages/<stage>/simple/<project>/``).
+    """
     records = snap.projects[project]
     if media == JSON:
         doc = {
             "meta": {"api-version": API_VERSION},
             "name": project,
             "versions": snap.versions(project),
-            "files": [_json_file(snap, r) for r in records],
+            "files": [_json_file(snap, r, packages) for r in records],
         }
         return json.dumps(doc).encode()
     lines = [
@@ -117,7 +128,7 @@ def render_project(snap: Snapshot, project: str, media: str) -> bytes:
         f"<h1>Links for {_esc(project)}</h1>",
     ]
     for record in records:
-        attrs = [f'href="{_esc(_file_url(record))}#sha256={record.sha256}"']
+        attrs = [f'href="{_esc(_file_url(record, packages))}#sha256={record.sha256}"']
         if record.requires_python:
             attrs.append(f'data-requires-python="{_esc(record.requires_python)}"')
         if record.core_metadata_sha256:
@@ -131,7 +142,7 @@ def render_project(snap: Snapshot, project: str, media: str) -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
-def _json_file(snap: Snapshot, record: Record) -> dict[str, Any]:
+def _json_file(snap: Snapshot, record: Record, packages: str) -> dict[str, Any]:
     core: dict[str, str] | bool = (
         {"sha256": record.core_metadata_sha256} if record.core_metadata_sha256 else False
     )
@@ -140,7 +151,7 @@ def _json_file(snap: Snapshot, record: Record) -> dict[str, Any]:
         yanked = snap.yanked[record.filename] or True
     entry: dict[str, Any] = {
         "filename": record.filename,
-        "url": _file_url(record),
+        "url": _file_url(record, packages),
         "hashes": {"sha256": record.sha256},
         "core-metadata": core,
         "dist-info-metadata": core,
@@ -151,3 +162,18 @@ def _json_file(snap: Snapshot, record: Record) -> dict[str, Any]:
     if record.requires_python:
         entry["requires-python"] = record.requires_python
     return entry
+
+
+def stage_view(snap: Snapshot, stage: str) -> Snapshot:
+    """``snap`` with only the models that have ``stage``, each with only that version."""
+    projects: dict[str, list[Record]] = {}
+    for name, records in snap.projects.items():
+        entry = snap.stages.get(name, {}).get("stages", {}).get(stage)
+        if entry is None:
+            continue
+        chosen = [r for r in records if r.version == entry["version"]]
+        if chosen:
+            projects[name] = chosen
+    files = {r.filename: r for recs in projects.values() for r in recs}
+    yanked = {f: reason for f, reason in snap.yanked.items() if f in files}
+    return Snapshot(snap.generation, files, projects, yanked, snap.stages)

@@ -7,12 +7,15 @@ Layout of ``DATA`` (``--data``, default ``./registry-data``)::
       meta/<filename>.json            derived record (see :class:`Record`)
       meta/<filename>.metadata        a wheel's ``*.dist-info/METADATA`` bytes (PEP 658)
       tmp/                            in-flight uploads (``upload-<pid>-<random>.part``)
-      state/yanked/<filename>.json    {"reason": "..."}: PEP 592 yank (written by later tools)
+      state/yanked/<filename>.json    {"reason", "by", "at"}: PEP 592 yank (stages.py)
+      state/stages/<name>.json        {"stages": {...}, "history": [...]}: stage aliases
       generation                      a counter bumped after every change
       .lock                           fcntl.flock'ed while publishing or bumping ``generation``
 
 Rules that keep it consistent:
 
+- ``state/`` files are written under ``.lock`` (read-modify-write inside it) with a
+  temp file + fsync + rename, and every write bumps ``generation``.
 - ``packages/`` is the truth. Everything in ``meta/`` can be rebuilt from it
   (``modelpack-registry reindex``); ``state/`` cannot, and is never derived.
 - An upload is streamed into ``tmp/`` (same filesystem), fsynced and validated; then,
@@ -37,11 +40,12 @@ import json
 import os
 import secrets
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from modelpack_registry.errors import Conflict, StorageError
+from modelpack_registry.validate import describe
 
 __all__ = ["DataDir", "Record", "TempUpload"]
 
@@ -62,6 +66,13 @@ class Record:
     requires_python: str | None
     summary: str | None
     core_metadata_sha256: str | None  # sha256 of meta/<file>.metadata, None for sdists
+    # Extracted at upload/reindex so no request ever opens a distribution (see
+    # validate.describe): modelpack.json (None if absent or invalid) and METADATA fields.
+    manifest: dict[str, Any] | None = None
+    requires_dist: tuple[str, ...] = ()
+    keywords: tuple[str, ...] = ()
+    classifiers: tuple[str, ...] = ()
+    license: str | None = None
 
     def to_json(self) -> bytes:
         """The record as it is stored on disk."""
@@ -87,6 +98,11 @@ class Record:
                 requires_python=_opt_str(data.get("requires_python")),
                 summary=_opt_str(data.get("summary")),
                 core_metadata_sha256=_opt_str(data.get("core_metadata_sha256")),
+                manifest=data.get("manifest") if isinstance(data.get("manifest"), dict) else None,
+                requires_dist=_str_tuple(data.get("requires_dist")),
+                keywords=_str_tuple(data.get("keywords")),
+                classifiers=_str_tuple(data.get("classifiers")),
+                license=_opt_str(data.get("license")),
             )
         except (KeyError, TypeError) as exc:
             raise ValueError(f"record field missing or wrong: {exc}") from exc
@@ -95,6 +111,10 @@ class Record:
 
 def _opt_str(value: object) -> str | None:
     return None if value is None else str(value)
+
+
+def _str_tuple(value: object) -> tuple[str, ...]:
+    return tuple(str(v) for v in value) if isinstance(value, list) else ()
 
 
 class TempUpload:
@@ -122,6 +142,7 @@ class DataDir:
         self.tmp = self.root / "tmp"
         self.state = self.root / "state"
         self.yanked = self.state / "yanked"
+        self.stages = self.state / "stages"
         self.generation_file = self.root / "generation"
         self.lock_file = self.root / ".lock"
 
@@ -269,8 +290,13 @@ class DataDir:
     def publish(self, temp: TempUpload, record: Record, metadata: bytes | None) -> None:
         """Make a validated temp file visible as ``packages/<record.filename>``.
 
+        The record is completed here with what :func:`validate.describe` reads from the
+        file (manifest, Requires-Dist, Keywords, ...), so every upload path gets it.
+
         :raises Conflict: if that filename is already published (nothing is changed).
         """
+        if record.manifest is None and not record.requires_dist and not record.keywords:
+            record = replace(record, **describe(temp.path, record.filename, metadata))
         target = self.packages / record.filename
         with self.locked():
             if os.path.lexists(target):

@@ -6,6 +6,7 @@ Nothing here writes: each check either returns what it learned or raises
 
 from __future__ import annotations
 
+import json
 import re
 import tarfile
 import zipfile
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from email.message import Message
 from email.parser import BytesParser
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from packaging.utils import (
     InvalidSdistFilename,
@@ -25,11 +27,20 @@ from packaging.version import InvalidVersion, Version
 
 from modelpack_registry.errors import BadRequest
 
-__all__ = ["DistInfo", "check_filename", "inspect_distribution", "wheel_key"]
+__all__ = [
+    "DistInfo",
+    "check_filename",
+    "describe",
+    "inspect_distribution",
+    "read_manifest",
+    "wheel_key",
+]
 
 KNOWN_SUFFIXES = (".whl", ".tar.gz", ".zip")
 MAX_METADATA_SIZE = 16 * 1024 * 1024
+MAX_MANIFEST_SIZE = 1024 * 1024
 _METADATA_RE = re.compile(r"^[^/]+\.dist-info/METADATA$")
+_MANIFEST_RE = re.compile(r"^[^/]+\.dist-info/modelpack\.json$")
 
 
 @dataclass(frozen=True)
@@ -191,3 +202,49 @@ def _header(msg: Message, key: str) -> str | None:
         return None
     text = str(value).strip()
     return text or None
+
+
+def read_manifest(path: Path) -> dict[str, Any] | None:
+    """The wheel's ``*.dist-info/modelpack.json`` as a dict; None if absent or invalid.
+
+    Never raises: a wheel not built by modelpack, an oversized (> 1 MiB), duplicated or
+    unparsable manifest just has none.
+    """
+    try:
+        with zipfile.ZipFile(path) as zf:
+            found = [i for i in zf.infolist() if _MANIFEST_RE.match(i.filename)]
+            if len(found) != 1 or found[0].file_size > MAX_MANIFEST_SIZE:
+                return None
+            raw = zf.read(found[0])
+        value: Any = json.loads(raw)
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, RecursionError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def describe(path: Path, filename: str, metadata: bytes | None) -> dict[str, Any]:
+    """The descriptive :class:`~modelpack_registry.storage.Record` fields of a file.
+
+    ``manifest`` (wheels only), and from METADATA ``requires_dist``, ``keywords``
+    (comma- or space-separated), ``classifiers`` and ``license`` (License-Expression,
+    else a one-line License). Never raises.
+    """
+    fields: dict[str, Any] = {
+        "manifest": read_manifest(path) if filename.endswith(".whl") else None,
+        "requires_dist": (),
+        "keywords": (),
+        "classifiers": (),
+        "license": None,
+    }
+    if metadata is None:
+        return fields
+    msg = BytesParser().parsebytes(metadata, headersonly=True)
+    fields["requires_dist"] = tuple(str(v).strip() for v in msg.get_all("Requires-Dist") or [])
+    raw_keywords = " ".join(str(v) for v in msg.get_all("Keywords") or [])
+    separator = "," if "," in raw_keywords else None
+    fields["keywords"] = tuple(k.strip() for k in raw_keywords.split(separator) if k.strip())
+    fields["classifiers"] = tuple(str(v).strip() for v in msg.get_all("Classifier") or [])
+    license_text = _header(msg, "License-Expression") or _header(msg, "License")
+    if license_text and "\n" not in license_text and len(license_text) <= 100:
+        fields["license"] = license_text
+    return fields

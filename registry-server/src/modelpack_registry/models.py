@@ -1,0 +1,269 @@
+"""The registry seen as models: summaries and details built from the in-memory index.
+
+Both the catalog pages (:mod:`catalog`) and the JSON API (:mod:`api`) read these, so
+they always agree. Everything comes from the :class:`~modelpack_registry.index.Snapshot`
+(records carry the manifest and METADATA fields extracted at upload), and results are
+cached per snapshot: with 1,000 models a request filters a precomputed list. Only a
+model's README is read from disk (``meta/<file>.metadata``, never a distribution), once
+per snapshot.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from email.parser import BytesParser
+from typing import Any
+
+from packaging.version import InvalidVersion, Version
+
+from modelpack_registry.index import Snapshot
+from modelpack_registry.storage import DataDir, Record
+
+__all__ = [
+    "ModelSummary",
+    "describe_model",
+    "filter_models",
+    "latest_version",
+    "read_description",
+    "summaries",
+    "summary_json",
+    "version_records",
+    "yanked_versions",
+]
+
+
+def latest_version(versions: list[str], yanked: set[str] | None = None) -> str | None:
+    """The newest final release, else the newest version at all (ignoring ``yanked``
+    unless every version is yanked). ``versions`` is ascending."""
+    candidates = [v for v in versions if v not in (yanked or set())] or versions
+    finals = []
+    for v in candidates:
+        try:
+            if not Version(v).is_prerelease:
+                finals.append(v)
+        except InvalidVersion:
+            continue
+    pool = finals or candidates
+    return pool[-1] if pool else None
+
+
+def version_records(snap: Snapshot, name: str, version: str) -> list[Record]:
+    """The files of one version of a model."""
+    return [r for r in snap.projects.get(name, []) if r.version == version]
+
+
+def yanked_versions(snap: Snapshot, name: str) -> set[str]:
+    """Versions whose every file is yanked."""
+    by_version: dict[str, list[Record]] = {}
+    for record in snap.projects.get(name, []):
+        by_version.setdefault(record.version, []).append(record)
+    return {v for v, recs in by_version.items() if all(r.filename in snap.yanked for r in recs)}
+
+
+def _main_record(records: list[Record]) -> Record | None:
+    """The file whose metadata describes a version: a wheel if there is one."""
+    wheels = [r for r in records if r.filename.endswith(".whl")]
+    pool = wheels or records
+    return pool[0] if pool else None
+
+
+def _from_keywords(keywords: tuple[str, ...]) -> tuple[str | None, str | None, list[str]]:
+    task = framework = None
+    tags: list[str] = []
+    for word in keywords:
+        if word.startswith("task:"):
+            task = task or word[5:] or None
+        elif word.startswith("framework:"):
+            framework = framework or word[10:] or None
+        elif word != "modelpack-model" and word not in tags:
+            tags.append(word)
+    return task, framework, tags
+
+
+def classify(record: Record | None) -> tuple[str | None, str | None, list[str]]:
+    """task, framework and tags: from the manifest, else from METADATA Keywords."""
+    if record is None:
+        return None, None, []
+    task, framework, tags = _from_keywords(record.keywords)
+    manifest = record.manifest or {}
+    if isinstance(manifest.get("task"), str):
+        task = manifest["task"]
+    if isinstance(manifest.get("framework"), str):
+        framework = manifest["framework"]
+    if isinstance(manifest.get("tags"), list):
+        tags = [str(t) for t in manifest["tags"]]
+    return task, framework, tags
+
+
+def _license(record: Record | None) -> str | None:
+    if record is None:
+        return None
+    value = (record.manifest or {}).get("license")
+    return str(value) if isinstance(value, str) and value else record.license
+
+
+@dataclass(frozen=True)
+class ModelSummary:
+    """One row of the catalog / one item of ``GET /api/v1/models``."""
+
+    name: str
+    version: str
+    summary: str | None
+    task: str | None
+    framework: str | None
+    tags: tuple[str, ...]
+    license: str | None
+    size: int
+    upload_time: str | None
+    versions: tuple[str, ...]
+    stages: dict[str, str]
+    yanked: bool  # the shown version is yanked (every version is)
+    haystack: str  # lowercase text the filter searches
+
+
+def _summarize(snap: Snapshot, name: str) -> ModelSummary:
+    versions = snap.versions(name)
+    yanked = yanked_versions(snap, name)
+    latest = latest_version(versions, yanked) or ""
+    records = version_records(snap, name, latest)
+    main = _main_record(records)
+    task, framework, tags = classify(main)
+    state = snap.stages.get(name, {}).get("stages", {})
+    stages = {stage: str(entry["version"]) for stage, entry in state.items()}
+    summary = main.summary if main else None
+    license_ = _license(main)
+    words = [name, summary or "", task or "", framework or "", license_ or "", *tags]
+    words += [f"{s}" for s in stages]
+    return ModelSummary(
+        name=name,
+        version=latest,
+        summary=summary,
+        task=task,
+        framework=framework,
+        tags=tuple(tags),
+        license=license_,
+        size=sum(r.size for r in records),
+        upload_time=min((r.upload_time for r in records), default=None),
+        versions=tuple(versions),
+        stages=stages,
+        yanked=latest in yanked,
+        haystack="\n".join(words).lower(),
+    )
+
+
+def summaries(snap: Snapshot) -> list[ModelSummary]:
+    """Every model, sorted by name (cached per snapshot)."""
+
+    def make() -> list[ModelSummary]:
+        return [_summarize(snap, name) for name in snap.projects]
+
+    value = snap.cached("model-summaries", make)
+    assert isinstance(value, list)
+    return value
+
+
+def filter_models(items: list[ModelSummary], query: str | None) -> list[ModelSummary]:
+    """Models whose name, summary, task, framework, license, tags or stages contain
+    every word of ``query`` (case-insensitive); all models for an empty query."""
+    words = (query or "").lower().split()
+    if not words:
+        return items
+    return [m for m in items if all(w in m.haystack for w in words)]
+
+
+def summary_json(m: ModelSummary) -> dict[str, Any]:
+    """The API shape of a summary."""
+    return {
+        "name": m.name,
+        "version": m.version,
+        "summary": m.summary,
+        "task": m.task,
+        "framework": m.framework,
+        "tags": list(m.tags),
+        "license": m.license,
+        "size": m.size,
+        "upload_time": m.upload_time,
+        "versions": list(m.versions),
+        "stages": m.stages,
+    }
+
+
+def describe_model(snap: Snapshot, name: str, script: str = "") -> dict[str, Any]:
+    """``GET /api/v1/models/<name>`` for an existing canonical ``name`` (cached)."""
+
+    def make() -> dict[str, Any]:
+        summary = next(m for m in summaries(snap) if m.name == name)
+        latest_main = _main_record(version_records(snap, name, summary.version))
+        versions = []
+        for version in summary.versions:
+            records = version_records(snap, name, version)
+            main = _main_record(records)
+            reasons = [snap.yanked[r.filename] for r in records if r.filename in snap.yanked]
+            yanked = len(reasons) == len(records)
+            versions.append(
+                {
+                    "version": version,
+                    "upload_time": min(r.upload_time for r in records),
+                    "yanked": yanked,
+                    "yanked_reason": (next((r for r in reasons if r), None) if yanked else None),
+                    "summary": main.summary if main else None,
+                    "requires_python": main.requires_python if main else None,
+                    "requires_dist": list(main.requires_dist) if main else [],
+                    "manifest": main.manifest if main else None,
+                    "files": [
+                        {
+                            "filename": r.filename,
+                            "url": f"{script}/packages/{r.filename}",
+                            "sha256": r.sha256,
+                            "size": r.size,
+                            "upload_time": r.upload_time,
+                        }
+                        for r in records
+                    ],
+                }
+            )
+        state = snap.stages.get(name, {"stages": {}, "history": []})
+        return {
+            "name": name,
+            "summary": summary.summary,
+            "latest": summary.version,
+            "manifest": latest_main.manifest if latest_main else None,
+            "requires_dist": list(latest_main.requires_dist) if latest_main else [],
+            "stages": {
+                stage: {
+                    "version": entry.get("version"),
+                    "promoted_by": entry.get("promoted_by"),
+                    "promoted_at": entry.get("promoted_at"),
+                }
+                for stage, entry in state["stages"].items()
+            },
+            "history": [
+                {k: h.get(k) for k in ("stage", "from", "to", "by", "at")} for h in state["history"]
+            ],
+            "versions": versions,
+        }
+
+    value = snap.cached(("model-detail", name, script), make)
+    assert isinstance(value, dict)
+    return value
+
+
+def read_description(data: DataDir, record: Record | None) -> tuple[str, str]:
+    """The README of a wheel (METADATA body or ``Description``) and its content type.
+
+    Reads ``meta/<file>.metadata`` (the copy stored at upload); ("", "") if none.
+    """
+    if record is None or not record.core_metadata_sha256:
+        return "", ""
+    try:
+        raw = data.metadata_path(record.filename).read_bytes()
+    except OSError:
+        return "", ""
+    msg = BytesParser().parsebytes(raw, headersonly=True)
+    normalized = raw.replace(b"\r\n", b"\n")
+    body = normalized.split(b"\n\n", 1)[1] if b"\n\n" in normalized else b""
+    text = body.decode("utf-8", "replace")
+    if not text.strip():
+        text = str(msg.get("Description") or "")
+    ctype = str(msg.get("Description-Content-Type") or "text/markdown")
+    return text, ctype.split(";")[0].strip().lower()

@@ -1,0 +1,214 @@
+"""The OpenAPI 3.1 description of the JSON API, served at ``GET /api/v1/openapi.json``.
+
+Kept next to :mod:`modelpack_registry.api` and checked by the tests with
+``openapi-spec-validator``; schemas here are the contract the client is written against.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from modelpack_registry import __version__
+
+__all__ = ["openapi_document"]
+
+_STR = {"type": "string"}
+_NSTR = {"type": ["string", "null"]}
+_TIME = {"type": "string", "format": "date-time"}
+_STRS = {"type": "array", "items": _STR}
+_MANIFEST = {"type": ["object", "null"], "additionalProperties": True}
+
+
+def _obj(props: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
+    return {"type": "object", "properties": props, "required": required or list(props)}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*codes: str) -> dict[str, Any]:
+    text = {
+        "400": "Invalid stage name, body or reason",
+        "401": "Credentials needed (the registry runs with --htpasswd)",
+        "403": "Wrong credentials",
+        "404": "Unknown model, version or stage",
+        "409": "The version is yanked and cannot be promoted",
+    }
+    return {code: _json(_ref("Error"), text[code]) for code in codes}
+
+
+_NAME = {"name": "name", "in": "path", "required": True, "schema": _STR,
+         "description": "Model (distribution) name; any spelling, normalized per PEP 503"}  # fmt: skip
+_STAGE = {"name": "stage", "in": "path", "required": True,
+          "schema": {"type": "string", "pattern": "^[a-z][a-z0-9-]{0,31}$"}}  # fmt: skip
+_VERSION = {"name": "version", "in": "path", "required": True, "schema": _STR}
+_WRITE: list[dict[str, list[str]]] = [{"basic": []}, {}]
+
+_SCHEMAS: dict[str, Any] = {
+    "Error": _obj({"error": _STR}),
+    "ModelSummary": _obj(
+        {
+            "name": _STR,
+            "version": _STR,
+            "summary": _NSTR,
+            "task": _NSTR,
+            "framework": _NSTR,
+            "tags": _STRS,
+            "license": _NSTR,
+            "size": {"type": "integer"},
+            "upload_time": {"type": ["string", "null"]},
+            "versions": _STRS,
+            "stages": {"type": "object", "additionalProperties": _STR},
+        }
+    ),
+    "ModelList": _obj({"models": {"type": "array", "items": _ref("ModelSummary")}}),
+    "File": _obj(
+        {
+            "filename": _STR,
+            "url": _STR,
+            "sha256": _STR,
+            "size": {"type": "integer"},
+            "upload_time": _TIME,
+        }
+    ),
+    "Version": _obj(
+        {
+            "version": _STR,
+            "upload_time": _TIME,
+            "yanked": {"type": "boolean"},
+            "yanked_reason": _NSTR,
+            "summary": _NSTR,
+            "requires_python": _NSTR,
+            "requires_dist": _STRS,
+            "manifest": _MANIFEST,
+            "files": {"type": "array", "items": _ref("File")},
+        }
+    ),
+    "Stage": _obj({"version": _STR, "promoted_by": _NSTR, "promoted_at": _TIME}),
+    "HistoryEntry": _obj({"stage": _STR, "from": _NSTR, "to": _NSTR, "by": _NSTR, "at": _TIME}),
+    "Model": _obj(
+        {
+            "name": _STR,
+            "summary": _NSTR,
+            "latest": _STR,
+            "manifest": _MANIFEST,
+            "requires_dist": _STRS,
+            "stages": {"type": "object", "additionalProperties": _ref("Stage")},
+            "history": {"type": "array", "items": _ref("HistoryEntry")},
+            "versions": {"type": "array", "items": _ref("Version")},
+        }
+    ),
+    "Promote": _obj({"version": _STR}),
+    "StageChange": _obj(
+        {"stage": _STR, "version": _NSTR, "previous": _NSTR, "by": _NSTR, "at": _TIME}
+    ),
+    "YankRequest": _obj({"reason": {"type": "string", "minLength": 1, "maxLength": 500}}),
+    "YankState": _obj(
+        {"name": _STR, "version": _STR, "yanked": {"type": "boolean"}, "reason": _NSTR}
+    ),
+}
+
+
+def openapi_document() -> dict[str, Any]:
+    """The OpenAPI 3.1 document (a fresh dict each call)."""
+    body = {
+        "promote": {"required": True, "content": {"application/json": {"schema": _ref("Promote")}}},
+        "yank": {"required": True, "content": {"application/json": {"schema": _ref("YankRequest")}}},
+    }  # fmt: skip
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "modelpack registry API",
+            "version": __version__,
+            "description": "Browse models, move stage aliases and yank versions. "
+            "Writes need HTTP Basic credentials when the registry runs with --htpasswd.",
+        },
+        "paths": {
+            "/api/v1/models": {
+                "get": {
+                    "operationId": "listModels",
+                    "summary": "Every model with its latest version, sorted by name",
+                    "parameters": [
+                        {
+                            "name": "q",
+                            "in": "query",
+                            "required": False,
+                            "schema": _STR,
+                            "description": "Words that must all appear",
+                        }
+                    ],
+                    "responses": {"200": _json(_ref("ModelList"), "The models")},
+                }
+            },
+            "/api/v1/models/{name}": {
+                "get": {
+                    "operationId": "getModel",
+                    "summary": "One model: versions (ascending), stages and stage history",
+                    "parameters": [_NAME],
+                    "responses": {"200": _json(_ref("Model"), "The model"), **_errors("404")},
+                }
+            },
+            "/api/v1/models/{name}/stages/{stage}": {
+                "put": {
+                    "operationId": "promote",
+                    "summary": "Point a stage at a version",
+                    "parameters": [_NAME, _STAGE],
+                    "security": _WRITE,
+                    "requestBody": body["promote"],
+                    "responses": {
+                        "200": _json(_ref("StageChange"), "Promoted"),
+                        **_errors("400", "401", "403", "404", "409"),
+                    },
+                },
+                "delete": {
+                    "operationId": "removeStage",
+                    "summary": "Remove a stage (history records to=null)",
+                    "parameters": [_NAME, _STAGE],
+                    "security": _WRITE,
+                    "responses": {
+                        "200": _json(_ref("StageChange"), "Removed"),
+                        **_errors("400", "401", "403", "404"),
+                    },
+                },
+            },
+            "/api/v1/models/{name}/versions/{version}/yank": {
+                "put": {
+                    "operationId": "yank",
+                    "summary": "Yank every file of a version (PEP 592)",
+                    "parameters": [_NAME, _VERSION],
+                    "security": _WRITE,
+                    "requestBody": body["yank"],
+                    "responses": {
+                        "200": _json(_ref("YankState"), "Yanked"),
+                        **_errors("400", "401", "403", "404"),
+                    },
+                },
+                "delete": {
+                    "operationId": "unyank",
+                    "summary": "Un-yank a version",
+                    "parameters": [_NAME, _VERSION],
+                    "security": _WRITE,
+                    "responses": {
+                        "200": _json(_ref("YankState"), "Un-yanked"),
+                        **_errors("401", "403", "404"),
+                    },
+                },
+            },
+            "/api/v1/openapi.json": {
+                "get": {
+                    "operationId": "openapi",
+                    "summary": "This document",
+                    "responses": {"200": {"description": "OpenAPI 3.1 document"}},
+                }
+            },
+        },
+        "components": {
+            "schemas": _SCHEMAS,
+            "securitySchemes": {"basic": {"type": "http", "scheme": "basic"}},
+        },
+    }
