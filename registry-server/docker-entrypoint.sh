@@ -1,0 +1,90 @@
+#!/bin/sh
+# Entrypoint of the modelpack-registry container image (see registry-server/Containerfile
+# and docs/deployment.md).
+#
+#   docker-entrypoint.sh [serve] [EXTRA SERVE OPTIONS...]   serve (the default command)
+#   docker-entrypoint.sh verify | reindex                    maintenance on the data folder
+#   docker-entrypoint.sh healthcheck                         exit 0 if GET /health answers 200
+#   docker-entrypoint.sh COMMAND [ARGS...]                   run anything else (e.g. sh)
+#
+# Configuration, all optional (defaults are what the image and deploy/ use):
+#   MODELPACK_DATA             data folder                       /data
+#   MODELPACK_HTPASSWD         htpasswd file (a mounted secret)  /run/secrets/htpasswd
+#   MODELPACK_HOST             address to listen on              0.0.0.0
+#   MODELPACK_PORT             port                              8080
+#   MODELPACK_WORKERS          gunicorn worker processes         1
+#   MODELPACK_THREADS          threads per worker                16
+#   MODELPACK_MAX_UPLOAD_SIZE  largest upload body               20GiB
+#   MODELPACK_INSECURE         "1": serve WITHOUT credentials when the htpasswd file is
+#                              missing (anonymous uploads; trusted networks only)
+#
+# The server refuses anonymous uploads on a non-loopback address. This script never
+# falls back to --insecure by itself: a missing, unreadable or empty htpasswd secret
+# stops the container with a message and exit status 1, unless MODELPACK_INSECURE=1.
+set -eu
+
+DATA=${MODELPACK_DATA:-/data}
+HTPASSWD=${MODELPACK_HTPASSWD:-/run/secrets/htpasswd}
+HOST=${MODELPACK_HOST:-0.0.0.0}
+PORT=${MODELPACK_PORT:-8080}
+REGISTRY=${MODELPACK_REGISTRY_BIN:-modelpack-registry}
+
+fail() {
+    echo "modelpack-registry container: error: $*" >&2
+    exit 1
+}
+
+has_users() {
+    # at least one "user:hash" line that is not a comment
+    grep -Eq '^[[:space:]]*[^#[:space:]][^:]*:.' "$1"
+}
+
+serve() {
+    set -- --data "$DATA" --host "$HOST" --port "$PORT" \
+        --workers "${MODELPACK_WORKERS:-1}" --threads "${MODELPACK_THREADS:-16}" \
+        --max-upload-size "${MODELPACK_MAX_UPLOAD_SIZE:-20GiB}" "$@"
+    if [ -f "$HTPASSWD" ]; then
+        [ -r "$HTPASSWD" ] || fail "cannot read the htpasswd secret $HTPASSWD" \
+            "(running as uid $(id -u)); make it readable by this user (Kubernetes:" \
+            "defaultMode 0440 and fsGroup, or 0444)"
+        has_users "$HTPASSWD" || fail "the htpasswd secret $HTPASSWD has no 'user:hash'" \
+            "line; write it with \`htpasswd -nB USER\` (bcrypt) and mount it again"
+        set -- "$@" --htpasswd "$HTPASSWD"
+    elif [ "${MODELPACK_INSECURE:-}" = "1" ]; then
+        echo "modelpack-registry container: WARNING: no htpasswd at $HTPASSWD and" \
+            "MODELPACK_INSECURE=1: anyone who can reach $HOST:$PORT can upload" >&2
+        set -- "$@" --insecure
+    else
+        fail "no htpasswd secret at $HTPASSWD, so uploads cannot be authenticated." \
+            "Mount one there (docker run -v \$PWD/htpasswd:/run/secrets/htpasswd:ro ...;" \
+            "Kubernetes: the modelpack-registry-htpasswd Secret in deploy/)," \
+            "point MODELPACK_HTPASSWD at it, or set MODELPACK_INSECURE=1 to allow" \
+            "anonymous uploads on a trusted network"
+    fi
+    exec "$REGISTRY" serve "$@"
+}
+
+healthcheck() {
+    case "$HOST" in 0.0.0.0 | :: | "[::]") check_host=127.0.0.1 ;; *) check_host=$HOST ;; esac
+    exec python -c '
+import sys, urllib.request
+host, port = sys.argv[1:3]
+host = "[%s]" % host.strip("[]") if ":" in host else host
+url = "http://%s:%s/health" % (host, port)
+try:
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        sys.exit(0 if resp.status == 200 else 1)
+except Exception as exc:
+    print("unhealthy: %s: %s" % (url, exc), file=sys.stderr)
+    sys.exit(1)
+' "$check_host" "$PORT"
+}
+
+command=${1:-serve}
+case "$command" in
+    serve) [ "$#" -gt 0 ] && shift; serve "$@" ;;
+    -*) serve "$@" ;;
+    verify | reindex) shift; exec "$REGISTRY" "$command" --data "$DATA" "$@" ;;
+    healthcheck) healthcheck ;;
+    *) exec "$@" ;;
+esac
