@@ -176,7 +176,8 @@ class RegistryApp:
             return self._health()
         if path == "/":
             query = parse_qs(environ.get("QUERY_STRING", "")).get("q", [None])[0]
-            return _html(render_catalog(self.index.snapshot(), query))
+            script = environ.get("SCRIPT_NAME", "")
+            return _html(render_catalog(self.index.snapshot(), query, script))
         if path == "/models" or path.startswith("/models/"):
             return self._model_page(environ, path)
         if path == "/simple" or path.startswith("/simple/"):

@@ -74,13 +74,15 @@ def _tags(m: ModelSummary) -> str:
     return "".join(parts)
 
 
-def _row(m: ModelSummary) -> str:
+def _row(m: ModelSummary, script: str) -> str:
     kind = " / ".join(_esc(v) for v in (m.task, m.framework) if v)
     stages = ", ".join(f"{_esc(s)}: {_esc(v)}" for s, v in m.stages.items())
     yanked = ' <span class="yanked">yanked</span>' if m.yanked else ""
     return (
         f'<tr class="model" data-name="{_esc(m.name)}">'
-        f'<td><a href="models/{quote(m.name)}/">{_esc(m.name)}</a></td>'
+        f'<td><a href="models/{quote(m.name)}/">{_esc(m.name)}</a> '
+        f'<a class="muted" href="{_esc(script)}/simple/{quote(m.name)}/" '
+        f'title="the files in the package index">files</a></td>'
         f"<td>{_esc(m.version)}{yanked}</td>"
         f"<td>{_esc(m.summary)}</td><td>{kind}</td><td>{_tags(m)}</td>"
         f"<td>{stages}</td><td>{_esc(human_size(m.size))}</td>"
@@ -88,9 +90,11 @@ def _row(m: ModelSummary) -> str:
     )
 
 
-def render_catalog(snap: Snapshot, query: str | None) -> bytes:
+def render_catalog(snap: Snapshot, query: str | None, script: str = "") -> bytes:
     """The catalog page, filtered by ``query`` (rows are rendered once per snapshot)."""
-    rows = snap.cached("catalog-rows", lambda: {m.name: _row(m) for m in summaries(snap)})
+    rows = snap.cached(
+        ("catalog-rows", script), lambda: {m.name: _row(m, script) for m in summaries(snap)}
+    )
     assert isinstance(rows, dict)
     everything = summaries(snap)
     shown = filter_models(everything, query)
