@@ -107,7 +107,9 @@ def test_wrong_credentials(tmp_path: Path, built: tuple[Path, Path]) -> None:
 
 @pytest.mark.parametrize("name", ["9lives", "model foo", "class", "-x"])
 def test_invalid_name_for_new(tmp_path: Path, name: str) -> None:
-    assert_reported(modelpack("new", "-o", tmp_path, "--no-input", "--", name), "invalid model name")
+    assert_reported(
+        modelpack("new", "-o", tmp_path, "--no-input", "--", name), "invalid model name"
+    )
     assert list(tmp_path.iterdir()) == []
 
 
