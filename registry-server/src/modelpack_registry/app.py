@@ -142,9 +142,9 @@ class RegistryApp:
             if environ.get("PATH_INFO", "").startswith(PREFIX + "/"):
                 result = json_error(exc)
             else:
-                if method not in ("GET", "HEAD"):
-                    extra.append(("Connection", "close"))  # the body may not have been read
                 result = _text(_status_line(exc), exc.message, extra)
+            if method not in ("GET", "HEAD"):
+                result[1].append(("Connection", "close"))  # the body may not have been read
         except Exception:
             log.exception("internal error on %s %s", method, environ.get("PATH_INFO"))
             result = _text("500 Internal Server Error", "internal server error (see server log)")
