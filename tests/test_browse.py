@@ -112,3 +112,83 @@ def test_unknown_model_and_bad_spec(registry: Registry) -> None:
     assert bad.returncode == 2 and "NAME==VERSION" in bad.stderr
     noreason = modelpack("yank", "model-cat==0.1.0", "--registry", registry.url)
     assert noreason.returncode == 2 and "--reason" in noreason.stderr
+
+
+def installed_version(tmp_path: Path, name: str, index_url: str, spec: str = "model-cat") -> str:
+    venv = Venv(tmp_path / name, tool="uv")
+    venv.install(spec, index_url=index_url)
+    return venv.run("import importlib.metadata as m; print(m.version('model-cat'))").stdout.strip()
+
+
+def test_stages_and_yank_through_the_cli(
+    registry: Registry, wheels: list[Path], tmp_path: Path
+) -> None:
+    reg = ["--registry", registry.url]
+    for wheel in wheels:
+        ok(modelpack("publish", wheel, *reg))
+    listed = json.loads(ok(modelpack("list", "--json", *reg)))["models"]
+    assert [(m["name"], m["version"]) for m in listed] == [("model-cat", "0.2.0")]
+    assert listed[0]["task"] == "regression"
+
+    assert "production -> model-cat 0.1.0" in ok(
+        modelpack("promote", "model-cat==0.1.0", "--stage", "production", *reg)
+    )
+    stage_index = f"{registry.url}/stages/production/simple/"
+    assert installed_version(tmp_path, "v1", stage_index) == "0.1.0"
+
+    assert "(was 0.1.0)" in ok(
+        modelpack("promote", "model-cat==0.2.0", "--stage", "production", *reg)
+    )
+    assert installed_version(tmp_path, "v2", stage_index) == "0.2.0"
+    ok(modelpack("promote", "model-cat==0.1.0", "--stage", "production", *reg))  # roll back
+    shown = json.loads(ok(modelpack("show", "model-cat", "--json", *reg)))
+    assert shown["stages"]["production"]["version"] == "0.1.0"
+    assert [(h["from"], h["to"]) for h in shown["history"]] == [
+        (None, "0.1.0"),
+        ("0.1.0", "0.2.0"),
+        ("0.2.0", "0.1.0"),
+    ]
+
+    missing = modelpack("promote", "model-cat==9.9.9", "--stage", "production", *reg)
+    assert missing.returncode == 1 and "9.9.9" in missing.stderr
+
+    ok(modelpack("yank", "model-cat==0.2.0", "--reason", "trained on the wrong labels", *reg))
+    text = ok(modelpack("show", "model-cat", *reg))
+    assert "YANKED: trained on the wrong labels" in text
+    assert "stages: production=0.1.0" in text
+    assert installed_version(tmp_path, "y1", registry.index_url) == "0.1.0"  # unpinned skips it
+    assert installed_version(tmp_path, "y2", registry.index_url, "model-cat==0.2.0") == "0.2.0"
+    ok(modelpack("yank", "model-cat==0.2.0", "--undo", *reg))
+    assert installed_version(tmp_path, "y3", registry.index_url) == "0.2.0"
+
+
+def test_writes_need_credentials_when_the_registry_has_them(
+    tmp_path: Path, wheels: list[Path]
+) -> None:
+    import bcrypt
+
+    hashed = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(rounds=4)).decode()
+    (tmp_path / "htpasswd").write_text(f"alice:{hashed}\n")
+    base = {k: v for k, v in os.environ.items() if not k.startswith("MODELPACK_")}
+    alice = {**base, "MODELPACK_USERNAME": "alice", "MODELPACK_PASSWORD": "s3cret"}
+    with Registry(tmp_path / "data", args=["--htpasswd", str(tmp_path / "htpasswd")]) as reg:
+        ok(modelpack("publish", wheels[0], "--registry", reg.url, env=alice))
+        anon = modelpack(
+            "promote", "model-cat==0.1.0", "--stage", "production", "--registry", reg.url, env=base
+        )
+        assert anon.returncode == 1 and "MODELPACK_USERNAME" in anon.stderr
+        ok(
+            modelpack(
+                "promote",
+                "model-cat==0.1.0",
+                "--stage",
+                "production",
+                "--registry",
+                reg.url,
+                env=alice,
+            )
+        )
+        shown = json.loads(
+            ok(modelpack("show", "model-cat", "--json", "--registry", reg.url, env=base))
+        )
+        assert shown["stages"]["production"]["promoted_by"] == "alice"
