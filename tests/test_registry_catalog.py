@@ -11,7 +11,6 @@ import hashlib
 import json
 import subprocess
 import sys
-import time
 import zipfile
 from pathlib import Path
 
@@ -260,8 +259,10 @@ def test_manifest_survives_reindex_and_old_records_are_filled(
         assert listed[0]["task"] == "regression"
 
 
-def test_catalog_of_a_thousand_models_is_fast(tmp_path: Path) -> None:
-    """Records placed by hand (as a restore would) and listed from the in-memory index."""
+def test_catalog_of_a_thousand_models(tmp_path: Path) -> None:
+    """Records placed by hand (as a restore would) and listed from the in-memory index.
+
+    Its speed is measured in benchmarks/, never asserted here."""
     data = tmp_path / "data"
     dist = tmp_path / "dist"
     source = model_wheel(dist, "model-x", "1.0")
@@ -278,13 +279,8 @@ def test_catalog_of_a_thousand_models_is_fast(tmp_path: Path) -> None:
         (data / "meta" / f"{filename}.json").write_text(json.dumps(record))
     with Registry(data) as reg:
         requests.get(f"{reg.url}/").raise_for_status()  # builds the per-snapshot rows
-        started = time.perf_counter()
-        for _ in range(5):
-            page = requests.get(f"{reg.url}/")
-        assert (time.perf_counter() - started) / 5 < 0.2
+        page = requests.get(f"{reg.url}/")
         assert page.text.count('class="model"') == 1001
-        started = time.perf_counter()
         found = requests.get(f"{reg.url}/", params={"q": "number 0042"})
-        assert time.perf_counter() - started < 0.2
         assert found.text.count('class="model"') == 1
         assert len(requests.get(f"{reg.url}/api/v1/models").json()["models"]) == 1001
