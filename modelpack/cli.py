@@ -155,7 +155,10 @@ def _cmd_show(args: argparse.Namespace) -> int:
         print(f"  {v['version']:<12} {when}{mark}")
     registry = resolve_registry(args.registry)
     if latest:
-        print(f"install: pip install {model['name']}=={latest} --index-url {registry}/simple/")
+        from modelpack.index import IndexClient
+
+        index_url = IndexClient(registry).simple_url
+        print(f"install: pip install {model['name']}=={latest} --index-url {index_url}")
     return 0
 
 

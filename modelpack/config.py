@@ -50,8 +50,10 @@ def _normalize(url: str, origin: str) -> str:
             "give an http:// or https:// URL such as http://127.0.0.1:8080"
         )
     path = parts.path.rstrip("/")
-    if path.endswith("/simple"):  # people paste the index URL; the registry is its parent
-        path = path[: -len("/simple")]
+    for suffix in ("/simple", "/+simple"):  # a pasted index URL (devpi: /+simple)
+        if path.endswith(suffix):  # the registry is its parent
+            path = path[: -len(suffix)]
+            break
     return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
 
 

@@ -74,6 +74,23 @@ class IndexClient:
         self.credentials = credentials
         self.timeout = timeout
         self._session: requests.Session | None = None
+        self._simple: str | None = None
+
+    @property
+    def simple(self) -> str:
+        """The simple API's path under the registry: ``simple``, or ``+simple`` for a
+        devpi index (whose ``simple/`` is a 404); asked once."""
+        if self._simple is None:
+            self._simple = "simple"
+            if self.get("simple/", headers={"Accept": ACCEPT}).status_code == 404:
+                if self.get("+simple/", headers={"Accept": ACCEPT}).status_code == 200:
+                    self._simple = "+simple"
+        return self._simple
+
+    @property
+    def simple_url(self) -> str:
+        """The URL to give pip and uv as ``--index-url``."""
+        return f"{self.registry}/{self.simple}/"
 
     @property
     def session(self) -> requests.Session:
@@ -123,7 +140,7 @@ class IndexClient:
 
         :raises RegistryError: the index answered something that is not an index page.
         """
-        resp = self.get(f"simple/{canonicalize_name(name)}/", headers={"Accept": ACCEPT})
+        resp = self.get(f"{self.simple}/{canonicalize_name(name)}/", headers={"Accept": ACCEPT})
         if resp.status_code == 404:
             return []
         if resp.status_code != 200:

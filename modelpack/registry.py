@@ -48,7 +48,7 @@ def _client(registry: str | None) -> IndexClient:
 def _api(client: IndexClient, path: str) -> Any | None:
     """The JSON API's answer, ``None`` when the registry has no such API (a plain index)."""
     resp = client.get(f"api/v1/{path}", headers={"Accept": "application/json"})
-    if "json" not in resp.headers.get("Content-Type", ""):
+    if not _is_our_api(resp):
         return None
     if resp.status_code == 404:
         raise ModelNotFoundError(error_detail(resp) or f"{path} is not in the registry")
@@ -57,6 +57,13 @@ def _api(client: IndexClient, path: str) -> Any | None:
             f"{redact(resp.url)} answered HTTP {resp.status_code}: {error_detail(resp)}"
         )
     return resp.json()
+
+
+def _is_our_api(resp: Any) -> bool:
+    """A JSON answer of modelpack-registry, not another index's JSON 404 (devpi's)."""
+    if "json" not in resp.headers.get("Content-Type", ""):
+        return False
+    return bool(resp.status_code != 404 or error_detail(resp))
 
 
 def _versions(filenames: list[str]) -> list[str]:
@@ -78,7 +85,7 @@ def list_registry(registry: str | None = None) -> list[dict[str, Any]]:
     data = _api(client, "models")
     if data is not None:
         return list(data["models"])
-    resp = client.get("simple/", headers={"Accept": ACCEPT})
+    resp = client.get(f"{client.simple}/", headers={"Accept": ACCEPT})
     if resp.status_code != 200:
         raise RegistryError(
             f"{redact(resp.url)} answered HTTP {resp.status_code}; is it a package index?"
@@ -149,7 +156,7 @@ def _write(
         method, f"api/v1/{path}", json=body, headers={"Accept": "application/json"}
     )
     detail = error_detail(resp)
-    if "json" not in resp.headers.get("Content-Type", ""):
+    if not _is_our_api(resp):
         raise RegistryError(
             f"the registry at {redact(client.registry)} has no modelpack API (HTTP "
             f"{resp.status_code}); stages and yanking need modelpack-registry, a plain index "

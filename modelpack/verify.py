@@ -80,7 +80,10 @@ def verify_published(wheel: Path, name: str, version: str, registry: str) -> Ver
     """
     example = _input_example(wheel)
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    index = f"{registry}/simple/"
+    from modelpack.config import resolve_credentials
+    from modelpack.index import IndexClient
+
+    index = IndexClient(registry, resolve_credentials(registry)).simple_url
     yank = f"`modelpack yank {name}=={version} --reason '...'`"
     with tempfile.TemporaryDirectory(prefix="modelpack-verify-") as tmp:
         venv = Path(tmp) / "venv"

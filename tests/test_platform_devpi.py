@@ -9,10 +9,8 @@ in our registry). Its URL shapes differ from ours:
     simple API                 http://HOST/alice/dev/+simple/    (not .../simple/)
 
 ``modelpack publish --registry http://HOST/alice/dev`` uploads through twine to the
-index URL, which devpi accepts, but the client reads ``<registry>/simple/<name>/`` to
-check for an existing version and to confirm the upload, and devpi answers that with
-404. What works today is tested below; what needs the client to find devpi's simple
-API is the strict xfail at the end (docs/deployment.md describes the change).
+index URL; the client finds the simple API under ``+simple/`` when ``simple/`` is a 404,
+and tells devpi's JSON 404s from modelpack-registry's API answers.
 """
 
 from __future__ import annotations
@@ -161,9 +159,9 @@ def test_publish_reaches_devpi_and_uv_installs_from_it(
     assert refused.returncode == 1 and "refused the upload" in refused.stderr
     assert simple_files(devpi) == {}
 
-    # twine's upload to the index URL works with devpi; the check that follows it
-    # reads <registry>/simple/<name>/, which devpi does not serve (see the xfail below)
-    modelpack("publish", first, "--registry", devpi)
+    # twine uploads to the index URL; the check before and after reads <index>/+simple/
+    published = modelpack("publish", first, "--registry", devpi)
+    assert published.returncode == 0, published.stderr
     digest = hashlib.sha256(first.read_bytes()).hexdigest()
     assert simple_files(devpi) == {first.name: digest}
 
@@ -185,8 +183,8 @@ def test_publish_reaches_devpi_and_uv_installs_from_it(
 
 
 def test_devpi_url_shapes(devpi: str) -> None:
-    """Why --registry <index> half works: uploads go to the index URL itself, the
-    simple API lives under +simple/, and <index>/simple/<name>/ is a 404."""
+    """What the client adapts to: uploads go to the index URL itself, the simple API
+    lives under +simple/, <index>/simple/<name>/ is a 404, and /api/v1/ is not ours."""
     api = requests.get(f"{devpi}/+api", headers={"Accept": "application/json"}, timeout=10)
     assert api.json()["result"]["pypisubmit"] == f"{devpi}/"
     assert api.json()["result"]["simpleindex"] == f"{devpi}/+simple/"
@@ -195,11 +193,6 @@ def test_devpi_url_shapes(devpi: str) -> None:
     assert no_api.status_code == 404 and "error" not in no_api.json()  # not our API
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the client reads <registry>/simple/; devpi serves <index>/+simple/ "
-    "(needs the client change in docs/deployment.md, then drop this marker)",
-)
 def test_publish_list_show_against_devpi(devpi: str, model_wheels: list[Path]) -> None:
     second = model_wheels[1]
     published = modelpack("publish", second, "--registry", devpi)
