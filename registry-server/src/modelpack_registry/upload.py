@@ -257,15 +257,15 @@ def _receive(environ: dict[str, Any], temp: TempUpload, limits: UploadLimits) ->
         expected = int(length_header) if length_header else -1
     except ValueError:
         raise BadRequest("invalid Content-Length") from None
-    stream = environ["wsgi.input"]
-    if expected >= 0:
-        stream = _SocketBody.attach(stream, environ.get("gunicorn.socket")) or stream
     try:
         parser = PushMultipartParser(
             options["boundary"], max_header_count=16, max_segment_count=limits.max_fields + 1
         )
     except MultipartError as exc:
         raise BadRequest(f"malformed multipart request: {exc}") from exc
+    stream = environ["wsgi.input"]
+    if expected >= 0:
+        stream = _SocketBody.attach(stream, environ.get("gunicorn.socket")) or stream
     form = _Form()
     flusher = _Flusher(temp.file.fileno())
     try:
