@@ -6,11 +6,16 @@
     DELETE /api/v1/models/<name>/stages/<stage>             remove the stage
     PUT    /api/v1/models/<name>/versions/<version>/yank    {"reason": "..."}: yank (PEP 592)
     DELETE /api/v1/models/<name>/versions/<version>/yank    un-yank
+    GET    /api/v1/models/<name>/owners                     {"owners", "maintainers"}
+    PUT    /api/v1/models/<name>/owners/<user>              {"role": "owner"|"maintainer"}
+    DELETE /api/v1/models/<name>/owners/<user>              (never the last owner)
     GET    /api/v1/openapi.json                             the OpenAPI 3.1 description
 
 Reads come from the per-snapshot view (:mod:`modelpack_registry.models`); writes go
-through :mod:`modelpack_registry.stages` (locked, atomic, generation bumped). Writes
-need credentials when the registry has ``--htpasswd``; the user is recorded as ``by``.
+through :mod:`modelpack_registry.stages` and :mod:`modelpack_registry.owners` (locked,
+atomic, generation bumped). When the registry has ``--htpasswd``, writes need
+credentials, the user is recorded as ``by``, and :mod:`modelpack_registry.access`
+decides who may change which model (owners, maintainers, admins, API tokens).
 Every error is raised as an :class:`HTTPFailure` and answered by the app as
 ``{"error": "..."}`` with its status.
 """
@@ -23,7 +28,7 @@ from urllib.parse import parse_qs, unquote
 
 from packaging.utils import canonicalize_name
 
-from modelpack_registry.auth import Htpasswd
+from modelpack_registry.access import Access, Principal
 from modelpack_registry.errors import (
     BadRequest,
     Conflict,
@@ -31,7 +36,6 @@ from modelpack_registry.errors import (
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
-    Unauthorized,
 )
 from modelpack_registry.files import Response
 from modelpack_registry.index import Index, Snapshot
@@ -44,8 +48,8 @@ from modelpack_registry.models import (
     yanked_versions,
 )
 from modelpack_registry.openapi import openapi_document
+from modelpack_registry.owners import check_user, model_name, read_owners, remove_user, set_role
 from modelpack_registry.stages import check_reason, check_stage, set_stage, set_yank
-from modelpack_registry.storage import DataDir
 from modelpack_registry.validate import versions_equal
 
 __all__ = ["PREFIX", "handle_api", "json_error"]
@@ -106,21 +110,12 @@ def _version(snap: Snapshot, name: str, wanted: object) -> str:
     )
 
 
-def _user(environ: dict[str, Any], htpasswd: Htpasswd | None) -> str | None:
-    if htpasswd is None:
-        return None
-    try:
-        return htpasswd.check(environ)
-    except Unauthorized as exc:
-        raise Unauthorized(
-            "this registry needs credentials for changes: send HTTP Basic auth "
-            "(modelpack reads MODELPACK_USERNAME / MODELPACK_PASSWORD)",
-            exc.headers,
-        ) from None
+def _user(environ: dict[str, Any], access: Access) -> Principal | None:
+    return access.authenticate(environ, "for changes")
 
 
-def handle_api(environ: dict[str, Any], method: str, path: str, data: DataDir, index: Index,
-               htpasswd: Htpasswd | None) -> Response:  # fmt: skip
+def handle_api(environ: dict[str, Any], method: str, path: str, index: Index,
+               access: Access) -> Response:  # fmt: skip
     """Answer one request whose path starts with ``/api/v1``.
 
     :raises HTTPFailure: for every answer that is not a success.
@@ -139,13 +134,21 @@ def handle_api(environ: dict[str, Any], method: str, path: str, data: DataDir, i
         return json_response("200 OK", describe_model(snap, name, environ.get("SCRIPT_NAME", "")))
     if len(parts) == 4 and parts[0] == "models" and parts[2] == "stages":
         _allow(method, ("PUT", "DELETE"))
-        user = _user(environ, htpasswd)
-        return _stage(environ, method, parts[1], unquote(parts[3]), data, index, user)
+        who = _user(environ, access)
+        return _stage(environ, method, parts[1], unquote(parts[3]), access, index, who)
     if len(parts) == 5 and parts[0] == "models" and parts[2] == "versions" and parts[4] == "yank":
         _allow(method, ("PUT", "DELETE"))
-        user = _user(environ, htpasswd)
-        return _yank(environ, method, parts[1], unquote(parts[3]), data, index, user)
+        who = _user(environ, access)
+        return _yank(environ, method, parts[1], unquote(parts[3]), access, index, who)
+    if len(parts) == 3 and parts[:1] == ["models"] and parts[2] == "owners" and method in reads:
+        return _get_owners(parts[1], access, index)
+    if len(parts) == 4 and parts[0] == "models" and parts[2] == "owners":
+        _allow(method, ("PUT", "DELETE"))
+        who = _user(environ, access)
+        return _change_owners(environ, method, parts[1], unquote(parts[3]), access, index, who)
     if parts in (["models"], ["openapi.json"]) or (len(parts) == 2 and parts[0] == "models"):
+        _allow(method, reads)
+    if len(parts) == 3 and parts[0] == "models" and parts[2] == "owners":
         _allow(method, reads)
     raise NotFound(f"no API endpoint {method} {path}; see GET {PREFIX}/openapi.json")
 
@@ -163,11 +166,12 @@ def _fresh(index: Index) -> Snapshot:
     return index.snapshot()
 
 
-def _stage(environ: dict[str, Any], method: str, raw_name: str, stage: str, data: DataDir,
-           index: Index, user: str | None) -> Response:  # fmt: skip
+def _stage(environ: dict[str, Any], method: str, raw_name: str, stage: str, access: Access,
+           index: Index, who: Principal | None) -> Response:  # fmt: skip
     check_stage(stage)
     snap = _fresh(index)
     name = _model(snap, raw_name)
+    access.authorize(who, name, "promote" if method == "PUT" else "remove a stage of")
     version: str | None = None
     if method == "PUT":
         version = _version(snap, name, _read_json(environ).get("version"))
@@ -182,19 +186,62 @@ def _stage(environ: dict[str, Any], method: str, raw_name: str, stage: str, data
         if stage not in current:
             have = ", ".join(current) or "none"
             raise NotFound(f"model {name!r} has no stage {stage!r} (its stages: {have})")
-    result = set_stage(data, name, stage, version, user)
+    result = set_stage(access.data, name, stage, version, who.user if who else None)
     index.invalidate()
     return json_response("200 OK", result)
 
 
 def _yank(environ: dict[str, Any], method: str, raw_name: str, raw_version: str,
-          data: DataDir, index: Index, user: str | None) -> Response:  # fmt: skip
+          access: Access, index: Index, who: Principal | None) -> Response:  # fmt: skip
     snap = _fresh(index)
     name = _model(snap, raw_name)
+    access.authorize(who, name, "yank" if method == "PUT" else "un-yank")
     version = _version(snap, name, raw_version)
     reason = check_reason(_read_json(environ).get("reason")) if method == "PUT" else None
     files = [r.filename for r in version_records(snap, name, version)]
-    set_yank(data, files, reason, user)
+    set_yank(access.data, files, reason, who.user if who else None)
     index.invalidate()
     doc = {"name": name, "version": version, "yanked": reason is not None, "reason": reason}
     return json_response("200 OK", doc)
+
+
+def _owners_doc(name: str, access: Access) -> dict[str, Any]:
+    owners = read_owners(access.data, name)
+    doc: dict[str, Any] = {"name": name, "owners": [], "maintainers": []}
+    if owners is not None:
+        doc.update(owners.as_dict())
+    return doc
+
+
+def _known(name: str, access: Access, index: Index) -> bool:
+    return name in _fresh(index).projects or read_owners(access.data, name) is not None
+
+
+def _get_owners(raw_name: str, access: Access, index: Index) -> Response:
+    name = model_name(unquote(raw_name))
+    if not _known(name, access, index):
+        raise NotFound(f"no model named {name!r} in this registry; GET {PREFIX}/models lists them")
+    return json_response("200 OK", _owners_doc(name, access))
+
+
+def _change_owners(environ: dict[str, Any], method: str, raw_name: str, user: str,
+                   access: Access, index: Index, who: Principal | None) -> Response:  # fmt: skip
+    name = model_name(unquote(raw_name))
+    check_user(user)
+    if not _known(name, access, index) and not (who is None or who.admin):
+        raise NotFound(
+            f"no model named {name!r} in this registry; its first upload makes its uploader "
+            "the owner (an admin may reserve a name by adding an owner)"
+        )
+    access.authorize_owners_change(who, name)
+    if method == "PUT":
+        role = _read_json(environ).get("role")
+        if role not in ("owner", "maintainer"):
+            raise BadRequest('send {"role": "owner"} or {"role": "maintainer"}')
+        if access.htpasswd is not None and not access.htpasswd.has_user(user):
+            raise BadRequest(f"no user {user!r} in this registry's htpasswd file")
+        owners = set_role(access.data, name, user, str(role))
+    else:
+        owners = remove_user(access.data, name, user)
+    index.invalidate()
+    return json_response("200 OK", {"name": name, **owners.as_dict()})

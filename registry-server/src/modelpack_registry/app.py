@@ -8,7 +8,8 @@ Endpoints (all under the WSGI ``SCRIPT_NAME``)::
     GET  /stages/<stage>/simple/[<project>/]   the index narrowed to each model's
                                 version in that stage (PEP 503/691)      simple.py
     POST /                      :action=file_upload (twine); writes need credentials
-                                when --htpasswd is given                  upload.py
+                                when --htpasswd is given, and the uploader must be
+                                allowed to publish that name        upload.py, access.py
     GET  /simple/               project list, PEP 503 HTML / PEP 691 JSON simple.py
     GET  /simple/<project>/     files of a project (301 to the normalized name)
     GET  /packages/<file>       a distribution (Range, ETag, 304)         files.py
@@ -25,6 +26,11 @@ paths we do not own reach it. It also keeps Bottle's request object away from th
 upload body (Bottle buffers bodies; we stream ``wsgi.input`` ourselves), and the hot
 index paths skip Bottle's per-request overhead. pypiserver runs with
 ``disable_fallback=True``: unknown names are never redirected to the public index.
+
+Access (:mod:`modelpack_registry.access`) is checked here too: with ``--protect-reads``
+every GET/HEAD but ``/health`` needs valid credentials before anything is dispatched
+(pypiserver's routes included), and an upload publishes through a data folder that
+carries the uploader, so :meth:`DataDir.publish` decides ownership under its lock.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ from urllib.parse import parse_qs, quote
 
 from packaging.utils import canonicalize_name
 
+from modelpack_registry.access import Access
 from modelpack_registry.api import PREFIX, handle_api, json_error
 from modelpack_registry.auth import Htpasswd
 from modelpack_registry.catalog import CSP, render_catalog, render_model
@@ -122,9 +129,10 @@ class RegistryApp:
     """The registry as a WSGI callable (one per worker process)."""
 
     def __init__(self, data: DataDir, *, htpasswd: Htpasswd | None = None,
-                 limits: UploadLimits | None = None, legacy: WSGIApp | None = None) -> None:  # fmt: skip
+                 limits: UploadLimits | None = None, legacy: WSGIApp | None = None,
+                 access: Access | None = None) -> None:  # fmt: skip
         self.data = data
-        self.htpasswd = htpasswd
+        self.access = access or Access(data, htpasswd)
         self.limits = limits or UploadLimits()
         self.index = Index(data, make_deriver(data))
         self.legacy = legacy
@@ -160,13 +168,15 @@ class RegistryApp:
         :raises HTTPFailure: for every answer that is not a success.
         """
         path = environ.get("PATH_INFO", "") or "/"
+        if method in ("GET", "HEAD") and path != "/health":
+            self.access.check_read(environ)
         if path.startswith(PREFIX + "/"):
-            return handle_api(environ, method, path, self.data, self.index, self.htpasswd)
+            return handle_api(environ, method, path, self.index, self.access)
         if method not in ("GET", "HEAD"):
-            if self.htpasswd is not None:
-                self.htpasswd.check(environ)
+            who = self.access.authenticate(environ, "to upload")
             if path == "/" and method == "POST":
-                message = handle_upload(environ, self.data, self.index, self.limits)
+                data = self.access.upload_data(who)
+                message = handle_upload(environ, data, self.index, self.limits)
                 return _text("200 OK", message)
             raise MethodNotAllowed(
                 f"{method} {path} is not supported; upload with POST / (twine upload)",

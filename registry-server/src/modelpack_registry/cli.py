@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from modelpack_registry import __version__
+from modelpack_registry.cli_access import ACCESS_COMMANDS, add_access_commands, check_data
 from modelpack_registry.errors import RegistryError
 from modelpack_registry.upload import parse_size
 
@@ -42,6 +43,10 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8080, help="port (default: 8080)")
     serve.add_argument("--htpasswd", type=Path, metavar="FILE",
                        help="require these Basic credentials (bcrypt) for uploads")  # fmt: skip
+    serve.add_argument("--admin", action="append", default=[], metavar="USER",
+                       help="a user who may change every model (repeatable)")  # fmt: skip
+    serve.add_argument("--protect-reads", action="store_true",
+                       help="require credentials for every read too (not /health)")  # fmt: skip
     serve.add_argument("--insecure", action="store_true",
                        help="allow anonymous uploads on a non-loopback address")  # fmt: skip
     serve.add_argument("--workers", type=int, default=1, help="worker processes (default: 1)")
@@ -53,6 +58,7 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("--data", type=Path, default=Path("registry-data"), help=data_help)
     reindex = sub.add_parser("reindex", help="rebuild every derived file from the wheels")
     reindex.add_argument("--data", type=Path, default=Path("registry-data"), help=data_help)
+    add_access_commands(sub, data_help)
     return parser
 
 
@@ -63,22 +69,18 @@ def _serve(args: argparse.Namespace) -> int:
         ServeConfig(
             data=args.data, host=args.host, port=args.port, htpasswd=args.htpasswd,
             insecure=args.insecure, workers=args.workers, threads=args.threads,
-            max_upload_size=args.max_upload_size,
+            max_upload_size=args.max_upload_size, admins=tuple(args.admin),
+            protect_reads=args.protect_reads,
         )
     )  # fmt: skip
     return 0
-
-
-def _check_data(path: Path) -> None:
-    if not (path / "packages").is_dir():
-        raise RegistryError(f"{path} is not a registry data folder (no packages/ in it)")
 
 
 def _verify(args: argparse.Namespace) -> int:
     from modelpack_registry.maintenance import verify
     from modelpack_registry.storage import DataDir
 
-    _check_data(args.data)
+    check_data(args.data)
     problems = verify(DataDir(args.data))
     for line in problems:
         print(line)
@@ -93,7 +95,7 @@ def _reindex(args: argparse.Namespace) -> int:
     from modelpack_registry.maintenance import reindex
     from modelpack_registry.storage import DataDir
 
-    _check_data(args.data)
+    check_data(args.data)
     result = reindex(DataDir(args.data))
     for line in result.removed:
         print(f"removed {line}")
@@ -103,7 +105,7 @@ def _reindex(args: argparse.Namespace) -> int:
     return 1 if result.invalid else 0
 
 
-_COMMANDS = {"serve": _serve, "verify": _verify, "reindex": _reindex}
+_COMMANDS = {"serve": _serve, "verify": _verify, "reindex": _reindex, **ACCESS_COMMANDS}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

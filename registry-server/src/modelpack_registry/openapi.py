@@ -35,9 +35,10 @@ def _errors(*codes: str) -> dict[str, Any]:
     text = {
         "400": "Invalid stage name, body or reason",
         "401": "Credentials needed (the registry runs with --htpasswd)",
-        "403": "Wrong credentials",
-        "404": "Unknown model, version or stage",
-        "409": "The version is yanked and cannot be promoted",
+        "403": "Wrong credentials, or not allowed to change this model (the message says "
+        "who owns it and who to ask)",
+        "404": "Unknown model, version, stage or owner",
+        "409": "The version is yanked and cannot be promoted, or the last owner would go",
     }
     return {code: _json(_ref("Error"), text[code]) for code in codes}
 
@@ -47,6 +48,8 @@ _NAME = {"name": "name", "in": "path", "required": True, "schema": _STR,
 _STAGE = {"name": "stage", "in": "path", "required": True,
           "schema": {"type": "string", "pattern": "^[a-z][a-z0-9-]{0,31}$"}}  # fmt: skip
 _VERSION = {"name": "version", "in": "path", "required": True, "schema": _STR}
+_USER = {"name": "user", "in": "path", "required": True, "schema": _STR,
+         "description": "A user of the registry's htpasswd file"}  # fmt: skip
 _WRITE: list[dict[str, list[str]]] = [{"basic": []}, {}]
 
 _SCHEMAS: dict[str, Any] = {
@@ -108,6 +111,8 @@ _SCHEMAS: dict[str, Any] = {
         {"stage": _STR, "version": _NSTR, "previous": _NSTR, "by": _NSTR, "at": _TIME}
     ),
     "YankRequest": _obj({"reason": {"type": "string", "minLength": 1, "maxLength": 500}}),
+    "Owners": _obj({"name": _STR, "owners": _STRS, "maintainers": _STRS}),
+    "Role": _obj({"role": {"type": "string", "enum": ["owner", "maintainer"]}}),
     "YankState": _obj(
         {"name": _STR, "version": _STR, "yanked": {"type": "boolean"}, "reason": _NSTR}
     ),
@@ -119,14 +124,17 @@ def openapi_document() -> dict[str, Any]:
     body = {
         "promote": {"required": True, "content": {"application/json": {"schema": _ref("Promote")}}},
         "yank": {"required": True, "content": {"application/json": {"schema": _ref("YankRequest")}}},
+        "role": {"required": True, "content": {"application/json": {"schema": _ref("Role")}}},
     }  # fmt: skip
     return {
         "openapi": "3.1.0",
         "info": {
             "title": "modelpack registry API",
             "version": __version__,
-            "description": "Browse models, move stage aliases and yank versions. "
-            "Writes need HTTP Basic credentials when the registry runs with --htpasswd.",
+            "description": "Browse models, move stage aliases, yank versions and manage "
+            "owners. Writes need HTTP Basic credentials when the registry runs with "
+            "--htpasswd (a user, or __token__ and an API token), and only a model's owners, "
+            "maintainers and admins may change it.",
         },
         "paths": {
             "/api/v1/models": {
@@ -196,6 +204,37 @@ def openapi_document() -> dict[str, Any]:
                     "responses": {
                         "200": _json(_ref("YankState"), "Un-yanked"),
                         **_errors("401", "403", "404"),
+                    },
+                },
+            },
+            "/api/v1/models/{name}/owners": {
+                "get": {
+                    "operationId": "getOwners",
+                    "summary": "Who may change a model (both lists empty: ownerless)",
+                    "parameters": [_NAME],
+                    "responses": {"200": _json(_ref("Owners"), "The owners"), **_errors("404")},
+                }
+            },
+            "/api/v1/models/{name}/owners/{user}": {
+                "put": {
+                    "operationId": "setOwner",
+                    "summary": "Make a user an owner or a maintainer (owners and admins only)",
+                    "parameters": [_NAME, _USER],
+                    "security": _WRITE,
+                    "requestBody": body["role"],
+                    "responses": {
+                        "200": _json(_ref("Owners"), "The owners after the change"),
+                        **_errors("400", "401", "403", "404", "409"),
+                    },
+                },
+                "delete": {
+                    "operationId": "removeOwner",
+                    "summary": "Remove an owner or maintainer (never the last owner)",
+                    "parameters": [_NAME, _USER],
+                    "security": _WRITE,
+                    "responses": {
+                        "200": _json(_ref("Owners"), "The owners after the change"),
+                        **_errors("401", "403", "404", "409"),
                     },
                 },
             },

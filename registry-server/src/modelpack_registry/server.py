@@ -22,6 +22,7 @@ from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
+from modelpack_registry.access import Access
 from modelpack_registry.app import RegistryApp, legacy_app
 from modelpack_registry.auth import Htpasswd
 from modelpack_registry.errors import ConfigError, StorageError
@@ -45,6 +46,8 @@ class ServeConfig:
     workers: int = 1
     threads: int = 16
     max_upload_size: int = 20 * 1024**3
+    admins: tuple[str, ...] = ()
+    protect_reads: bool = False
 
 
 def is_loopback(host: str) -> bool:
@@ -89,9 +92,15 @@ def prepare(config: ServeConfig) -> tuple[DataDir, Htpasswd | None]:
             f"refusing to accept anonymous uploads on {config.host}, which is not a "
             "loopback address: give --htpasswd FILE, or --insecure to allow it anyway"
         )
+    if config.htpasswd is None and (config.admins or config.protect_reads):
+        flag = "--admin" if config.admins else "--protect-reads"
+        raise ConfigError(f"{flag} needs --htpasswd FILE (the users to check)")
     if config.workers < 1 or config.threads < 1:
         raise ConfigError("--workers and --threads must be at least 1")
     htpasswd = Htpasswd(config.htpasswd) if config.htpasswd is not None else None
+    for admin in config.admins:
+        if htpasswd is not None and not htpasswd.has_user(admin):
+            log.warning("--admin %s: no such user in %s (yet)", admin, config.htpasswd)
     data = DataDir(config.data)
     data.ensure()
     for name in data.clean_tmp():
@@ -115,7 +124,8 @@ class _Gunicorn(BaseApplication):  # type: ignore[misc]
         data = DataDir(self.config.data)
         htpasswd = Htpasswd(self.config.htpasswd) if self.config.htpasswd else None
         limits = UploadLimits(max_body=self.config.max_upload_size)
-        return RegistryApp(data, htpasswd=htpasswd, limits=limits, legacy=legacy_app(data))
+        access = Access(data, htpasswd, self.config.admins, self.config.protect_reads)
+        return RegistryApp(data, limits=limits, legacy=legacy_app(data), access=access)
 
 
 def serve(config: ServeConfig) -> None:

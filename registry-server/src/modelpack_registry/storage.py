@@ -9,6 +9,8 @@ Layout of ``DATA`` (``--data``, default ``./registry-data``)::
       tmp/                            in-flight uploads (``upload-<pid>-<random>.part``)
       state/yanked/<filename>.json    {"reason", "by", "at"}: PEP 592 yank (stages.py)
       state/stages/<name>.json        {"stages": {...}, "history": [...]}: stage aliases
+      state/owners/<name>.json        {"owners": [...], "maintainers": [...]} (owners.py)
+      state/tokens/<id>.json          an API token: its model, user and sha256 (tokens.py)
       generation                      a counter bumped after every change
       .lock                           fcntl.flock'ed while publishing or bumping ``generation``
 
@@ -24,6 +26,10 @@ Rules that keep it consistent:
   name exists, so of two uploads of one filename exactly one wins and nothing is ever
   overwritten). A listed file therefore always has its record; a record without a
   distribution is an orphan (``verify`` reports it, ``reindex`` removes it).
+- Who may publish is decided inside that same locked section by the data folder's
+  :class:`PublishGuard` (see :meth:`DataDir.guarded` and :mod:`modelpack_registry.access`),
+  which also records the first uploader of a new name as its owner: of two first uploads
+  of one name through two servers, exactly one becomes the owner and the other is refused.
 - A writer holds ``flock(LOCK_EX)`` on its temp file while writing it. At start-up a
   server removes every temp file whose lock it can take: its writer is dead (a killed
   server or an aborted upload), while another live server's upload is left alone.
@@ -35,19 +41,20 @@ Rules that keep it consistent:
 from __future__ import annotations
 
 import contextlib
+import copy
 import fcntl
 import json
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 from modelpack_registry.errors import Conflict, StorageError
 from modelpack_registry.validate import describe
 
-__all__ = ["DataDir", "Record", "TempUpload"]
+__all__ = ["DataDir", "PublishGuard", "Record", "TempUpload"]
 
 TEMP_PREFIX = "upload-"
 TEMP_SUFFIX = ".part"
@@ -132,8 +139,20 @@ class TempUpload:
             self.path.unlink()
 
 
+class PublishGuard(Protocol):
+    """Decides, holding ``DATA/.lock``, whether a publication of project ``name`` may go on."""
+
+    def authorize_publish(self, data: DataDir, name: str) -> Callable[[], None] | None:
+        """Raise :class:`~modelpack_registry.errors.Forbidden` to refuse (nothing is written).
+
+        May return an action, run (still under the lock) once the file is published.
+        """
+
+
 class DataDir:
     """Paths and primitive operations on one data folder."""
+
+    guard: PublishGuard | None = None
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root).absolute()
@@ -143,8 +162,20 @@ class DataDir:
         self.state = self.root / "state"
         self.yanked = self.state / "yanked"
         self.stages = self.state / "stages"
+        self.owners = self.state / "owners"
+        self.tokens = self.state / "tokens"
         self.generation_file = self.root / "generation"
         self.lock_file = self.root / ".lock"
+
+    def guarded(self, guard: PublishGuard | None) -> DataDir:
+        """This folder, with :meth:`publish` asking ``guard`` first (a cheap copy).
+
+        The app makes one per authenticated upload, so the uploader reaches the locked
+        section of :meth:`publish` without the upload code having to carry it.
+        """
+        clone = copy.copy(self)
+        clone.guard = guard
+        return clone
 
     # -- set-up ---------------------------------------------------------------------------
     def ensure(self) -> None:
@@ -294,6 +325,7 @@ class DataDir:
         file (manifest, Requires-Dist, Keywords, ...), so every upload path gets it.
 
         :raises Conflict: if that filename is already published (nothing is changed).
+        :raises Forbidden: if :attr:`guard` refuses it (nothing is changed).
         """
         if record.manifest is None and not record.requires_dist and not record.keywords:
             record = replace(record, **describe(temp.path, record.filename, metadata))
@@ -301,12 +333,15 @@ class DataDir:
         with self.locked():
             if os.path.lexists(target):
                 raise Conflict(_exists_message(record.filename))
+            after = self.guard.authorize_publish(self, record.name) if self.guard else None
             self.write_derived(record, metadata)
             try:
                 os.link(temp.path, target)
             except FileExistsError:
                 raise Conflict(_exists_message(record.filename)) from None
             _fsync_dir(self.packages)
+            if after is not None:
+                after()
             self.bump_generation()
         temp.discard()
 

@@ -1,0 +1,201 @@
+"""Who may publish what: each model's owners and maintainers (``state/owners/<name>.json``).
+
+::
+
+    state/owners/<canonical-name>.json   {"owners": ["alice"], "maintainers": ["bob"]}
+
+The file is created by :meth:`DataDir.publish` for the first authenticated upload of a
+name (its uploader becomes the only owner), or by ``modelpack-registry owners add`` and
+``PUT /api/v1/models/<name>/owners/<user>``. Like every ``state/`` file it is written
+under ``DATA/.lock`` (read-modify-write inside it) with a temp file + fsync + rename, and
+each change bumps ``DATA/generation``. It is read fresh on every write request, so a
+change made through one replica or the CLI holds on the next request everywhere.
+
+A model with distributions but no owners file (uploaded before ownership was recorded,
+or anonymously) is *ownerless*: only admins may change it until someone is made its
+owner. An unreadable or corrupt owners file counts as "no owners" (fail closed).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from packaging.utils import canonicalize_name
+
+from modelpack_registry.errors import BadRequest, Conflict, NotFound, RegistryError
+from modelpack_registry.storage import DataDir
+from modelpack_registry.validate import name_and_version
+
+__all__ = [
+    "ROLES",
+    "Owners",
+    "check_user",
+    "has_distributions",
+    "model_name",
+    "read_owners",
+    "remove_user",
+    "set_role",
+    "write_owners",
+]
+
+ROLES = ("owner", "maintainer")
+_NAME_RE = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
+_USER_RE = re.compile(r"^[^\s:/\\\x00-\x1f\x7f]{1,100}$")
+
+
+def model_name(raw: str) -> str:
+    """The canonical (PEP 503) form of a model name.
+
+    :raises BadRequest: if it is not a valid distribution name.
+    """
+    name = canonicalize_name(raw.strip())
+    if not _NAME_RE.match(name) or len(name) > 200:
+        raise BadRequest(f"invalid model name {raw!r}: use letters, digits, '-', '_' and '.'")
+    return name
+
+
+def check_user(user: str) -> str:
+    """Return ``user`` if it can be a user name (htpasswd's rules, plus no '/').
+
+    :raises BadRequest: if it is empty, too long, or has a colon, space or control char.
+    """
+    if not _USER_RE.match(user) or user == "__token__":
+        raise BadRequest(
+            f"invalid user name {user!r}: 1 to 100 characters, no ':', '/', spaces or "
+            "control characters"
+        )
+    return user
+
+
+@dataclass(frozen=True)
+class Owners:
+    """The people who may change one model."""
+
+    owners: tuple[str, ...] = ()
+    maintainers: tuple[str, ...] = ()
+
+    def role(self, user: str) -> str | None:
+        """``"owner"``, ``"maintainer"`` or None."""
+        if user in self.owners:
+            return "owner"
+        if user in self.maintainers:
+            return "maintainer"
+        return None
+
+    def as_dict(self) -> dict[str, list[str]]:
+        """The stored (and API) form."""
+        return {"owners": list(self.owners), "maintainers": list(self.maintainers)}
+
+    def describe(self, name: str) -> str:
+        """``"model-foo is owned by alice and bob"`` for messages."""
+        if not self.owners:
+            return f"{name} has no owners"
+        return f"{name} is owned by {_join(self.owners)}"
+
+
+def _join(users: tuple[str, ...]) -> str:
+    return users[0] if len(users) == 1 else ", ".join(users[:-1]) + " and " + users[-1]
+
+
+def _users(value: object) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        return ()
+    return tuple(dict.fromkeys(str(v) for v in value if isinstance(v, str) and v))
+
+
+def read_owners(data: DataDir, name: str) -> Owners | None:
+    """The owners of ``name``; None if it has no owners file.
+
+    A file that cannot be read or parsed gives ``Owners()`` (nobody but admins).
+    """
+    try:
+        raw: Any = json.loads((data.owners / f"{name}.json").read_bytes())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return Owners()
+    if not isinstance(raw, dict):
+        return Owners()
+    owners = _users(raw.get("owners"))
+    maintainers = tuple(u for u in _users(raw.get("maintainers")) if u not in owners)
+    return Owners(owners, maintainers)
+
+
+def write_owners(data: DataDir, name: str, owners: Owners) -> None:
+    """Write the owners file atomically; the caller holds :meth:`DataDir.locked`."""
+    data.owners.mkdir(parents=True, exist_ok=True)
+    body = json.dumps(owners.as_dict(), indent=1).encode() + b"\n"
+    data.atomic_write(data.owners / f"{name}.json", body)
+
+
+def has_distributions(data: DataDir, name: str) -> bool:
+    """True if ``packages/`` holds a file of project ``name`` (read under the lock)."""
+    try:
+        entries = os.listdir(data.packages)
+    except OSError:
+        return False
+    for filename in entries:
+        if filename.startswith("."):
+            continue
+        try:
+            if name_and_version(filename)[0] == name:
+                return True
+        except RegistryError:
+            continue
+    return False
+
+
+def set_role(data: DataDir, name: str, user: str, role: str) -> Owners:
+    """Make ``user`` an owner or a maintainer of ``name`` (locked, atomic); return the result.
+
+    :raises BadRequest: unknown role or invalid user name.
+    :raises Conflict: it would demote the last owner.
+    """
+    if role not in ROLES:
+        raise BadRequest(f"invalid role {role!r}: use 'owner' or 'maintainer'")
+    check_user(user)
+    with data.locked():
+        current = read_owners(data, name) or Owners()
+        owners = [u for u in current.owners if u != user]
+        maintainers = [u for u in current.maintainers if u != user]
+        if role == "owner":
+            owners.append(user)
+        else:
+            if current.owners and not owners:
+                raise Conflict(_last_owner(name, user, "make them a maintainer"))
+            maintainers.append(user)
+        result = Owners(tuple(owners), tuple(maintainers))
+        write_owners(data, name, result)
+        data.bump_generation()
+    return result
+
+
+def remove_user(data: DataDir, name: str, user: str) -> Owners:
+    """Remove ``user`` from the owners and maintainers of ``name``; return the result.
+
+    :raises NotFound: ``user`` is neither.
+    :raises Conflict: ``user`` is the last owner.
+    """
+    with data.locked():
+        current = read_owners(data, name)
+        if current is None or current.role(user) is None:
+            who = current.describe(name) if current else f"{name} has no owners file"
+            raise NotFound(f"{user} is not an owner or maintainer of {name} ({who})")
+        owners = tuple(u for u in current.owners if u != user)
+        if current.owners and not owners:
+            raise Conflict(_last_owner(name, user, "remove them"))
+        result = Owners(owners, tuple(u for u in current.maintainers if u != user))
+        write_owners(data, name, result)
+        data.bump_generation()
+    return result
+
+
+def _last_owner(name: str, user: str, action: str) -> str:
+    return (
+        f"{user} is the last owner of {name}; add another owner first "
+        f"(`modelpack-registry owners add {name} OTHER`), then {action}"
+    )

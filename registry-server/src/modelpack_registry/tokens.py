@@ -1,0 +1,123 @@
+"""API tokens for CI: one model, one user, stored hashed (``state/tokens/<id>.json``).
+
+A token reads ``mpk_<id>_<secret>``: ``id`` is 16 hex digits (not secret; it names the
+file), ``secret`` is ``secrets.token_urlsafe(32)`` (256 bits). Only the sha256 of the
+secret is stored::
+
+    state/tokens/<id>.json  {"id": "...", "model": "model-foo", "user": "alice",
+                             "created": "2024-05-01T12:00:00Z", "sha256": "<hex>"}
+
+so the folder holds nothing that can be replayed, and a plain sha256 is enough (the
+secret has full entropy: nothing to brute-force, unlike a password). A client sends it
+as HTTP Basic user ``__token__`` and the token as password (what twine sends for PyPI
+tokens). The file is read on every request that presents the token, so ``tokens
+revoke`` (which deletes it under ``DATA/.lock``) holds on the next request in every
+process. Digests are compared with :func:`hmac.compare_digest`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import json
+import os
+import re
+import secrets
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from modelpack_registry.errors import NotFound
+from modelpack_registry.maintenance import utc_now
+from modelpack_registry.owners import check_user, model_name
+from modelpack_registry.storage import DataDir
+
+__all__ = ["TOKEN_USER", "Token", "create_token", "list_tokens", "revoke_token", "verify_token"]
+
+TOKEN_USER = "__token__"  # noqa: S105 (the Basic user name twine sends with a token)
+_ID_RE = re.compile(r"^[0-9a-f]{16}$")
+_TOKEN_RE = re.compile(r"^mpk_([0-9a-f]{16})_([A-Za-z0-9_-]{32,128})$")
+
+
+@dataclass(frozen=True)
+class Token:
+    """A stored token (never its secret)."""
+
+    id: str
+    model: str
+    user: str
+    created: str
+    sha256: str
+
+
+def _digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def create_token(data: DataDir, model: str, user: str) -> tuple[Token, str]:
+    """Create a token for ``user`` on ``model``; return it and the full token text.
+
+    The text is shown once: only its hash is kept.
+
+    :raises BadRequest: invalid model or user name.
+    """
+    name = model_name(model)
+    check_user(user)
+    token_id = secrets.token_hex(8)
+    secret = secrets.token_urlsafe(32)
+    token = Token(token_id, name, user, utc_now(), _digest(secret))
+    data.tokens.mkdir(parents=True, exist_ok=True)
+    with data.locked():
+        body = json.dumps(asdict(token), indent=1).encode() + b"\n"
+        data.atomic_write(data.tokens / f"{token_id}.json", body)
+        data.bump_generation()
+    return token, f"mpk_{token_id}_{secret}"
+
+
+def _load(data: DataDir, token_id: str) -> Token | None:
+    if not _ID_RE.match(token_id):
+        return None
+    try:
+        raw: Any = json.loads((data.tokens / f"{token_id}.json").read_bytes())
+        token = Token(**{k: str(raw[k]) for k in ("id", "model", "user", "created", "sha256")})
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+    return token if token.id == token_id else None
+
+
+def list_tokens(data: DataDir) -> list[Token]:
+    """Every stored token, oldest first."""
+    try:
+        names = os.listdir(data.tokens)
+    except OSError:
+        return []
+    found = [_load(data, n[: -len(".json")]) for n in names if n.endswith(".json")]
+    return sorted((t for t in found if t is not None), key=lambda t: (t.created, t.id))
+
+
+def revoke_token(data: DataDir, token_id: str) -> Token:
+    """Delete token ``token_id`` (under the lock); return what it was.
+
+    :raises NotFound: no such token.
+    """
+    with data.locked():
+        token = _load(data, token_id)
+        if token is None:
+            raise NotFound(f"no token with id {token_id!r} (`modelpack-registry tokens list`)")
+        with contextlib.suppress(FileNotFoundError):
+            (data.tokens / f"{token_id}.json").unlink()
+        data.bump_generation()
+    return token
+
+
+def verify_token(data: DataDir, text: str) -> Token | None:
+    """The stored token that ``text`` is, or None (malformed, unknown, revoked, wrong)."""
+    match = _TOKEN_RE.match(text.strip())
+    if match is None:
+        return None
+    token = _load(data, match.group(1))
+    if token is None:
+        return None
+    if not hmac.compare_digest(_digest(match.group(2)).encode(), token.sha256.encode()):
+        return None
+    return token

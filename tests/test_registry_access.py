@@ -1,0 +1,275 @@
+"""Who may publish what: owners, maintainers, admins, API tokens and protected reads.
+
+The platform team's story: alice publishes model-foo first and owns it; bob cannot
+replace, yank or promote it until alice (or the CLI on the server) makes him a
+maintainer; carol is an admin; CI uploads with a token scoped to one model. Real registry
+processes, real twine and pip, htpasswd files made with bcrypt.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import bcrypt
+import pytest
+import requests
+from registry_support import listing, make_wheel, post_upload, twine_upload
+from test_registry_ops import run_cli
+
+from support import Registry, Venv
+
+API = "/api/v1/models"
+PASSWORDS = {"alice": "alice-pw", "bob": "bob-pw", "carol": "carol-pw"}
+# `openssl passwd -apr1 -salt abcdefgh s3cret` (Apache MD5, `htpasswd -m`).
+DAVE = "dave:$apr1$abcdefgh$M2T3erDstkD7SsE2QQnfH0"
+
+
+def auth(user: str) -> tuple[str, str]:
+    return user, PASSWORDS[user]
+
+
+@pytest.fixture
+def htpasswd(tmp_path: Path) -> Path:
+    path = tmp_path / "htpasswd"
+    lines = [
+        f"{user}:{bcrypt.hashpw(pw.encode(), bcrypt.gensalt(rounds=4)).decode()}"
+        for user, pw in PASSWORDS.items()
+    ]
+    path.write_text("\n".join([*lines, DAVE]) + "\n")
+    return path
+
+
+def server(tmp_path: Path, htpasswd: Path, *extra: str, data: Path | None = None) -> Registry:
+    args = ["--htpasswd", str(htpasswd), "--admin", "carol", *extra]
+    return Registry(data or tmp_path / "data", args=args)
+
+
+def twine(reg: Registry, wheel: Path, user: str, password: str | None = None) -> tuple[int, str]:
+    result = twine_upload(reg.url, wheel, user=user, password=password or PASSWORDS[user])
+    return result.returncode, result.stdout + result.stderr
+
+
+def promote(reg: Registry, name: str, version: str, who: tuple[str, str]) -> requests.Response:
+    url = f"{reg.url}{API}/{name}/stages/production"
+    return requests.put(url, json={"version": version}, auth=who, timeout=10)
+
+
+def yank(reg: Registry, name: str, version: str, who: tuple[str, str]) -> requests.Response:
+    url = f"{reg.url}{API}/{name}/versions/{version}/yank"
+    return requests.put(url, json={"reason": "bad weights"}, auth=who, timeout=10)
+
+
+def set_owner(reg: Registry, name: str, user: str, role: str | None, who: tuple[str, str]
+              ) -> requests.Response:  # fmt: skip
+    url = f"{reg.url}{API}/{name}/owners/{user}"
+    if role is None:
+        return requests.delete(url, auth=who, timeout=10)
+    return requests.put(url, json={"role": role}, auth=who, timeout=10)
+
+
+def owners_file(data: Path, name: str) -> dict[str, list[str]]:
+    doc: dict[str, list[str]] = json.loads((data / "state/owners" / f"{name}.json").read_text())
+    return doc
+
+
+def test_first_uploader_owns_others_ask_and_admins_do_anything(
+    tmp_path: Path, htpasswd: Path
+) -> None:
+    dist = tmp_path / "dist"
+    with server(tmp_path, htpasswd) as reg:
+        code, out = twine(reg, make_wheel(dist, "model-foo", "1.0"), "alice")
+        assert code == 0, out
+        assert owners_file(reg.data, "model-foo") == {"owners": ["alice"], "maintainers": []}
+
+        # bob is refused everything on alice's model, told who to ask, and nothing is written.
+        before = listing(reg.data, "packages"), listing(reg.data, "meta")
+        code, out = twine(reg, make_wheel(dist, "model-foo", "2.0"), "bob")
+        assert code != 0 and "403" in out and "owned by alice" in out, out
+        assert (listing(reg.data, "packages"), listing(reg.data, "meta")) == before
+        assert listing(reg.data, "tmp") == []
+        for refused in (promote(reg, "model-foo", "1.0", auth("bob")),
+                        yank(reg, "model-foo", "1.0", auth("bob"))):  # fmt: skip
+            assert refused.status_code == 403
+            message = refused.json()["error"]
+            assert "model-foo is owned by alice" in message
+            assert "owners add model-foo bob --maintainer" in message
+        assert listing(reg.data, "state/stages") == listing(reg.data, "state/yanked") == []
+
+        # The owner's CLI on the server makes bob a maintainer: he may upload and promote.
+        cli = run_cli("owners", "add", "model-foo", "bob", "--maintainer", "--data", str(reg.data))
+        assert cli.returncode == 0, cli.stderr
+        code, out = twine(reg, make_wheel(dist, "model-foo", "2.0"), "bob")
+        assert code == 0, out
+        assert promote(reg, "model-foo", "2.0", auth("bob")).status_code == 200
+        owners_url = f"{reg.url}{API}/model-foo/owners"
+        assert requests.get(owners_url, timeout=10).json() == {
+            "name": "model-foo", "owners": ["alice"], "maintainers": ["bob"]
+        }  # fmt: skip
+        # A maintainer cannot change owners; the owner removes him and he is refused again.
+        assert set_owner(reg, "model-foo", "bob", "owner", auth("bob")).status_code == 403
+        removed = set_owner(reg, "model-foo", "bob", None, auth("alice"))
+        assert removed.status_code == 200 and removed.json()["maintainers"] == []
+        code, out = twine(reg, make_wheel(dist, "model-foo", "3.0"), "bob")
+        assert code != 0 and "403" in out, out
+        assert not (reg.data / "packages/model_foo-3.0-py3-none-any.whl").exists()
+        last = set_owner(reg, "model-foo", "alice", None, auth("alice"))
+        assert last.status_code == 409 and "last owner" in last.json()["error"]
+        unknown = set_owner(reg, "model-foo", "mallory", "owner", auth("alice"))
+        assert unknown.status_code == 400
+
+        # carol is an admin: upload, yank and change owners of a model she does not own.
+        code, out = twine(reg, make_wheel(dist, "model-foo", "3.0"), "carol")
+        assert code == 0, out
+        assert yank(reg, "model-foo", "3.0", auth("carol")).status_code == 200
+        assert set_owner(reg, "model-foo", "bob", "owner", auth("carol")).status_code == 200
+        assert owners_file(reg.data, "model-foo")["owners"] == ["alice", "bob"]
+
+        # An apr1 ($apr1$, htpasswd -m) entry authenticates too; dave owns what he creates.
+        code, out = twine(reg, make_wheel(dist, "model-dave", "1.0"), "dave", "s3cret")
+        assert code == 0, out
+        assert owners_file(reg.data, "model-dave")["owners"] == ["dave"]
+
+        listed = run_cli("owners", "list", "model-foo", "--data", str(reg.data))
+        assert listed.returncode == 0
+        assert "owner       alice" in listed.stdout and "owner       bob" in listed.stdout
+        cli_last = run_cli("owners", "remove", "model-dave", "dave", "--data", str(reg.data))
+        assert cli_last.returncode == 1 and "last owner" in cli_last.stderr
+
+
+def test_ownerless_models_are_not_taken_over(tmp_path: Path, htpasswd: Path) -> None:
+    data = tmp_path / "data"
+    dist = tmp_path / "dist"
+    with Registry(data) as anonymous:  # before ownership: nobody is recorded
+        code, out = twine(anonymous, make_wheel(dist, "model-old", "1.0"), "alice")
+        assert code == 0, out
+    assert listing(data, "state/owners") == []
+    with server(tmp_path, htpasswd, data=data) as reg:
+        code, out = twine(reg, make_wheel(dist, "model-old", "2.0"), "bob")
+        assert code != 0 and "has no owners" in out, out
+        assert promote(reg, "model-old", "1.0", auth("bob")).status_code == 403
+        assert set_owner(reg, "model-old", "bob", "owner", auth("bob")).status_code == 403
+        listed = run_cli("owners", "list", "model-old", "--data", str(data))
+        assert "has no owners" in listed.stdout
+        # An admin may publish; that does not make the admin its owner either.
+        code, out = twine(reg, make_wheel(dist, "model-old", "2.0"), "carol")
+        assert code == 0, out
+        assert listing(data, "state/owners") == []
+        # Handing it over is explicit: the CLI on the server, or an admin through the API.
+        assert run_cli("owners", "add", "model-old", "bob", "--data", str(data)).returncode == 0
+        code, out = twine(reg, make_wheel(dist, "model-old", "3.0"), "bob")
+        assert code == 0, out
+        assert set_owner(reg, "model-old", "alice", "maintainer", auth("carol")).status_code == 200
+        assert owners_file(data, "model-old") == {"owners": ["bob"], "maintainers": ["alice"]}
+
+
+def test_protect_reads_needs_credentials_and_pip_sends_them(tmp_path: Path, htpasswd: Path) -> None:
+    with server(tmp_path, htpasswd, "--protect-reads") as reg:
+        code, out = twine(reg, make_wheel(tmp_path / "dist", "model-foo", "1.0"), "alice")
+        assert code == 0, out
+        assert requests.get(f"{reg.url}/health", timeout=10).status_code == 200
+        for path in ("/simple/", "/simple/model-foo/", "/", API, "/api/v1/openapi.json",
+                     "/packages/model_foo-1.0-py3-none-any.whl", "/favicon.ico"):  # fmt: skip
+            anonymous = requests.get(reg.url + path, timeout=10)
+            assert anonymous.status_code == 401, path
+            assert anonymous.headers["WWW-Authenticate"] == 'Basic realm="modelpack"'
+        assert requests.get(reg.index_url, auth=("bob", "wrong"), timeout=10).status_code == 403
+        assert requests.get(reg.index_url, auth=auth("bob"), timeout=10).status_code == 200
+        venv = Venv(tmp_path / "venv")
+        assert venv.install("model-foo", index_url=reg.index_url, check=False).returncode != 0
+        url = reg.index_url.replace("http://", "http://bob:bob-pw@")
+        venv.install("model-foo==1.0", index_url=url)
+        assert venv.run("import model_foo; print(model_foo.VERSION)").stdout.strip() == "1.0"
+
+
+def test_api_token_is_scoped_to_one_model_hashed_and_revocable(
+    tmp_path: Path, htpasswd: Path
+) -> None:
+    dist = tmp_path / "dist"
+    data = tmp_path / "data"
+    with server(tmp_path, htpasswd, data=data) as reg:
+        assert twine(reg, make_wheel(dist, "model-foo", "1.0"), "alice")[0] == 0
+        assert twine(reg, make_wheel(dist, "model-bar", "1.0"), "alice")[0] == 0
+        created = run_cli("tokens", "create", "--model", "Model_Foo", "--user", "alice",
+                          "--data", str(data))  # fmt: skip
+        assert created.returncode == 0, created.stderr
+        token = created.stdout.strip()
+        assert token.startswith("mpk_") and len(token) > 50
+        token_id = token.split("_")[1]
+
+        code, out = twine(reg, make_wheel(dist, "model-foo", "2.0"), "__token__", token)
+        assert code == 0, out
+        assert promote(reg, "model-foo", "2.0", ("__token__", token)).status_code == 200
+        code, out = twine(reg, make_wheel(dist, "model-bar", "2.0"), "__token__", token)
+        assert code != 0 and "403" in out and "model-foo only" in out, out
+        assert yank(reg, "model-bar", "1.0", ("__token__", token)).status_code == 403
+        assert set_owner(reg, "model-foo", "bob", "owner", ("__token__", token)).status_code == 403
+        # A token acts as its user: one for bob on alice's model is refused like bob.
+        bobs = run_cli("tokens", "create", "--model", "model-foo", "--user", "bob",
+                       "--data", str(data)).stdout.strip()  # fmt: skip
+        assert promote(reg, "model-foo", "1.0", ("__token__", bobs)).status_code == 403
+
+        listed = run_cli("tokens", "list", "--data", str(data))
+        assert listed.returncode == 0 and token_id in listed.stdout
+        secret = token.split("_", 2)[2]
+        assert secret not in listed.stdout + listed.stderr
+        for path in (data / "state/tokens").iterdir():  # only hashes are stored
+            stored = path.read_bytes()
+            assert secret.encode() not in stored and token.encode() not in stored
+        assert json.loads((data / f"state/tokens/{token_id}.json").read_text())["model"] == (
+            "model-foo"
+        )
+
+        revoked = run_cli("tokens", "revoke", token_id, "--data", str(data))
+        assert revoked.returncode == 0, revoked.stderr
+        code, out = twine(reg, make_wheel(dist, "model-foo", "3.0"), "__token__", token)
+        assert code != 0 and ("403" in out or "401" in out), out
+        response = post_upload(reg.url, "model_foo-3.0-py3-none-any.whl",
+                               (dist / "model_foo-3.0-py3-none-any.whl").read_bytes(),
+                               auth=("__token__", token))  # fmt: skip
+        assert response.status_code == 403 and "revoked" in response.text
+        assert run_cli("tokens", "revoke", token_id, "--data", str(data)).returncode == 1
+
+
+def test_owners_survive_two_servers_publishing_at_once(tmp_path: Path, htpasswd: Path) -> None:
+    data = tmp_path / "data"
+    dist = tmp_path / "dist"
+    with server(tmp_path, htpasswd, data=data) as one, server(tmp_path, htpasswd, data=data) as two:
+        results: dict[str, int] = {}
+
+        def publish(reg: Registry, user: str, name: str, version: str = "1.0") -> None:
+            wheel = make_wheel(dist / f"{user}-{name}", name, version)
+            response = post_upload(reg.url, wheel.name, wheel.read_bytes(), auth=auth(user))
+            results[f"{user}:{name}"] = response.status_code
+
+        jobs = [(one, "alice", f"model-a{i}", "1.0") for i in range(6)]
+        jobs += [(two, "bob", f"model-b{i}", "1.0") for i in range(6)]
+        # The same new name through both servers at once: exactly one becomes its owner.
+        jobs += [(one, "alice", "model-race", "1.0"), (two, "bob", "model-race", "2.0")]
+        threads = [threading.Thread(target=publish, args=job) for job in jobs]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for i in range(6):
+            assert results[f"alice:model-a{i}"] == results[f"bob:model-b{i}"] == 200
+            assert owners_file(data, f"model-a{i}") == {"owners": ["alice"], "maintainers": []}
+            assert owners_file(data, f"model-b{i}") == {"owners": ["bob"], "maintainers": []}
+        race = sorted((results["alice:model-race"], results["bob:model-race"]))
+        assert race == [200, 403], results
+        winner = "alice" if results["alice:model-race"] == 200 else "bob"
+        assert owners_file(data, "model-race") == {"owners": [winner], "maintainers": []}
+        assert len([f for f in listing(data, "packages") if f.startswith("model_race")]) == 1
+    verify = run_cli("verify", "--data", str(data))
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+def test_openapi_describes_the_owners_endpoints(tmp_path: Path) -> None:
+    from openapi_spec_validator import validate
+
+    with Registry(tmp_path / "data") as reg:
+        doc = requests.get(f"{reg.url}/api/v1/openapi.json", timeout=10).json()
+    validate(doc)
+    assert set(doc["paths"]["/api/v1/models/{name}/owners/{user}"]) == {"put", "delete"}
+    assert "get" in doc["paths"]["/api/v1/models/{name}/owners"]
