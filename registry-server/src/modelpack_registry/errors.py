@@ -10,10 +10,10 @@ subclasses to a status code and a plain-text message::
     └── HTTPFailure        an HTTP answer other than success (carries ``status``)
         ├── BadRequest           400: the request or the uploaded file is invalid
         ├── Unauthorized         401: credentials needed
-        ├── Forbidden            403: credentials wrong
+        ├── Forbidden            403: credentials wrong, or not allowed on this model
         ├── NotFound             404
         ├── MethodNotAllowed     405
-        ├── Conflict             409: the file exists; published versions are immutable
+        ├── Conflict             409: the file exists (immutable), or the last owner
         └── PayloadTooLarge      413: the body is over ``--max-upload-size``
 """
 
@@ -71,7 +71,7 @@ class Unauthorized(HTTPFailure):
 
 
 class Forbidden(HTTPFailure):
-    """403: the credentials given are wrong."""
+    """403: the credentials are wrong, or the user may not change this model."""
 
     status, reason = 403, "Forbidden"
 
