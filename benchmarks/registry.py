@@ -48,9 +48,11 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-sys.path.insert(0, str(ROOT / "registry-server" / "src"))
-
-from modelpack_registry.storage import Record  # noqa: E402
+try:  # the installed (or PYTHONPATH) registry, the one the servers below run
+    from modelpack_registry.storage import Record
+except ImportError:
+    sys.path.insert(0, str(ROOT / "registry-server" / "src"))
+    from modelpack_registry.storage import Record
 
 PY = sys.executable
 MiB = 1 << 20
@@ -348,7 +350,8 @@ def upload_once(url: str, wheel: Path, kind: str) -> None:
     if kind == "twine":
         twine_upload(url, wheel)
         return
-    status, body = raw_upload(url, wheel, "model-big", "1.0")
+    name, version = wheel.name.split("-")[:2]
+    status, body = raw_upload(url, wheel, name.replace("_", "-"), version)
     if status != 200:
         raise RuntimeError(f"upload answered {status}: {body!r}")
 
@@ -405,9 +408,14 @@ def latencies(url: str, path: str, clients: int, requests_total: int,
             if time.monotonic() > deadline:
                 break
             t0 = time.perf_counter()
-            conn.request("GET", path, headers={"Accept": "text/html"})
-            resp = conn.getresponse()
-            resp.read()
+            try:
+                conn.request("GET", path, headers={"Accept": "text/html"})
+                resp = conn.getresponse()
+                resp.read()
+            except OSError:  # a timeout (60 s) counts as a sample of at least that long
+                mine.append(time.perf_counter() - t0)
+                conn.close()
+                continue
             mine.append(time.perf_counter() - t0)
             if resp.status != 200:
                 errors.append(f"{resp.status}")
@@ -577,7 +585,7 @@ def bench_rss(table: Table, work: Path, size: int) -> None:
     try:
         time.sleep(0.5)
         idle = srv.rss()
-        up, up_s = peak_rss(srv, lambda: raw_upload(srv.url, wheel, "model-huge", "1.0"))
+        up, up_s = peak_rss(srv, lambda: upload_once(srv.url, wheel, "raw"))
         wheel.unlink()
         down, down_s = peak_rss(srv, lambda: download(srv.url, f"/packages/{wheel.name}"))
     finally:
