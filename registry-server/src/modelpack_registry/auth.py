@@ -136,6 +136,7 @@ class Htpasswd:
         self._stamp = self._stat()
         self._users = _load(self.path)
         self._verified: set[bytes] = set()
+        self._decoy_hash: str | None = None
 
     def _stat(self) -> tuple[int, int, int]:
         try:
@@ -155,6 +156,12 @@ class Htpasswd:
                 self._verified = set()
                 self._stamp = stamp
 
+    def _decoy(self) -> str:
+        with self._lock:
+            if self._decoy_hash is None:
+                self._decoy_hash = bcrypt.hashpw(b"decoy", bcrypt.gensalt()).decode()
+            return self._decoy_hash
+
     def has_user(self, user: str) -> bool:
         """True if ``user`` has an entry in the file (as it is now)."""
         self._reload_if_changed()
@@ -167,7 +174,12 @@ class Htpasswd:
         if key in self._verified:
             return True
         hashed = self._users.get(user)
-        if hashed is None or not _check_hash(password, hashed):
+        if hashed is None:
+            # Spend what a real check costs, so the answer time does not tell which
+            # user names exist.
+            _check_hash(password, self._decoy())
+            return False
+        if not _check_hash(password, hashed):
             return False
         with self._lock:
             self._verified.add(key)
