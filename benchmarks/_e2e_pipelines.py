@@ -41,7 +41,7 @@ class Env:
     weights: Path  # the .npy file, made once
     size: int
     wheelhouse: Path  # numpy wheel, so installs do not time the network
-    tools: Path  # the data scientist's venv: numpy + modelpack from this checkout
+    tools: Path  # numpy + modelpack + modelpack-registry, from a snapshot of HEAD
     mlflow: Path | None  # venv with MLflow, cached across invocations
     timeout: float
     log: Path
@@ -198,7 +198,14 @@ def run_modelpack(env: Env, scratch: Path) -> Run:
     registry = f"http://127.0.0.1:{port}"
     project = make_project(env, scratch)
     e = env.clean_env()
-    cmd = [BIN / "modelpack-registry", "serve", "--data", scratch / "registry-data", "--port", port]
+    cmd = [
+        env.tools / "bin" / "modelpack-registry",
+        "serve",
+        "--data",
+        scratch / "registry-data",
+        "--port",
+        port,
+    ]
     with server(cmd, f"{registry}/health", env.log) as srv:
         kw = {"server_pid": srv.pid, "timeout": env.timeout, "log": env.log, "env": e}
         mp = env.tools / "bin" / "modelpack"

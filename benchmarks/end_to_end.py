@@ -87,12 +87,25 @@ def ensure_mlflow() -> Path:
     return venv
 
 
-def make_tools(work: Path) -> Path:
-    """The data scientist's venv: numpy (the model imports it) + modelpack from this checkout."""
-    venv = work / "tools-venv"
+def make_tools(work: Path) -> tuple[Path, str]:
+    """The data scientist's venv: numpy (the model imports it), modelpack and
+    modelpack-registry, installed from a snapshot of the checkout's HEAD (so that
+    uncommitted edits in the work tree cannot change the code under test mid-run).
+    Returns the venv and the commit measured."""
+    venv, src = work / "tools-venv", work / "src"
+    try:
+        commit = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"], check=True,
+                                capture_output=True, text=True).stdout.strip()  # fmt: skip
+        src.mkdir()
+        archive = subprocess.run(["git", "-C", REPO, "archive", "HEAD"], check=True,
+                                 capture_output=True).stdout  # fmt: skip
+        subprocess.run(["tar", "-x", "-C", src], input=archive, check=True)
+    except (OSError, subprocess.CalledProcessError):  # not a git checkout: the files as they are
+        commit, src = "work tree", REPO
     uv("venv", "-q", "--python", sys.executable, venv)
-    uv("pip", "install", "-q", "--python", venv / "bin" / "python", NUMPY, "-e", REPO)
-    return venv
+    uv("pip", "install", "-q", "--python", venv / "bin" / "python", NUMPY, src,
+       src / "registry-server")  # fmt: skip
+    return venv, commit
 
 
 def make_weights(path: Path, size: int) -> None:
@@ -206,8 +219,10 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, list[Run]] = {n: [] for n in names}
     failed = False
     try:
+        tools, commit = make_tools(work)
+        print(f"# modelpack and modelpack-registry at {commit}", flush=True)
         env = Env(work=work, weights=work / "weights.npy", size=args.size,
-                  wheelhouse=ensure_wheelhouse(), tools=make_tools(work),
+                  wheelhouse=ensure_wheelhouse(), tools=tools,
                   mlflow=ensure_mlflow() if "mlflow" in names else None,
                   timeout=max(600.0, 120 * args.size / (1 << 30)), log=work / "steps.log")  # fmt: skip
         make_weights(env.weights, args.size)
