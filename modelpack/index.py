@@ -131,7 +131,13 @@ class IndexClient:
                 f"the registry at {redact(self.registry)} refused "
                 f"{'the credentials' if self.credentials else 'anonymous access'} "
                 f"(HTTP {resp.status_code}{': ' + detail if detail else ''}); "
-                f"{'check' if self.credentials else 'set'} MODELPACK_USERNAME and MODELPACK_PASSWORD"
+                + (
+                    "set MODELPACK_USERNAME and MODELPACK_PASSWORD"
+                    if not self.credentials
+                    else "check MODELPACK_USERNAME and MODELPACK_PASSWORD"
+                    if resp.status_code == 401
+                    else "check the credentials, or ask an owner of the model for access"
+                )
             )
         return resp
 

@@ -197,9 +197,11 @@ def _twine_upload(registry: str, credentials: Credentials | None, path: Path) ->
         detail = _server_message(resp)
         if status in (401, 403):
             hint = (
-                "check MODELPACK_USERNAME and MODELPACK_PASSWORD"
-                if credentials
-                else "set MODELPACK_USERNAME and MODELPACK_PASSWORD"
+                "set MODELPACK_USERNAME and MODELPACK_PASSWORD"
+                if not credentials
+                else "check MODELPACK_USERNAME and MODELPACK_PASSWORD"
+                if status == 401
+                else "check the credentials, or ask an owner of the model for access"
             )
             raise AuthenticationError(
                 f"the registry at {redact(registry)} refused the upload of {path.name} "

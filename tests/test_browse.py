@@ -192,3 +192,26 @@ def test_writes_need_credentials_when_the_registry_has_them(
             ok(modelpack("show", "model-cat", "--json", "--registry", reg.url, env=base))
         )
         assert shown["stages"]["production"]["promoted_by"] == "alice"
+
+
+def test_only_owners_publish_and_promote_their_model(tmp_path: Path, wheels: list[Path]) -> None:
+    import bcrypt
+
+    lines = [
+        f"{u}:{bcrypt.hashpw(b'pw-' + u.encode(), bcrypt.gensalt(rounds=4)).decode()}"
+        for u in ("alice", "bob")
+    ]
+    (tmp_path / "htpasswd").write_text("\n".join(lines) + "\n")
+    base = {k: v for k, v in os.environ.items() if not k.startswith("MODELPACK_")}
+    alice = {**base, "MODELPACK_USERNAME": "alice", "MODELPACK_PASSWORD": "pw-alice"}
+    bob = {**base, "MODELPACK_USERNAME": "bob", "MODELPACK_PASSWORD": "pw-bob"}
+    with Registry(tmp_path / "data", args=["--htpasswd", str(tmp_path / "htpasswd")]) as reg:
+        ok(modelpack("publish", wheels[0], "--registry", reg.url, env=alice))
+        refused = modelpack("publish", wheels[1], "--registry", reg.url, env=bob)
+        assert refused.returncode == 1
+        assert "owned by alice" in refused.stderr and "ask an owner" in refused.stderr
+        assert not (reg.data / "packages" / wheels[1].name).exists()
+        denied = modelpack(
+            "promote", "model-cat==0.1.0", "--stage", "production", "--registry", reg.url, env=bob
+        )
+        assert denied.returncode == 1 and "owned by alice" in denied.stderr
