@@ -136,7 +136,8 @@ class IndexClient:
                     if not self.credentials
                     else "check MODELPACK_USERNAME and MODELPACK_PASSWORD"
                     if resp.status_code == 401
-                    else "check the credentials, or ask an owner of the model for access"
+                    else "check MODELPACK_USERNAME and MODELPACK_PASSWORD, or ask an owner "
+                    "of the model for access"
                 )
             )
         return resp

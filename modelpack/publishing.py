@@ -189,6 +189,9 @@ def _twine_upload(registry: str, credentials: Credentials | None, path: Path) ->
         non_interactive=True,
         disable_progress_bar=True,
     )
+    # twine's own "Retry with the --verbose option" names a flag modelpack does not have;
+    # the error below says what the registry answered.
+    logging.getLogger("twine.utils").setLevel(logging.ERROR)
     try:
         upload(settings, [str(path)])
     except requests.HTTPError as exc:
@@ -201,7 +204,8 @@ def _twine_upload(registry: str, credentials: Credentials | None, path: Path) ->
                 if not credentials
                 else "check MODELPACK_USERNAME and MODELPACK_PASSWORD"
                 if status == 401
-                else "check the credentials, or ask an owner of the model for access"
+                else "check MODELPACK_USERNAME and MODELPACK_PASSWORD, or ask an owner of "
+                "the model for access"
             )
             raise AuthenticationError(
                 f"the registry at {redact(registry)} refused the upload of {path.name} "

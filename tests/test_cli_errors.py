@@ -26,6 +26,7 @@ def assert_reported(result: subprocess.CompletedProcess[str], *needles: str, cod
     assert result.returncode == code, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
     err = result.stderr.strip()
     assert "Traceback" not in err
+    assert "Retry with the --verbose" not in err  # twine's hint names a flag we lack
     assert len(err.splitlines()) >= 1
     for needle in needles:
         assert needle in err, err
