@@ -15,6 +15,9 @@
 #   MODELPACK_WORKERS          gunicorn worker processes         1
 #   MODELPACK_THREADS          threads per worker                16
 #   MODELPACK_MAX_UPLOAD_SIZE  largest upload body               20GiB
+#   MODELPACK_ADMINS           users who may change every model, space-separated   (none)
+#   MODELPACK_PROTECT_READS    "1": every read needs credentials too (not /health)
+#   MODELPACK_GRACEFUL_TIMEOUT seconds a stopping pod lets uploads finish         30
 #   MODELPACK_INSECURE         "1": serve WITHOUT credentials when the htpasswd file is
 #                              missing (anonymous uploads; trusted networks only)
 #
@@ -42,7 +45,14 @@ has_users() {
 serve() {
     set -- --data "$DATA" --host "$HOST" --port "$PORT" \
         --workers "${MODELPACK_WORKERS:-1}" --threads "${MODELPACK_THREADS:-16}" \
-        --max-upload-size "${MODELPACK_MAX_UPLOAD_SIZE:-20GiB}" "$@"
+        --max-upload-size "${MODELPACK_MAX_UPLOAD_SIZE:-20GiB}" \
+        --graceful-timeout "${MODELPACK_GRACEFUL_TIMEOUT:-30}" "$@"
+    for admin in ${MODELPACK_ADMINS:-}; do
+        set -- "$@" --admin "$admin"
+    done
+    if [ "${MODELPACK_PROTECT_READS:-}" = "1" ]; then
+        set -- "$@" --protect-reads
+    fi
     if [ -f "$HTPASSWD" ]; then
         [ -r "$HTPASSWD" ] || fail "cannot read the htpasswd secret $HTPASSWD" \
             "(running as uid $(id -u)); make it readable by this user (Kubernetes:" \

@@ -282,3 +282,20 @@ def test_build_context_installs_the_registry(tmp_path: Path) -> None:
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     assert version.stdout.startswith("modelpack-registry ")
+
+
+def test_admins_protected_reads_and_grace_from_the_environment(
+    tmp_path: Path, htpasswd: Path
+) -> None:
+    env = entrypoint_env(tmp_path, free_port(), MODELPACK_PROTECT_READS="1",
+                         MODELPACK_ADMINS="alice", MODELPACK_GRACEFUL_TIMEOUT="45")  # fmt: skip
+    box = Container(env, tmp_path / "container.log")
+    try:
+        cmdline = Path(f"/proc/{box.proc.pid}/cmdline").read_bytes().split(b"\0")
+        assert [b"--admin", b"alice"] == cmdline[cmdline.index(b"--admin") :][:2]
+        assert b"--graceful-timeout" in cmdline and b"45" in cmdline
+        assert requests.get(f"{box.url}/simple/").status_code == 401
+        assert requests.get(f"{box.url}/simple/", auth=("alice", "s3cret")).status_code == 200
+        assert requests.get(f"{box.url}/health").status_code == 200
+    finally:
+        assert box.stop() == 0

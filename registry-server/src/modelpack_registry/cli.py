@@ -53,6 +53,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--threads", type=int, default=16, help="threads per worker (16)")
     serve.add_argument("--max-upload-size", type=_size, default=_size("20GiB"), metavar="SIZE",
                        help="largest accepted upload body, e.g. 20GiB, 500MiB (20GiB)")  # fmt: skip
+    serve.add_argument("--graceful-timeout", type=int, default=30, metavar="SECONDS",
+                       help="on SIGTERM, let in-flight requests (an upload) finish this long (30)")  # fmt: skip
 
     verify = sub.add_parser("verify", help="report corrupt, orphaned and leftover files")
     verify.add_argument("--data", type=Path, default=Path("registry-data"), help=data_help)
@@ -70,7 +72,7 @@ def _serve(args: argparse.Namespace) -> int:
             data=args.data, host=args.host, port=args.port, htpasswd=args.htpasswd,
             insecure=args.insecure, workers=args.workers, threads=args.threads,
             max_upload_size=args.max_upload_size, admins=tuple(args.admin),
-            protect_reads=args.protect_reads,
+            protect_reads=args.protect_reads, graceful_timeout=args.graceful_timeout,
         )
     )  # fmt: skip
     return 0

@@ -48,6 +48,8 @@ class ServeConfig:
     max_upload_size: int = 20 * 1024**3
     admins: tuple[str, ...] = ()
     protect_reads: bool = False
+    graceful_timeout: int = 30
+    """Seconds a stopping worker lets in-flight requests (a large upload) finish."""
 
 
 def is_loopback(host: str) -> bool:
@@ -141,7 +143,7 @@ def serve(config: ServeConfig) -> None:
         "worker_class": "gthread",
         "threads": config.threads,
         "timeout": 120,
-        "graceful_timeout": 10,
+        "graceful_timeout": config.graceful_timeout,
         "keepalive": 5,
         "accesslog": None,
         "errorlog": "-",
