@@ -18,6 +18,22 @@ from pathlib import Path
 import requests
 
 REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def modelpack(
+    *args: str | Path, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run the installed ``modelpack`` console script, as a user would."""
+    return subprocess.run(
+        [str(BIN / "modelpack"), *map(str, args)], capture_output=True, text=True, env=env, cwd=cwd
+    )
+
+
+def ok(result: subprocess.CompletedProcess[str]) -> str:
+    """The stdout of a command that must have succeeded."""
+    assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
+    return result.stdout.strip()
 
 
 def free_port(host: str = "127.0.0.1") -> int:

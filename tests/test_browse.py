@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,22 +15,7 @@ import pytest
 import requests
 
 from modelpack.scaffold import new_project
-from support import Registry, Venv, free_port
-
-BIN = Path(sys.executable).parent
-
-
-def modelpack(
-    *args: str | Path, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(BIN / "modelpack"), *map(str, args)], capture_output=True, text=True, env=env
-    )
-
-
-def ok(result: subprocess.CompletedProcess[str]) -> str:
-    assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
-    return result.stdout
+from support import BIN, Registry, Venv, free_port, modelpack, ok
 
 
 @pytest.fixture(scope="module")

@@ -3,19 +3,13 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from modelpack.pickles import scan_pickle
 from modelpack.scaffold import new_project
-
-BIN = Path(sys.executable).parent
-
-
-def modelpack(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(BIN / "modelpack"), *map(str, args)], capture_output=True, text=True)
+from support import modelpack
 
 
 @pytest.fixture

@@ -4,22 +4,11 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from support import Registry, free_port
-
-BIN = Path(sys.executable).parent
-
-
-def modelpack(
-    *args: str | Path, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(BIN / "modelpack"), *map(str, args)], capture_output=True, text=True, env=env
-    )
+from support import Registry, free_port, modelpack, ok
 
 
 def assert_reported(result: subprocess.CompletedProcess[str], *needles: str, code: int = 1) -> str:
@@ -37,13 +26,9 @@ def assert_reported(result: subprocess.CompletedProcess[str], *needles: str, cod
 def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A template project and its wheel, built once for this module."""
     root = tmp_path_factory.mktemp("proj")
-    subprocess.run(
-        [str(BIN / "modelpack"), "new", "model-err", "-o", str(root), "--no-input"], check=True
-    )
+    ok(modelpack("new", "model-err", "-o", root, "--no-input"))
     project = root / "model-err"
-    out = subprocess.run([str(BIN / "modelpack"), "build", str(project)], check=True,
-                         capture_output=True, text=True)  # fmt: skip
-    return project, Path(out.stdout.strip())
+    return project, Path(ok(modelpack("build", project)))
 
 
 def test_not_a_model_project(tmp_path: Path) -> None:

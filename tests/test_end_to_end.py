@@ -15,21 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from support import Registry, Venv, clean_env
-
-BIN = Path(sys.executable).parent
-
-
-def modelpack(*args: str | Path, env: dict[str, str] | None = None,
-              cwd: Path | None = None) -> subprocess.CompletedProcess[str]:  # fmt: skip
-    return subprocess.run(
-        [str(BIN / "modelpack"), *map(str, args)], capture_output=True, text=True, env=env, cwd=cwd
-    )
-
-
-def ok(result: subprocess.CompletedProcess[str]) -> str:
-    assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
-    return result.stdout.strip()
+from support import Registry, Venv, clean_env, modelpack, ok
 
 
 @pytest.mark.slow
