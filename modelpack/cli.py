@@ -193,6 +193,12 @@ def _parser() -> argparse.ArgumentParser:
         parents=[common],
     )
     parser.add_argument("--version", action="version", version=f"modelpack {__version__}")
+    remote = argparse.ArgumentParser(add_help=False)
+    remote.add_argument(
+        "--registry", metavar="URL",
+        help="registry base URL (default: $MODELPACK_REGISTRY, [tool.modelpack] registry, "
+        "http://127.0.0.1:8080)",
+    )  # fmt: skip
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser(
@@ -238,7 +244,7 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_build)
 
     p = sub.add_parser(
-        "publish", parents=[common], help="upload wheels to the registry",
+        "publish", parents=[common, remote], help="upload wheels to the registry",
         description=(
             "Upload the wheel of PROJECT's current version (default: .), or the WHEEL "
             "files given, with twine. A version already in the registry is an error; "
@@ -246,7 +252,6 @@ def _parser() -> argparse.ArgumentParser:
         ),
     )  # fmt: skip
     p.add_argument("targets", nargs="*", metavar="PROJECT | WHEEL", help="default: .")
-    p.add_argument("--registry", metavar="URL", help="registry base URL")
     p.add_argument(
         "--verify", action="store_true",
         help=(
@@ -257,24 +262,22 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_publish)
 
     p = sub.add_parser(
-        "list", parents=[common], help="list the models in the registry",
+        "list", parents=[common, remote], help="list the models in the registry",
         description="List every model in the registry: latest version, stages, task, summary.",
     )  # fmt: skip
-    p.add_argument("--registry", metavar="URL", help="registry base URL")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=_cmd_list)
 
     p = sub.add_parser(
-        "show", parents=[common], help="show one model: versions, stages, yank state",
+        "show", parents=[common, remote], help="show one model: versions, stages, yank state",
         description="Show NAME's versions (yanked ones marked), stages and summary.",
     )  # fmt: skip
     p.add_argument("name", metavar="NAME")
-    p.add_argument("--registry", metavar="URL", help="registry base URL")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_cmd_show)
 
     p = sub.add_parser(
-        "promote", parents=[common], help="point a stage (e.g. production) at a version",
+        "promote", parents=[common, remote], help="point a stage (e.g. production) at a version",
         description=(
             "Point STAGE of the model at exactly NAME==VERSION; promoting another version "
             "moves the stage, promoting the old one rolls back. Consumers install the "
@@ -283,11 +286,10 @@ def _parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     p.add_argument("spec", metavar="NAME==VERSION")
     p.add_argument("--stage", required=True, metavar="STAGE", help="e.g. production, staging")
-    p.add_argument("--registry", metavar="URL", help="registry base URL")
     p.set_defaults(func=_cmd_promote)
 
     p = sub.add_parser(
-        "yank", parents=[common], help="yank a version (PEP 592), or undo it",
+        "yank", parents=[common, remote], help="yank a version (PEP 592), or undo it",
         description=(
             "Yank NAME==VERSION: unpinned installs skip it, exact pins still get it, and "
             "pip and uv show the reason. --undo restores it."
@@ -296,7 +298,6 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("spec", metavar="NAME==VERSION")
     p.add_argument("--reason", metavar="TEXT", help="why (required to yank)")
     p.add_argument("--undo", action="store_true", help="un-yank the version")
-    p.add_argument("--registry", metavar="URL", help="registry base URL")
     p.set_defaults(func=_cmd_yank)
     return parser
 
