@@ -13,6 +13,7 @@ import shlex
 import subprocess
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,7 +92,7 @@ class _Sampler(threading.Thread):
 
 
 def run_step(
-    cmd: list[str | Path],
+    cmd: Sequence[object],
     *,
     server_pid: int | None = None,
     cwd: Path | None = None,

@@ -18,10 +18,11 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from _e2e_measure import StepResult, run_step
 
@@ -83,7 +84,7 @@ def free_port() -> int:
 
 
 @contextmanager
-def server(cmd: list[str | Path], url: str, log: Path, env: dict[str, str] | None = None,
+def server(cmd: Sequence[object], url: str, log: Path, env: dict[str, str] | None = None,
            ready: float = 120) -> Iterator[subprocess.Popen[bytes]]:  # fmt: skip
     """Start *cmd* in its own process group, wait until *url* answers, stop it after."""
     with log.open("ab") as out:
@@ -124,7 +125,7 @@ def run_floor(env: Env, scratch: Path) -> Run:
     base = f"http://127.0.0.1:{port}"
     cmd = [sys.executable, HERE / "_e2e_floor_server.py", scratch / "server", port]
     with server(cmd, f"{base}/health", env.log) as srv:
-        kw = {"server_pid": srv.pid, "timeout": env.timeout, "log": env.log}
+        kw: dict[str, Any] = {"server_pid": srv.pid, "timeout": env.timeout, "log": env.log}
         staged, got = scratch / "stage" / "weights.npy", scratch / "consumer" / "weights.npy"
         staged.parent.mkdir()
         got.parent.mkdir()
@@ -207,7 +208,12 @@ def run_modelpack(env: Env, scratch: Path) -> Run:
         port,
     ]
     with server(cmd, f"{registry}/health", env.log) as srv:
-        kw = {"server_pid": srv.pid, "timeout": env.timeout, "log": env.log, "env": e}
+        kw: dict[str, Any] = {
+            "server_pid": srv.pid,
+            "timeout": env.timeout,
+            "log": env.log,
+            "env": e,
+        }
         mp = env.tools / "bin" / "modelpack"
         weights = project / "src" / "model_bench" / "weights" / "weights.npy"
         run.add("cp weights", "package", run_step(["cp", env.weights, weights], **kw))
@@ -249,7 +255,12 @@ def run_naive(env: Env, scratch: Path) -> Run:
     cmd = [BIN / "pypi-server", "run", "-p", port, "-a", ".", "-P", ".", "--disable-fallback",
            scratch / "packages"]  # fmt: skip
     with server(cmd, f"{index}/simple/", env.log) as srv:
-        kw = {"server_pid": srv.pid, "timeout": env.timeout, "log": env.log, "env": e}
+        kw: dict[str, Any] = {
+            "server_pid": srv.pid,
+            "timeout": env.timeout,
+            "log": env.log,
+            "env": e,
+        }
         weights = project / "src" / "model_bench" / "weights" / "weights.npy"
         run.add("cp weights", "package", run_step(["cp", env.weights, weights], **kw))
         py = env.tools / "bin" / "python"
@@ -287,7 +298,12 @@ def run_mlflow(env: Env, scratch: Path) -> Run:
            "--artifacts-destination", scratch / "artifacts", "--serve-artifacts"]  # fmt: skip
     client = HERE / "_e2e_mlflow_client.py"
     with server(cmd, f"{uri}/health", env.log, env=e) as srv:
-        kw = {"server_pid": srv.pid, "timeout": env.timeout, "log": env.log, "env": e}
+        kw: dict[str, Any] = {
+            "server_pid": srv.pid,
+            "timeout": env.timeout,
+            "log": env.log,
+            "env": e,
+        }
         logged = run_step([py, client, "log", env.weights, "bench-model"], cwd=scratch, **kw)
         np_load = json.loads(logged.stdout.strip().splitlines()[-1])["np_load_seconds"]
         logged.seconds -= np_load  # the data scientist has the array in memory already

@@ -50,7 +50,7 @@ def upload(wheel: Path, url: str) -> float:
     length = len(head) + wheel.stat().st_size + len(tail())  # the digest's length is fixed
     parts = urllib.parse.urlsplit(url)
     start = time.perf_counter()
-    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=600)
+    conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=600)
     conn.request("POST", "/", body=body(), headers={
         "Content-Type": f"multipart/form-data; boundary={boundary}",
         "Content-Length": str(length)})  # fmt: skip
