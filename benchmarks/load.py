@@ -151,6 +151,7 @@ def main() -> None:
             t.join(timeout=120)
         elapsed = time.monotonic() - start
 
+        time.sleep(1.5)  # replicas see each other's writes within a second
         lost = {}
         for name, reg in (("A", a), ("B", b)):
             listed: set[str] = set()
@@ -190,6 +191,9 @@ def main() -> None:
         print(f"| {what} | {figure} |")
     for failure in stats.failures:
         print(f"  failure: {failure}")
+    for name, missing in lost.items():
+        for filename in missing[:10]:
+            print(f"  missing from {name}: {filename}")
 
 
 if __name__ == "__main__":
