@@ -19,7 +19,9 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
 
+from modelpack.config import Credentials
 from modelpack.errors import VerificationError
 
 __all__ = ["Verified", "verify_published"]
@@ -83,7 +85,13 @@ def verify_published(wheel: Path, name: str, version: str, registry: str) -> Ver
     from modelpack.config import resolve_credentials
     from modelpack.index import IndexClient
 
-    index = IndexClient(registry, resolve_credentials(registry)).simple_url
+    credentials = resolve_credentials(registry)
+    index = IndexClient(registry, credentials).simple_url
+    # The index goes to pip and uv through the environment, never the command line: with
+    # credentials (a registry with --protect-reads) the URL carries them, and `ps` shows
+    # every user a command line but not another user's environment.
+    env["PIP_INDEX_URL"] = env["UV_DEFAULT_INDEX"] = _with_credentials(index, credentials)
+    env.pop("UV_INDEX_URL", None)
     yank = f"`modelpack yank {name}=={version} --reason '...'`"
     with tempfile.TemporaryDirectory(prefix="modelpack-verify-") as tmp:
         venv = Path(tmp) / "venv"
@@ -93,20 +101,19 @@ def verify_published(wheel: Path, name: str, version: str, registry: str) -> Ver
             steps = [
                 [uv, "venv", "-q", "--python", sys.executable, str(venv)],
                 [uv, "pip", "install", "-q", "--python", python, "--no-cache",
-                 "--index-url", index, f"{name}=={version}"],
+                 f"{name}=={version}"],
             ]  # fmt: skip
         else:
             steps = [
                 [sys.executable, "-m", "venv", str(venv)],
-                [python, "-m", "pip", "install", "-q", "--no-cache-dir", "--index-url", index,
-                 f"{name}=={version}"],
+                [python, "-m", "pip", "install", "-q", "--no-cache-dir", f"{name}=={version}"],
             ]  # fmt: skip
         for step in steps:
             proc = _run(step, env)
             if proc.returncode != 0:
                 raise VerificationError(
                     f"{name} {version} is published but does not install in a clean environment:\n"
-                    f"{_tail(proc)}\nfix the model, publish a new version and yank this one with {yank}"
+                    f"{_tail(proc, credentials)}\nfix the model, publish a new version and yank this one with {yank}"
                 )
         proc = subprocess.run(
             [python, "-c", _PROBE, name, json.dumps(example)],
@@ -116,13 +123,27 @@ def verify_published(wheel: Path, name: str, version: str, registry: str) -> Ver
             what = "load() or predict(input_example)" if example is not None else "load()"
             raise VerificationError(
                 f"{name} {version} is published and installs, but {what} fails in a clean "
-                f"environment:\n{_tail(proc)}\nfix the model, publish a new version and yank "
+                f"environment:\n{_tail(proc, credentials)}\nfix the model, publish a new version and yank "
                 f"this one with {yank}"
             )
         result = json.loads(proc.stdout.strip().splitlines()[-1])
         return Verified(result["loaded"], result.get("prediction"))
 
 
-def _tail(proc: subprocess.CompletedProcess[str], lines: int = 8) -> str:
-    text = (proc.stderr or proc.stdout).strip().splitlines()
+def _with_credentials(url: str, credentials: Credentials | None) -> str:
+    if credentials is None:
+        return url
+    parts = urlsplit(url)
+    auth = f"{quote(credentials.username, safe='')}:{quote(credentials.password, safe='')}"
+    return urlunsplit((parts.scheme, f"{auth}@{parts.netloc}", parts.path, "", ""))
+
+
+def _tail(
+    proc: subprocess.CompletedProcess[str], credentials: Credentials | None, lines: int = 8
+) -> str:
+    output = proc.stderr or proc.stdout
+    if credentials is not None:  # pip redacts URLs it prints; make sure nothing else leaks
+        for secret in {credentials.password, quote(credentials.password, safe="")}:
+            output = output.replace(secret, "****")
+    text = output.strip().splitlines()
     return "\n".join(f"  {line}" for line in text[-lines:])

@@ -169,3 +169,23 @@ def test_publish_verify_reports_a_model_that_breaks_on_install(
     assert "is published and installs, but load() or predict(input_example) fails" in result.stderr
     assert "FileNotFoundError" in result.stderr
     assert "modelpack yank model-brk==0.1.0" in result.stderr
+
+
+@pytest.mark.slow
+def test_publish_verify_against_a_registry_with_protected_reads(tmp_path: Path) -> None:
+    import os
+
+    import bcrypt
+
+    hashed = bcrypt.hashpw(b"s3cr#t/pw", bcrypt.gensalt(rounds=4)).decode()
+    (tmp_path / "htpasswd").write_text(f"alice:{hashed}\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELPACK_")}
+    env.update(MODELPACK_USERNAME="alice", MODELPACK_PASSWORD="s3cr#t/pw")
+    ok(modelpack("new", "model-sec", "-o", tmp_path, "--no-input"))
+    project = tmp_path / "model-sec"
+    ok(modelpack("build", project))
+    args = ["--htpasswd", str(tmp_path / "htpasswd"), "--protect-reads"]
+    with Registry(tmp_path / "data", args=args) as reg:
+        out = ok(modelpack("publish", project, "--registry", reg.url, "--verify", env=env))
+    assert "verified model-sec 0.1.0 in a clean environment" in out
+    assert "s3cr" not in out
