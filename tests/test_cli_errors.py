@@ -127,5 +127,5 @@ def test_usage_errors_exit_2(tmp_path: Path) -> None:
 
 def test_help_lists_every_command() -> None:
     out = modelpack("--help").stdout
-    for cmd in ("new", "check", "build", "publish"):
+    for cmd in ("new", "check", "build", "publish", "list", "show", "promote", "yank"):
         assert cmd in out
