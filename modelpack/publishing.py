@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -187,7 +188,7 @@ def _twine_upload(registry: str, credentials: Credentials | None, path: Path) ->
         username=username,
         password=password,
         non_interactive=True,
-        disable_progress_bar=True,
+        disable_progress_bar=not sys.stderr.isatty(),  # a bar for people, none in logs
     )
     # twine's own "Retry with the --verbose option" names a flag modelpack does not have;
     # the error below says what the registry answered.
