@@ -9,10 +9,12 @@ and whether the file would call something dangerous such as ``os.system``.
 from __future__ import annotations
 
 import io
+import mmap
 import pickletools
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, Any, cast
 
 __all__ = ["DANGEROUS", "PICKLE_SUFFIXES", "PickleScan", "is_dangerous", "scan_pickle"]
 
@@ -53,13 +55,38 @@ def is_dangerous(name: str) -> bool:
     return name in DANGEROUS or module.split(".", 1)[0] in DANGEROUS_MODULES
 
 
-def _globals_in(data: bytes) -> tuple[list[str], bool, str]:
+class _SkippingReader:
+    """A read-only stream for pickletools that never holds a large argument in memory.
+
+    A pickle of a big array carries its bytes as one opcode argument (BINBYTES8,
+    BYTEARRAY8...). pickletools reads each argument whole; for anything over
+    ``BIG`` bytes this reader seeks past it and hands back an untouched anonymous
+    mapping of the same length (virtual memory the scan never reads), so scanning a
+    multi-GB pickle stays flat in memory.
+    """
+
+    BIG = 16 << 20
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self._raw = raw
+
+    def read(self, n: int = -1) -> Any:
+        if n > self.BIG:
+            self._raw.seek(n, io.SEEK_CUR)
+            return mmap.mmap(-1, n)
+        return self._raw.read(n)
+
+    def readline(self) -> bytes:
+        return self._raw.readline(1 << 20)
+
+
+def _globals_in(stream: IO[bytes]) -> tuple[list[str], bool, str]:
     found: list[str] = []
     strings: list[str] = []  # recent string pushes, for STACK_GLOBAL
     memo: dict[int, str] = {}
     last: str | None = None
     try:
-        for op, arg, _ in pickletools.genops(io.BytesIO(data)):
+        for op, arg, _ in pickletools.genops(cast("IO[bytes]", _SkippingReader(stream))):
             name = op.name
             if name == "GLOBAL" or name == "INST":
                 module, qual = str(arg).split(" ", 1)
@@ -97,12 +124,18 @@ def scan_pickle(path: Path) -> PickleScan:
     to there, which covers every class the file names. Compressed joblib files are
     reported as not scanned.
     """
-    data = path.read_bytes()
-    if data[:2] in (b"\x78\x9c", b"\x78\x01", b"\x78\xda", b"\x1f\x8b") or data[:2] == b"ZF":
-        return PickleScan(path, (), False, "compressed joblib file: not scanned")
-    if data[:4] == b"PK\x03\x04":  # torch.save zip format: scan the pickle inside
-        with zipfile.ZipFile(io.BytesIO(data)) as zf:
-            inner = [n for n in zf.namelist() if n.endswith("data.pkl")]
-            data = zf.read(inner[0]) if inner else b""
-    found, complete, note = _globals_in(data)
+    with path.open("rb") as f:
+        head = f.read(4)
+        f.seek(0)
+        if head[:2] in (b"\x78\x9c", b"\x78\x01", b"\x78\xda", b"\x1f\x8b", b"ZF"):
+            return PickleScan(path, (), False, "compressed joblib file: not scanned")
+        if head == b"PK\x03\x04":  # torch.save zip format: scan the pickle inside
+            with zipfile.ZipFile(f) as zf:
+                inner = [n for n in zf.namelist() if n.endswith("data.pkl")]
+                if not inner:
+                    return PickleScan(path, (), True)
+                with zf.open(inner[0]) as member:
+                    found, complete, note = _globals_in(member)
+        else:
+            found, complete, note = _globals_in(f)
     return PickleScan(path, tuple(dict.fromkeys(found)), complete, note)

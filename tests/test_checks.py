@@ -156,3 +156,16 @@ def test_manifest_is_embedded_and_summarized(project: Path) -> None:
     assert [w["path"] for w in manifest["weights"]] == ["model_chk/weights/model.pkl"]
     keywords = next(ln for ln in metadata.splitlines() if ln.startswith("Keywords:"))
     assert "task:regression" in keywords and "modelpack-model" in keywords
+
+
+def test_pickle_scan_reads_past_a_large_payload(tmp_path: Path) -> None:
+    import collections
+    import pickle
+
+    # a class after a 64 MiB argument is still found; the payload is skipped, not read
+    obj = [collections.OrderedDict(a=1), b"\0" * (64 << 20), collections.Counter("ab")]
+    path = tmp_path / "big.pkl"
+    path.write_bytes(pickle.dumps(obj, protocol=4))
+    scan = scan_pickle(path)
+    assert scan.complete
+    assert scan.globals == ("collections.OrderedDict", "collections.Counter")
