@@ -26,6 +26,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
+from modelpack.errors import BuildError
+
 __all__ = ["CHUNK", "MANIFEST_NAME", "add_stored_files", "stage_project"]
 
 CHUNK = 4 << 20
@@ -119,6 +121,8 @@ def add_stored_files(
     A member of *wheel* with the same archive name as one of *files* is replaced. With
     *manifest*, ``<dist-info>/modelpack.json`` holds it plus every weight file's size and
     sha256; *keywords* are merged into the core metadata's ``Keywords``.
+
+    :raises BuildError: a file changed while it was being copied.
     """
     files = list(files)
     names = {arc for _, arc in files}
@@ -145,13 +149,17 @@ def add_stored_files(
         rows.append(_record_row(meta.filename, metadata))
         weights = []
         for path, arcname in files:
-            size = path.stat().st_size
+            before = path.stat()
             zinfo = _zipinfo(arcname, meta.date_time, zipfile.ZIP_STORED)
-            zinfo.file_size = size  # lets zipfile choose ZIP64 up front for > 4 GiB files
+            zinfo.file_size = before.st_size  # lets zipfile choose ZIP64 for > 4 GiB files
             with path.open("rb", buffering=0) as fin, dst.open(zinfo, "w") as fout:
                 digest = _copy_hashing(fin, fout)
-            rows.append([arcname, _record_hash(digest.digest()), str(size)])
-            weights.append({"path": arcname, "size": size, "sha256": digest.hexdigest()})
+            if _identity(path.stat()) != _identity(before):
+                raise BuildError(
+                    f"{path} changed while it was being built into the wheel; build again"
+                )
+            rows.append([arcname, _record_hash(digest.digest()), str(before.st_size)])
+            weights.append({"path": arcname, "size": before.st_size, "sha256": digest.hexdigest()})
         if manifest is not None:
             data = (
                 json.dumps({**manifest, "weights": weights}, indent=2, sort_keys=True) + "\n"
@@ -163,6 +171,11 @@ def add_stored_files(
         buf = io.StringIO()
         csv.writer(buf, lineterminator="\n").writerows(rows)
         dst.writestr(_zipinfo(record, meta.date_time, zipfile.ZIP_DEFLATED), buf.getvalue())
+
+
+def _identity(st: os.stat_result) -> tuple[int, int, int, int, int]:
+    """What changes whenever a file's content can have changed (ctime cannot be set back)."""
+    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev)
 
 
 def _zipinfo(
