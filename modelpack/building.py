@@ -25,10 +25,11 @@ from modelpack.errors import BuildError, CheckError
 from modelpack.project import Project, load_project, weight_files
 from modelpack.wheel import WheelInfo, inspect_wheel
 
-__all__ = ["BuildResult", "build_project", "raise_for_errors"]
+__all__ = ["BuildResult", "build_project", "raise_for_errors", "uv_bin"]
 
 
-def _uv_bin() -> Path | None:
+def uv_bin() -> Path | None:
+    """The uv executable (from the ``uv`` package, else PATH), or None."""
     try:
         from uv import find_uv_bin
 
@@ -115,7 +116,7 @@ def _keywords(config: dict[str, Any]) -> list[str]:
 def _run_backend(project: Project, source: Path, outdir: Path, isolation: bool) -> Path:
     cmd = [sys.executable, "-m", "build", "--wheel", "--outdir", str(outdir)]
     env = dict(os.environ)
-    uv = _uv_bin() if isolation else None
+    uv = uv_bin() if isolation else None
     if not isolation:
         cmd.append("--no-isolation")
     elif uv is not None:  # uv makes the isolated build environment in a second, not ten

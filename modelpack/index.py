@@ -82,10 +82,15 @@ class IndexClient:
         devpi index (whose ``simple/`` is a 404); asked once."""
         if self._simple is None:
             self._simple = "simple"
-            if self.get("simple/", headers={"Accept": ACCEPT}).status_code == 404:
-                if self.get("+simple/", headers={"Accept": ACCEPT}).status_code == 200:
-                    self._simple = "+simple"
+            if self._status("simple/") == 404 and self._status("+simple/") == 200:
+                self._simple = "+simple"
         return self._simple
+
+    def _status(self, path: str) -> int:
+        """The status of GET *path*, without downloading the body (an index root can be
+        megabytes on a large index)."""
+        with self.request("GET", path, headers={"Accept": ACCEPT}, stream=True) as resp:
+            return int(resp.status_code)
 
     @property
     def simple_url(self) -> str:
@@ -141,6 +146,22 @@ class IndexClient:
                 )
             )
         return resp
+
+    def projects(self) -> list[str]:
+        """The project names the index lists (PEP 691 JSON or PEP 503 HTML).
+
+        :raises RegistryError: the index answered something that is not an index page.
+        """
+        resp = self.get(f"{self.simple}/", headers={"Accept": ACCEPT})
+        if resp.status_code != 200:
+            raise RegistryError(
+                f"{redact(resp.url)} answered HTTP {resp.status_code}; is it a package index?"
+            )
+        if "json" in resp.headers.get("Content-Type", ""):
+            return [str(p["name"]) for p in resp.json().get("projects", [])]
+        parser = _Links()
+        parser.feed(resp.text)
+        return [str(link.get("_text") or "").strip() for link in parser.links]
 
     def project_files(self, name: str) -> list[IndexFile]:
         """Return the files the index lists for project *name* (empty if unknown).

@@ -19,7 +19,7 @@ from packaging.version import InvalidVersion, Version
 
 from modelpack.config import redact, resolve_credentials, resolve_registry
 from modelpack.errors import ModelNotFoundError, RegistryError, UsageError
-from modelpack.index import ACCEPT, IndexClient, IndexFile, error_detail
+from modelpack.index import IndexClient, IndexFile, error_detail
 from modelpack.publishing import name_version
 
 __all__ = ["list_registry", "parse_spec", "promote", "show", "yank"]
@@ -85,19 +85,7 @@ def list_registry(registry: str | None = None) -> list[dict[str, Any]]:
     data = _api(client, "models")
     if data is not None:
         return list(data["models"])
-    resp = client.get(f"{client.simple}/", headers={"Accept": ACCEPT})
-    if resp.status_code != 200:
-        raise RegistryError(
-            f"{redact(resp.url)} answered HTTP {resp.status_code}; is it a package index?"
-        )
-    if "json" in resp.headers.get("Content-Type", ""):
-        names = [p["name"] for p in resp.json().get("projects", [])]
-    else:
-        from modelpack.index import _Links
-
-        parser = _Links()
-        parser.feed(resp.text)
-        names = [str(link.get("_text") or "").strip() for link in parser.links]
+    names = client.projects()
     models: list[dict[str, Any]] = []
     for name in sorted({canonicalize_name(n) for n in names if n}):
         versions = _versions([f.filename for f in client.project_files(name)])

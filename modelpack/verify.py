@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
+from modelpack.building import uv_bin
 from modelpack.config import Credentials
 from modelpack.errors import VerificationError
 
@@ -61,15 +61,6 @@ def _input_example(wheel: Path) -> Any:
         return json.loads(zf.read(name)).get("input_example") if name else None
 
 
-def _uv() -> str | None:
-    try:
-        from uv import find_uv_bin
-
-        return str(find_uv_bin())
-    except (ImportError, FileNotFoundError):
-        return shutil.which("uv")
-
-
 def _run(cmd: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(cmd, capture_output=True, text=True, env=env)
 
@@ -95,7 +86,8 @@ def verify_published(wheel: Path, name: str, version: str, registry: str) -> Ver
     yank = f"`modelpack yank {name}=={version} --reason '...'`"
     with tempfile.TemporaryDirectory(prefix="modelpack-verify-") as tmp:
         venv = Path(tmp) / "venv"
-        uv = _uv()
+        found = uv_bin()
+        uv = str(found) if found else None
         python = str(venv / "bin" / "python")
         if uv:
             steps = [
