@@ -5,15 +5,18 @@ store some files: for 1 GiB of float32 weights zlib takes about 35 s to save 7 %
 So ``modelpack build`` lets the project's own PEP 517 backend build the wheel from a
 staged copy of the project *without* its weights folder, then assembles the final
 wheel: every member of the backend's wheel as it was, the weight files added with
-``ZIP_STORED`` (streamed, hashed once), and ``RECORD`` rewritten to list them. This works
-with any backend (hatchling, setuptools, flit, ...), keeps RECORD correct, and is
-reproducible: the weights get the timestamp the backend gave its own files.
+``ZIP_STORED`` (copied block by block while other threads hash them, or not hashed at
+all when :mod:`modelpack.digests` knows them unchanged), and ``RECORD`` rewritten to
+list them. This works with any backend (hatchling, setuptools, flit, ...), keeps RECORD
+correct, and is reproducible: the weights get the timestamp the backend gave its own
+files.
 """
 
 from __future__ import annotations
 
 import base64
 import csv
+import errno
 import hashlib
 import io
 import json
@@ -21,16 +24,21 @@ import os
 import queue
 import shutil
 import threading
+import time
 import zipfile
-from collections.abc import Iterable, Sequence
+import zlib
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
+from modelpack.digests import DigestCache, Digests, identity
 from modelpack.errors import BuildError
 
 __all__ = ["CHUNK", "MANIFEST_NAME", "add_stored_files", "stage_project"]
 
 CHUNK = 4 << 20
+_FAST = hasattr(os, "preadv") and hasattr(os, "pwrite")  # Linux, BSDs
 MANIFEST_NAME = "modelpack.json"
 _SKIP_DIRS = {
     "dist", "build", ".venv", "venv", "__pycache__", ".pytest_cache", ".mypy_cache",
@@ -58,7 +66,129 @@ def stage_project(root: Path, weights_dir: Path, dest: Path) -> None:
             os.symlink(root / vcs, dest / vcs)
 
 
-def _copy_hashing(fin: BinaryIO, fout: IO[bytes]) -> Any:
+def _write_stored(
+    dst: zipfile.ZipFile, zinfo: zipfile.ZipInfo, path: Path, cache: DigestCache | None
+) -> tuple[int, Digests]:
+    """Append *path* to *dst* as the stored member *zinfo*; return its size and digests.
+
+    :raises BuildError: the file changed while it was being copied.
+    """
+    with path.open("rb", buffering=0) as fin:
+        fd = fin.fileno()
+        before = os.fstat(fd)
+        known = cache.get(path, before) if cache is not None else None
+        started = time.time_ns()
+        if _FAST:
+            digests = _append_by_pwrite(dst, zinfo, fd, before.st_size, known)
+        else:
+            digests = _append_by_stream(dst, zinfo, fin, before.st_size, known)
+        if identity(os.fstat(fd)) != identity(before):
+            raise BuildError(f"{path} changed while it was being built into the wheel; build again")
+    if cache is not None and known is None:
+        cache.put(path, before, digests, started)
+    return before.st_size, digests
+
+
+def _append_by_pwrite(
+    dst: zipfile.ZipFile, zinfo: zipfile.ZipInfo, fd: int, size: int, known: Digests | None
+) -> Digests:
+    """Copy the bytes with ``pread``/``pwrite`` while two threads read them from the page
+    cache for the sha256 and the CRC-32 (unless they are *known*).
+
+    Measured on ext4 (512 MiB, warm cache): this copy takes 0.12 s like ``cp`` (0.13 s),
+    while ``copy_file_range``/``sendfile`` take 0.19 s to the unaligned offset a zip
+    member starts at, and preallocating (``posix_fallocate``) saves 0.03 s but has
+    0.2-0.6 s stalls one time in five. The member is written as
+    :meth:`zipfile.ZipFile.open` writes one to a seekable file: the local header with
+    the final sizes, the data, then the header again with the CRC; ``zipfile`` writes
+    the central directory on close.
+    """
+    fp = dst.fp
+    assert fp is not None and dst.mode == "w"
+    zinfo.file_size = zinfo.compress_size = size
+    zinfo.CRC = known.crc32 if known else 0
+    zip64 = size * 1.05 > zipfile.ZIP64_LIMIT  # zipfile's own rule for a member of known size
+    with ThreadPoolExecutor(2, thread_name_prefix="weights-hash") as pool:
+        sha = None if known else pool.submit(_sha256_of, fd, size)
+        crc = None if known else pool.submit(_crc32_of, fd, size)
+        fp.seek(dst.start_dir)
+        zinfo.header_offset = fp.tell()
+        fp.write(zinfo.FileHeader(zip64))
+        fp.flush()
+        start = fp.tell()
+        _copy_at(fd, fp.fileno(), start, size)
+        digests = known or Digests(sha.result(), crc.result())  # type: ignore[union-attr]
+    if not known:
+        zinfo.CRC = digests.crc32
+        fp.seek(zinfo.header_offset)
+        fp.write(zinfo.FileHeader(zip64))
+    fp.seek(start + size)
+    dst.start_dir = start + size
+    dst.filelist.append(zinfo)
+    dst.NameToInfo[zinfo.filename] = zinfo
+    return digests
+
+
+def _blocks(fd: int, size: int) -> Iterator[memoryview]:
+    """*fd*'s first *size* bytes in blocks of one reused buffer (``preadv``: no position)."""
+    view = memoryview(bytearray(CHUNK))
+    offset = 0
+    while offset < size:
+        n = os.preadv(fd, [view[: min(CHUNK, size - offset)]], offset)
+        if n == 0:
+            return
+        yield view[:n]
+        offset += n
+
+
+def _sha256_of(fd: int, size: int) -> str:
+    digest = hashlib.sha256()
+    for block in _blocks(fd, size):
+        digest.update(block)
+    return digest.hexdigest()
+
+
+def _crc32_of(fd: int, size: int) -> int:
+    crc = 0
+    for block in _blocks(fd, size):
+        crc = zlib.crc32(block, crc)
+    return crc
+
+
+def _copy_at(src: int, dst: int, dst_offset: int, size: int) -> None:
+    """Copy *src*'s first *size* bytes to *dst* at *dst_offset*.
+
+    :raises BuildError: the disk is full, or *src* ended early (it shrank meanwhile).
+    """
+    done = 0
+    try:
+        for block in _blocks(src, size):
+            while block:
+                n = os.pwrite(dst, block, dst_offset + done)
+                block, done = block[n:], done + n
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise BuildError(
+            f"the disk of dist/ is full after {done} of {size} bytes of weights; "
+            "free some space and build again"
+        ) from exc
+    if done != size:
+        raise BuildError(f"a weight file ended after {done} of {size} bytes; build again")
+
+
+def _append_by_stream(
+    dst: zipfile.ZipFile, zinfo: zipfile.ZipInfo, fin: BinaryIO, size: int, known: Digests | None
+) -> Digests:
+    """Other systems: stream through ``zipfile`` (which computes the CRC-32); the sha256
+    runs in a second thread, or not at all when *known*."""
+    zinfo.file_size = size  # lets zipfile choose ZIP64 for > 4 GiB files
+    with dst.open(zinfo, "w") as fout:
+        digest = _copy_hashing(fin, fout, hashing=known is None)
+    return known or Digests(digest.hexdigest(), zinfo.CRC)
+
+
+def _copy_hashing(fin: BinaryIO, fout: IO[bytes], *, hashing: bool = True) -> Any:
     """Copy *fin* to *fout*; return the sha256 of the bytes, hashed in a second thread.
 
     hashlib and zlib release the GIL on large buffers, so the sha256 (about 2 GB/s)
@@ -72,6 +202,9 @@ def _copy_hashing(fin: BinaryIO, fout: IO[bytes]) -> Any:
         while (block := blocks.get()) is not None:
             digest.update(block)
 
+    if not hashing:
+        shutil.copyfileobj(fin, fout, CHUNK)
+        return digest
     worker = threading.Thread(target=hash_blocks, name="weights-sha256", daemon=True)
     worker.start()
     try:
@@ -115,12 +248,15 @@ def add_stored_files(
     *,
     manifest: dict[str, Any] | None = None,
     keywords: Sequence[str] = (),
+    cache: DigestCache | None = None,
 ) -> None:
     """Write *out*: *wheel*'s members plus *files* (path, archive name) stored uncompressed.
 
     A member of *wheel* with the same archive name as one of *files* is replaced. With
     *manifest*, ``<dist-info>/modelpack.json`` holds it plus every weight file's size and
-    sha256; *keywords* are merged into the core metadata's ``Keywords``.
+    sha256; *keywords* are merged into the core metadata's ``Keywords``. With *cache*,
+    the digests of weight files it knows unchanged are taken from it (see
+    :mod:`modelpack.digests`), and those it does not are remembered.
 
     :raises BuildError: a file changed while it was being copied.
     """
@@ -149,17 +285,10 @@ def add_stored_files(
         rows.append(_record_row(meta.filename, metadata))
         weights = []
         for path, arcname in files:
-            before = path.stat()
             zinfo = _zipinfo(arcname, meta.date_time, zipfile.ZIP_STORED)
-            zinfo.file_size = before.st_size  # lets zipfile choose ZIP64 for > 4 GiB files
-            with path.open("rb", buffering=0) as fin, dst.open(zinfo, "w") as fout:
-                digest = _copy_hashing(fin, fout)
-            if _identity(path.stat()) != _identity(before):
-                raise BuildError(
-                    f"{path} changed while it was being built into the wheel; build again"
-                )
-            rows.append([arcname, _record_hash(digest.digest()), str(before.st_size)])
-            weights.append({"path": arcname, "size": before.st_size, "sha256": digest.hexdigest()})
+            size, digests = _write_stored(dst, zinfo, path, cache)
+            rows.append([arcname, _record_hash(bytes.fromhex(digests.sha256)), str(size)])
+            weights.append({"path": arcname, "size": size, "sha256": digests.sha256})
         if manifest is not None:
             data = (
                 json.dumps({**manifest, "weights": weights}, indent=2, sort_keys=True) + "\n"
@@ -171,11 +300,6 @@ def add_stored_files(
         buf = io.StringIO()
         csv.writer(buf, lineterminator="\n").writerows(rows)
         dst.writestr(_zipinfo(record, meta.date_time, zipfile.ZIP_DEFLATED), buf.getvalue())
-
-
-def _identity(st: os.stat_result) -> tuple[int, int, int, int, int]:
-    """What changes whenever a file's content can have changed (ctime cannot be set back)."""
-    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev)
 
 
 def _zipinfo(

@@ -21,6 +21,7 @@ from packaging.utils import canonicalize_name
 
 from modelpack.assemble import add_stored_files, stage_project
 from modelpack.checks import Problem, check_project, check_wheel
+from modelpack.digests import DigestCache
 from modelpack.errors import BuildError, CheckError
 from modelpack.project import Project, load_project, weight_files
 from modelpack.wheel import WheelInfo, inspect_wheel
@@ -45,11 +46,15 @@ class BuildResult(NamedTuple):
     warnings: list[Problem]
 
 
-def build_project(path: Path | str = ".", *, isolation: bool = True) -> BuildResult:
+def build_project(
+    path: Path | str = ".", *, isolation: bool = True, cache: bool = True
+) -> BuildResult:
     """Check the model project at *path*, build it into ``dist/``, and check the wheel.
 
     The backend builds from a staged copy without the weights; the weights are then
-    added uncompressed with the manifest (see :mod:`modelpack.assemble`).
+    added uncompressed with the manifest (see :mod:`modelpack.assemble`). With *cache*,
+    weight files unchanged since an earlier build are not hashed again (see
+    :mod:`modelpack.digests`).
 
     :raises ProjectError: *path* is not a model project.
     :raises CheckError: ``modelpack check`` finds errors (all are in the message).
@@ -69,10 +74,13 @@ def build_project(path: Path | str = ".", *, isolation: bool = True) -> BuildRes
         arcnames = [(f, prefix + f.relative_to(project.weights_dir).as_posix()) for f in weights]
         assembled = scratch / built.name
         version = built.name.split("-")[1]
+        digests = DigestCache() if cache else None
         add_stored_files(
             built, arcnames, assembled, manifest=_manifest(project, version),
-            keywords=_keywords(project.config),
+            keywords=_keywords(project.config), cache=digests,
         )  # fmt: skip
+        if digests is not None:
+            digests.save()
         info = inspect_wheel(assembled, project.weights_subdir)
         if canonicalize_name(info.name) != project.canonical_name:
             raise BuildError(
@@ -81,9 +89,29 @@ def build_project(path: Path | str = ".", *, isolation: bool = True) -> BuildRes
             )
         raise_for_errors(project, check_wheel(info, project.package))
         final = project.dist_dir / built.name
-        os.replace(assembled, final)
+        _move_into_dist(assembled, final, scratch / "previous.whl")
     warnings = [p for p in problems if p.severity != "error"]
     return BuildResult(project, dataclasses.replace(info, path=final), warnings)
+
+
+def _move_into_dist(wheel: Path, final: Path, aside: Path) -> None:
+    """Move the checked *wheel* to *final*, replacing an earlier build of the same version.
+
+    The earlier wheel is moved *aside* (into the scratch folder, deleted with it) instead
+    of being renamed over: on ext4, renaming over an existing file makes the rename start
+    the write-back of every block of the new one (``auto_da_alloc``), 0.12 s per 512 MiB
+    that a build need not wait for.
+    """
+    try:
+        os.rename(final, aside)
+    except FileNotFoundError:
+        os.rename(wheel, final)
+        return
+    try:
+        os.rename(wheel, final)
+    except OSError:
+        os.rename(aside, final)
+        raise
 
 
 def raise_for_errors(project: Project, problems: list[Problem]) -> None:

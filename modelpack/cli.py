@@ -72,7 +72,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
 def _cmd_build(args: argparse.Namespace) -> int:
     from modelpack.building import build_project
 
-    result = build_project(args.project, isolation=not args.no_isolation)
+    result = build_project(args.project, isolation=not args.no_isolation, cache=not args.no_cache)
     for problem in result.warnings:
         print(problem, file=sys.stderr)
     _info(
@@ -240,6 +240,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--no-isolation", action="store_true",
         help="build in this environment (the backend must be installed here)",
+    )  # fmt: skip
+    p.add_argument(
+        "--no-cache", action="store_true",
+        help="hash every weight file again instead of reusing digests of unchanged files "
+        "(kept in $MODELPACK_CACHE_DIR, default ~/.cache/modelpack)",
     )  # fmt: skip
     p.set_defaults(func=_cmd_build)
 

@@ -1,11 +1,24 @@
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from support import Registry
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _digest_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Builds in tests keep their weight-digest cache out of the user's ~/.cache."""
+    old = os.environ.get("MODELPACK_CACHE_DIR")
+    os.environ["MODELPACK_CACHE_DIR"] = str(tmp_path_factory.mktemp("modelpack-cache"))
+    yield
+    if old is None:
+        del os.environ["MODELPACK_CACHE_DIR"]
+    else:
+        os.environ["MODELPACK_CACHE_DIR"] = old
 
 
 @pytest.fixture

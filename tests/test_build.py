@@ -9,14 +9,18 @@ import io
 import os
 import subprocess
 import sys
+import time
 import zipfile
+import zlib
 from pathlib import Path
 
 import pytest
 
+from modelpack import assemble
 from modelpack.building import build_project
+from modelpack.digests import RACY_NS, DigestCache, Digests
 from modelpack.scaffold import new_project
-from support import Venv, uv_bin
+from support import BIN, Venv, uv_bin
 
 
 @pytest.fixture
@@ -89,3 +93,91 @@ def test_assembled_wheel_installs_with_pip_and_uv(project: Path, tmp_path: Path,
             [str(venv.python), "-m", "pip", "check"], capture_output=True, text=True
         )
         assert venv_check.returncode == 0, venv_check.stdout
+
+
+def record_of(wheel: Path, arcname: str) -> str:
+    with zipfile.ZipFile(wheel) as zf:
+        return next(r[1] for r in record_rows(zf) if r[0] == arcname)
+
+
+def true_record_hash(path: Path) -> str:
+    digest = hashlib.sha256(path.read_bytes()).digest()
+    return "sha256=" + base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+EMBEDDINGS = "model_big/weights/extra/embeddings.bin"
+
+
+def test_unchanged_weights_take_their_digests_from_the_cache(
+    project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cache is what a rebuild trusts for a file whose stat identity is unchanged
+    (shown with a planted entry), and `build --no-cache` hashes everything again."""
+    monkeypatch.setenv("MODELPACK_CACHE_DIR", str(tmp_path / "cache"))
+    path = project / "src" / "model_big" / "weights" / "extra" / "embeddings.bin"
+    cache = DigestCache()
+    planted = Digests("ab" * 32, 12345)
+    cache.put(path, path.stat(), planted, started_ns=time.time_ns() + RACY_NS * 2)
+    cache.save()
+    wheel = build_project(project).wheel.path
+    assert (
+        record_of(wheel, EMBEDDINGS)
+        == "sha256=" + base64.urlsafe_b64encode(bytes.fromhex(planted.sha256)).rstrip(b"=").decode()
+    )
+    with zipfile.ZipFile(wheel) as zf:
+        assert zf.getinfo(EMBEDDINGS).CRC == planted.crc32
+
+    out = subprocess.run([str(BIN / "modelpack"), "build", "--no-cache", str(project)],
+                         capture_output=True, text=True)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert record_of(wheel, EMBEDDINGS) == true_record_hash(path)
+    assert zipfile.ZipFile(wheel).testzip() is None
+
+
+def test_a_changed_weight_file_is_hashed_again(
+    project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MODELPACK_CACHE_DIR", str(tmp_path / "cache"))
+    path = project / "src" / "model_big" / "weights" / "extra" / "embeddings.bin"
+    cache = DigestCache()
+    old = path.stat()
+    data = path.read_bytes()
+    true = Digests(hashlib.sha256(data).hexdigest(), zlib.crc32(data))
+    cache.put(path, old, true, started_ns=time.time_ns() + RACY_NS * 2)
+    cache.save()
+    with path.open("r+b") as f:  # same size, same inode, new bytes
+        f.write(os.urandom(4096))
+    assert path.stat().st_size == old.st_size and path.stat().st_ino == old.st_ino
+    wheel = build_project(project).wheel.path
+    assert record_of(wheel, EMBEDDINGS) == true_record_hash(path)
+    assert zipfile.ZipFile(wheel).testzip() is None
+
+
+def test_the_cache_keeps_no_file_written_just_now_and_survives_corruption(
+    project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "cache"
+    monkeypatch.setenv("MODELPACK_CACHE_DIR", str(folder))
+    folder.mkdir()
+    (folder / "weight-digests.json").write_text("{not json")
+    build_project(project)  # a corrupt cache is ignored, not an error
+    path = project / "src" / "model_big" / "weights" / "zeros.bin"
+    # The weights were written a moment ago: a write in the same clock tick as the hash
+    # could go unseen, so nothing was remembered.
+    assert DigestCache().get(path, path.stat()) is None
+    cache = DigestCache()
+    cache.put(path, path.stat(), Digests("00" * 32, 0), started_ns=time.time_ns())
+    assert cache.get(path, path.stat()) is None
+    cache.put(path, path.stat(), Digests("00" * 32, 0), started_ns=time.time_ns() + 2 * RACY_NS)
+    assert cache.get(path, path.stat()) == Digests("00" * 32, 0)
+
+
+def test_both_write_paths_make_the_same_wheel(
+    project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pread/pwrite path (Linux, BSDs) and the zipfile stream (other systems) agree
+    byte for byte; both are real code paths, the flag only picks one."""
+    first = build_project(project, cache=False).wheel.path.read_bytes()
+    monkeypatch.setattr(assemble, "_FAST", False)
+    second = build_project(project, cache=False).wheel.path.read_bytes()
+    assert first == second
