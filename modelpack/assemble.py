@@ -16,28 +16,32 @@ from __future__ import annotations
 
 import base64
 import csv
+import ctypes
 import errno
+import functools
 import hashlib
 import io
 import json
 import os
 import queue
 import shutil
+import sys
 import threading
 import time
 import zipfile
 import zlib
-from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
-from modelpack.digests import DigestCache, Digests, identity
+from modelpack.digests import DigestCache, Digests, Identity, identity
 from modelpack.errors import BuildError
 
-__all__ = ["CHUNK", "MANIFEST_NAME", "add_stored_files", "stage_project"]
+__all__ = ["CHUNK", "MANIFEST_NAME", "HashAhead", "add_stored_files", "stage_project"]
 
 CHUNK = 4 << 20
+_WRITE = 1 << 20
 _FAST = hasattr(os, "preadv") and hasattr(os, "pwrite")  # Linux, BSDs
 MANIFEST_NAME = "modelpack.json"
 _SKIP_DIRS = {
@@ -67,8 +71,9 @@ def stage_project(root: Path, weights_dir: Path, dest: Path) -> None:
 
 
 def _write_stored(
-    dst: zipfile.ZipFile, zinfo: zipfile.ZipInfo, path: Path, cache: DigestCache | None
-) -> tuple[int, Digests]:
+    dst: zipfile.ZipFile, zinfo: zipfile.ZipInfo, path: Path, cache: DigestCache | None,
+    ahead: HashAhead | None,
+) -> tuple[int, Digests]:  # fmt: skip
     """Append *path* to *dst* as the stored member *zinfo*; return its size and digests.
 
     :raises BuildError: the file changed while it was being copied.
@@ -79,8 +84,11 @@ def _write_stored(
         known = cache.get(path, before) if cache is not None else None
         started = time.time_ns()
         if _FAST:
-            digests = _append_by_pwrite(dst, zinfo, fd, before.st_size, known)
+            later = None if known or ahead is None else (lambda: ahead.digests(path, before))
+            digests = _append_by_pwrite(dst, zinfo, fd, before.st_size, known, later)
         else:
+            if known is None and ahead is not None:
+                known = ahead.digests(path, before)
             digests = _append_by_stream(dst, zinfo, fin, before.st_size, known)
         if identity(os.fstat(fd)) != identity(before):
             raise BuildError(f"{path} changed while it was being built into the wheel; build again")
@@ -90,10 +98,12 @@ def _write_stored(
 
 
 def _append_by_pwrite(
-    dst: zipfile.ZipFile, zinfo: zipfile.ZipInfo, fd: int, size: int, known: Digests | None
-) -> Digests:
+    dst: zipfile.ZipFile, zinfo: zipfile.ZipInfo, fd: int, size: int, known: Digests | None,
+    later: Callable[[], Digests | None] | None = None,
+) -> Digests:  # fmt: skip
     """Copy the bytes with ``pread``/``pwrite`` while two threads read them from the page
-    cache for the sha256 and the CRC-32 (unless they are *known*).
+    cache for the sha256 and the CRC-32, unless they are *known*, or computed elsewhere
+    meanwhile: then *later* returns them after the copy (None: hash them after all).
 
     Measured on ext4 (512 MiB, warm cache): this copy takes 0.12 s like ``cp`` (0.13 s),
     while ``copy_file_range``/``sendfile`` take 0.19 s to the unaligned offset a zip
@@ -108,16 +118,21 @@ def _append_by_pwrite(
     zinfo.file_size = zinfo.compress_size = size
     zinfo.CRC = known.crc32 if known else 0
     zip64 = size * 1.05 > zipfile.ZIP64_LIMIT  # zipfile's own rule for a member of known size
+    hash_here = known is None and later is None
     with ThreadPoolExecutor(2, thread_name_prefix="weights-hash") as pool:
-        sha = None if known else pool.submit(_sha256_of, fd, size)
-        crc = None if known else pool.submit(_crc32_of, fd, size)
+        sha = pool.submit(_sha256_of, fd, size) if hash_here else None
+        crc = pool.submit(_crc32_of, fd, size) if hash_here else None
         fp.seek(dst.start_dir)
         zinfo.header_offset = fp.tell()
         fp.write(zinfo.FileHeader(zip64))
         fp.flush()
         start = fp.tell()
         _copy_at(fd, fp.fileno(), start, size)
-        digests = known or Digests(sha.result(), crc.result())  # type: ignore[union-attr]
+        digests = known or (later() if later else None)
+        if digests is None:
+            if sha is None or crc is None:  # the other hashing gave up: hash here after all
+                sha, crc = pool.submit(_sha256_of, fd, size), pool.submit(_crc32_of, fd, size)
+            digests = Digests(sha.result(), crc.result())
     if not known:
         zinfo.CRC = digests.crc32
         fp.seek(zinfo.header_offset)
@@ -129,11 +144,68 @@ def _append_by_pwrite(
     return digests
 
 
-def _blocks(fd: int, size: int) -> Iterator[memoryview]:
-    """*fd*'s first *size* bytes in blocks of one reused buffer (``preadv``: no position)."""
+class HashAhead:
+    """The sha256 and CRC-32 of weight files, computed in one background thread.
+
+    ``modelpack build`` starts this before it runs the backend, which takes most of a
+    second in another process, so the hashing (the slowest part of adding weights)
+    is done by the time the wheel is assembled, or goes on while a large file is copied.
+    Files that *cache* knows unchanged are not hashed. A file that changes meanwhile, or
+    cannot be read, is left to the copy, which hashes or reports it.
+    """
+
+    def __init__(self, files: Sequence[Path], cache: DigestCache) -> None:
+        self._cache = cache
+        self._stop = threading.Event()
+        self._results: dict[str, Future[tuple[Identity, Digests] | None]] = {
+            str(path): Future() for path in files
+        }
+        worker = threading.Thread(
+            target=self._run, args=(list(files),), name="weights-hash-ahead", daemon=True
+        )
+        worker.start()
+
+    def _run(self, files: list[Path]) -> None:
+        for path in files:
+            result: tuple[Identity, Digests] | None = None
+            try:
+                if not self._stop.is_set():
+                    result = self._hash(path)
+            except OSError:
+                pass
+            finally:
+                self._results[str(path)].set_result(result)
+
+    def _hash(self, path: Path) -> tuple[Identity, Digests] | None:
+        with path.open("rb", buffering=0) as f:
+            before = os.fstat(f.fileno())
+            known = self._cache.get(path, before)
+            if known is not None:
+                return identity(before), known
+            started = time.time_ns()
+            digests = _digests_of(f.fileno(), before.st_size, self._stop)
+            if self._stop.is_set() or identity(os.fstat(f.fileno())) != identity(before):
+                return None
+        self._cache.put(path, before, digests, started)
+        return identity(before), digests
+
+    def digests(self, path: Path, st: os.stat_result) -> Digests | None:
+        """*path*'s digests as it is at *st*, waiting for them; None if not hashed so."""
+        future = self._results.get(str(path))
+        result = future.result() if future is not None else None
+        return result[1] if result is not None and result[0] == identity(st) else None
+
+    def cancel(self) -> None:
+        """Stop at the next block (a failed build does not wait for its hashing)."""
+        self._stop.set()
+
+
+def _blocks(fd: int, size: int, stop: threading.Event | None = None) -> Iterator[memoryview]:
+    """*fd*'s first *size* bytes in blocks of one reused buffer (``preadv``: no position),
+    until *stop* is set."""
     view = memoryview(bytearray(CHUNK))
     offset = 0
-    while offset < size:
+    while offset < size and not (stop and stop.is_set()):
         n = os.preadv(fd, [view[: min(CHUNK, size - offset)]], offset)
         if n == 0:
             return
@@ -141,30 +213,48 @@ def _blocks(fd: int, size: int) -> Iterator[memoryview]:
         offset += n
 
 
-def _sha256_of(fd: int, size: int) -> str:
+def _digests_of(fd: int, size: int, stop: threading.Event) -> Digests:
+    """Both digests in one pass and one thread: the backend, running meanwhile, needs
+    the other core."""
+    digest, crc = hashlib.sha256(), 0
+    for block in _blocks(fd, size, stop):
+        digest.update(block)
+        crc = zlib.crc32(block, crc)
+    return Digests(digest.hexdigest(), crc)
+
+
+def _sha256_of(fd: int, size: int, stop: threading.Event | None = None) -> str:
     digest = hashlib.sha256()
-    for block in _blocks(fd, size):
+    for block in _blocks(fd, size, stop):
         digest.update(block)
     return digest.hexdigest()
 
 
-def _crc32_of(fd: int, size: int) -> int:
+def _crc32_of(fd: int, size: int, stop: threading.Event | None = None) -> int:
     crc = 0
-    for block in _blocks(fd, size):
+    for block in _blocks(fd, size, stop):
         crc = zlib.crc32(block, crc)
     return crc
 
 
 def _copy_at(src: int, dst: int, dst_offset: int, size: int) -> None:
-    """Copy *src*'s first *size* bytes to *dst* at *dst_offset*.
+    """Copy *src*'s first *size* bytes to *dst* at *dst_offset*: preallocated, in writes
+    of 1 MiB.
+
+    Measured (Linux 6.18, ext4, 512 MiB, warm cache): 1 or 2 MiB writes copy in 0.12 s
+    every time (``cp``: 0.13 s), and in 0.085 s into preallocated space. 4 MiB writes
+    take 0.12 s, or 0.5-0.7 s of kernel time when the memory they land in has been free
+    for a few seconds (large page-cache folios, on a VM whose balloon hands free memory
+    back to the host); 256 KiB writes take 0.14 s and 16 KiB ones 0.30 s.
 
     :raises BuildError: the disk is full, or *src* ended early (it shrank meanwhile).
     """
     done = 0
     try:
+        _preallocate(dst, dst_offset, size)
         for block in _blocks(src, size):
             while block:
-                n = os.pwrite(dst, block, dst_offset + done)
+                n = os.pwrite(dst, block[:_WRITE], dst_offset + done)
                 block, done = block[n:], done + n
     except OSError as exc:
         if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
@@ -175,6 +265,36 @@ def _copy_at(src: int, dst: int, dst_offset: int, size: int) -> None:
         ) from exc
     if done != size:
         raise BuildError(f"a weight file ended after {done} of {size} bytes; build again")
+
+
+def _preallocate(fd: int, offset: int, size: int) -> None:
+    """Reserve *size* bytes at *offset* in one go (Linux ``fallocate``), where the
+    filesystem can; elsewhere nothing. Not ``os.posix_fallocate``: where the filesystem
+    cannot, glibc emulates it by writing every block, which would double the work.
+
+    :raises OSError: ENOSPC or EDQUOT, the disk is full.
+    """
+    fallocate = _fallocate()
+    if fallocate is None or size == 0:
+        return
+    if fallocate(fd, 0, offset, size) != 0:
+        err = ctypes.get_errno()
+        if err in (errno.ENOSPC, errno.EDQUOT):
+            raise OSError(err, os.strerror(err))
+
+
+@functools.cache
+def _fallocate() -> Any:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        func = getattr(libc, "fallocate64", None) or libc.fallocate
+    except (OSError, AttributeError):
+        return None
+    func.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+    func.restype = ctypes.c_int
+    return func
 
 
 def _append_by_stream(
@@ -249,6 +369,7 @@ def add_stored_files(
     manifest: dict[str, Any] | None = None,
     keywords: Sequence[str] = (),
     cache: DigestCache | None = None,
+    ahead: HashAhead | None = None,
 ) -> None:
     """Write *out*: *wheel*'s members plus *files* (path, archive name) stored uncompressed.
 
@@ -256,7 +377,8 @@ def add_stored_files(
     *manifest*, ``<dist-info>/modelpack.json`` holds it plus every weight file's size and
     sha256; *keywords* are merged into the core metadata's ``Keywords``. With *cache*,
     the digests of weight files it knows unchanged are taken from it (see
-    :mod:`modelpack.digests`), and those it does not are remembered.
+    :mod:`modelpack.digests`), and those it does not are remembered. With *ahead*, the
+    digests of the others are those it computes.
 
     :raises BuildError: a file changed while it was being copied.
     """
@@ -286,7 +408,7 @@ def add_stored_files(
         weights = []
         for path, arcname in files:
             zinfo = _zipinfo(arcname, meta.date_time, zipfile.ZIP_STORED)
-            size, digests = _write_stored(dst, zinfo, path, cache)
+            size, digests = _write_stored(dst, zinfo, path, cache, ahead)
             rows.append([arcname, _record_hash(bytes.fromhex(digests.sha256)), str(size)])
             weights.append({"path": arcname, "size": size, "sha256": digests.sha256})
         if manifest is not None:

@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 
 from packaging.utils import canonicalize_name
 
-from modelpack.assemble import add_stored_files, stage_project
+from modelpack.assemble import HashAhead, add_stored_files, stage_project
 from modelpack.checks import Problem, check_project, check_wheel
 from modelpack.digests import DigestCache
 from modelpack.errors import BuildError, CheckError
@@ -52,9 +52,9 @@ def build_project(
     """Check the model project at *path*, build it into ``dist/``, and check the wheel.
 
     The backend builds from a staged copy without the weights; the weights are then
-    added uncompressed with the manifest (see :mod:`modelpack.assemble`). With *cache*,
-    weight files unchanged since an earlier build are not hashed again (see
-    :mod:`modelpack.digests`).
+    added uncompressed with the manifest (see :mod:`modelpack.assemble`); they are hashed
+    while the backend runs. With *cache*, weight files unchanged since an earlier build
+    are not hashed again (see :mod:`modelpack.digests`).
 
     :raises ProjectError: *path* is not a model project.
     :raises CheckError: ``modelpack check`` finds errors (all are in the message).
@@ -66,6 +66,19 @@ def build_project(
     weights = weight_files(project)
     assert project.weights_dir is not None  # weight_files found it
     project.dist_dir.mkdir(exist_ok=True)
+    digests = DigestCache(persist=cache)
+    hashed = HashAhead(weights, digests)  # beside the backend, which runs in a subprocess
+    try:
+        return _build(project, weights, problems, digests, hashed, isolation)
+    finally:
+        hashed.cancel()  # a no-op once done; a failed build does not wait for it
+
+
+def _build(
+    project: Project, weights: list[Path], problems: list[Problem], digests: DigestCache,
+    hashed: HashAhead, isolation: bool,
+) -> BuildResult:  # fmt: skip
+    assert project.weights_dir is not None
     with tempfile.TemporaryDirectory(prefix=".build-", dir=project.dist_dir) as tmp:
         scratch = Path(tmp)
         stage_project(project.root, project.weights_dir, scratch / "src")
@@ -74,13 +87,11 @@ def build_project(
         arcnames = [(f, prefix + f.relative_to(project.weights_dir).as_posix()) for f in weights]
         assembled = scratch / built.name
         version = built.name.split("-")[1]
-        digests = DigestCache() if cache else None
         add_stored_files(
             built, arcnames, assembled, manifest=_manifest(project, version),
-            keywords=_keywords(project.config), cache=digests,
+            keywords=_keywords(project.config), cache=digests, ahead=hashed,
         )  # fmt: skip
-        if digests is not None:
-            digests.save()
+        digests.save()
         info = inspect_wheel(assembled, project.weights_subdir)
         if canonicalize_name(info.name) != project.canonical_name:
             raise BuildError(

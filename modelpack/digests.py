@@ -26,7 +26,7 @@ import tempfile
 from pathlib import Path
 from typing import NamedTuple
 
-__all__ = ["RACY_NS", "DigestCache", "Digests", "cache_dir", "identity"]
+__all__ = ["RACY_NS", "DigestCache", "Digests", "Identity", "cache_dir", "identity"]
 
 RACY_NS = 2_000_000_000
 MAX_ENTRIES = 4096
@@ -53,12 +53,21 @@ def cache_dir() -> Path:
 
 
 class DigestCache:
-    """The digests remembered in *folder* (default :func:`cache_dir`); call :meth:`save`."""
+    """The digests remembered in *folder* (default :func:`cache_dir`); call :meth:`save`.
 
-    def __init__(self, folder: Path | None = None) -> None:
+    Digests put during this build are kept in memory too, racy or not, so that weights
+    hashed ahead (while the backend builds) need not be hashed again. With *persist*
+    false, the folder is neither read nor written: only this build's digests count.
+    """
+
+    def __init__(self, folder: Path | None = None, *, persist: bool = True) -> None:
         self.path = (folder or cache_dir()) / _FILE
+        self.persist = persist
         self._entries: dict[str, dict[str, object]] = {}
+        self._session: dict[str, tuple[Identity, Digests]] = {}
         self._dirty = False
+        if not persist:
+            return
         try:
             data = json.loads(self.path.read_text(encoding="utf-8"))
             if isinstance(data, dict) and isinstance(data.get("files"), dict):
@@ -67,7 +76,10 @@ class DigestCache:
             pass
 
     def get(self, path: Path, st: os.stat_result) -> Digests | None:
-        entry = self._entries.get(str(path.resolve()))
+        key = str(path.resolve())
+        if key in self._session and self._session[key][0] == identity(st):
+            return self._session[key][1]
+        entry = self._entries.get(key)
         if not isinstance(entry, dict) or entry.get("id") != list(identity(st)):
             return None
         sha, crc = entry.get("sha256"), entry.get("crc32")
@@ -77,9 +89,10 @@ class DigestCache:
 
     def put(self, path: Path, st: os.stat_result, digests: Digests, started_ns: int) -> None:
         """Remember *digests* of *path* as it was at *st*, hashed from *started_ns* on."""
-        if max(st.st_mtime_ns, st.st_ctime_ns) > started_ns - RACY_NS:
-            return  # written too recently: a write in the same clock tick could hide
         key = str(path.resolve())
+        self._session[key] = (identity(st), digests)
+        if not self.persist or max(st.st_mtime_ns, st.st_ctime_ns) > started_ns - RACY_NS:
+            return  # written too recently: a write in the same clock tick could hide
         self._entries.pop(key, None)  # re-inserted last: the oldest entries go first
         self._entries[key] = {
             "id": list(identity(st)), "sha256": digests.sha256, "crc32": digests.crc32,
