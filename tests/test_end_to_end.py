@@ -7,6 +7,7 @@ pip and uv install into fresh virtual environments that never saw modelpack.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -189,3 +190,22 @@ def test_publish_verify_against_a_registry_with_protected_reads(tmp_path: Path) 
         out = ok(modelpack("publish", project, "--registry", reg.url, "--verify", env=env))
     assert "verified model-sec 0.1.0 in a clean environment" in out
     assert "s3cr" not in out
+
+
+def test_publish_sends_a_wheel_of_many_blocks_intact(tmp_path: Path, registry: Registry) -> None:
+    """`publish` has twine send the body in 1 MiB blocks (not urllib3's 16 KiB): a wheel
+    of several blocks and an odd size arrives byte for byte."""
+    from modelpack.publishing import UPLOAD_BLOCK, _big_block_settings
+
+    settings = _big_block_settings()(repository_url=registry.url + "/", username="u",
+                                     password="p", non_interactive=True)  # fmt: skip
+    adapter = settings.create_repository().session.get_adapter(registry.url)
+    assert adapter.poolmanager.connection_pool_kw["blocksize"] == UPLOAD_BLOCK
+
+    ok(modelpack("new", "model-blocks", "-o", tmp_path, "--no-input"))
+    project = tmp_path / "model-blocks"
+    weights = project / "src" / "model_blocks" / "weights" / "blocks.bin"
+    weights.write_bytes(os.urandom(5 * UPLOAD_BLOCK + 12345))
+    wheel = Path(ok(modelpack("build", project)))
+    ok(modelpack("publish", wheel, "--registry", registry.url))
+    assert (registry.data / "packages" / wheel.name).read_bytes() == wheel.read_bytes()
