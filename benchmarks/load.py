@@ -124,7 +124,8 @@ def main() -> None:
             wheel = make_wheel(root / "seed", name, "1.0", payload=bytes(1 << 20))
             post_upload(a.url, wheel.name, wheel.read_bytes()).raise_for_status()
         stop, down = threading.Event(), threading.Event()
-        stats, accepted = Stats(), []
+        stats = Stats()
+        accepted: list[str] = []
         threads = [
             threading.Thread(target=installer, args=(r.url, name, projects, stop, stats, down))
             for i in range(args.installers)

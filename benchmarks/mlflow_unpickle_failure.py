@@ -65,9 +65,10 @@ def load() -> MyModel:
 '''
 
 
-def sh(cmd: list[str | Path], **kw: object) -> subprocess.CompletedProcess[str]:
+def sh(cmd: list[str | Path], cwd: Path | None = None,
+       env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:  # fmt: skip
     print("$", " ".join(str(c) for c in cmd), flush=True)
-    proc = subprocess.run([str(c) for c in cmd], text=True, capture_output=True, **kw)  # type: ignore[call-overload]
+    proc = subprocess.run([str(c) for c in cmd], text=True, capture_output=True, cwd=cwd, env=env)
     print(textwrap.indent((proc.stdout + proc.stderr).strip(), "  "), flush=True)
     return proc
 
@@ -113,7 +114,9 @@ def modelpack_half(work: Path) -> bool:
     (project / "train.py").unlink()
     shutil.rmtree(project / "tests")
     sys.path.insert(0, str(project / "src"))
-    from model_demo.my_model_code import MyModel  # the class as the package has it
+    # The class as the package has it; model_demo exists only once `modelpack new` above
+    # has made it, under the temp folder just put on sys.path.
+    from model_demo.my_model_code import MyModel  # type: ignore[import-not-found]
 
     (package / "weights").mkdir(exist_ok=True)
     (package / "weights" / "model.pkl").write_bytes(pickle.dumps(MyModel(scale=2.0), protocol=4))

@@ -44,6 +44,7 @@ import time
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -506,15 +507,16 @@ def bench_upload(table: Table, work: Path, size: int, repeat: int) -> Path:
             try:
                 key = "put-fsync" if fsync else "put"
                 headers = {"Content-Type": "application/octet-stream"}
-                times[key].append(timed(lambda s=srv, h=headers: stream_request(
-                    s.url, "PUT", "/x", h, [wheel])))  # fmt: skip
+                times[key].append(
+                    timed(partial(stream_request, srv.url, "PUT", "/x", headers, [wheel]))
+                )
             finally:
                 srv.stop()
         for kind in ("raw", "twine"):
             data = work / f"upload-{kind}-{i}"
             srv = registry(data, work / "registry.log")
             try:
-                times[kind].append(timed(lambda s=srv, k=kind: upload_once(s.url, wheel, k)))
+                times[kind].append(timed(partial(upload_once, srv.url, wheel, kind)))
             finally:
                 srv.stop()
             if kind == "raw" and not kept.exists():
@@ -591,7 +593,10 @@ def bench_rss(table: Table, work: Path, size: int) -> None:
     finally:
         srv.stop()
     shutil.rmtree(data, ignore_errors=True)
-    mb = lambda n: f"{n / MiB:.0f} MiB"  # noqa: E731
+
+    def mb(n: int) -> str:
+        return f"{n / MiB:.0f} MiB"
+
     table.add(f"upload ({up_s:.1f} s, {size / MiB / up_s:,.0f} MiB/s)", mb(up),
               f"idle {mb(idle)}", f"+{mb(up - idle)}")  # fmt: skip
     table.add(f"download ({down_s:.1f} s, {size / MiB / down_s:,.0f} MiB/s)", mb(down),
@@ -667,7 +672,7 @@ def bench_pep658(table: Table, work: Path, data: Path, size: int) -> None:
     resolve = ["install", "--dry-run", "--no-deps", "--ignore-installed", "--report",
                str(work / "report.json"), "model-big==1.0"]  # fmt: skip
     fetch = ["download", "--no-deps", "-d", str(dl), "model-big==1.0"]
-    figures = {}
+    figures: dict[tuple[str, str], tuple[int, float]] = {}
     for label, server in (("registry", registry(data, work / "registry.log")),
                           ("pypiserver", pypiserver(plain, work / "pypiserver.log"))):  # fmt: skip
         proxy = CountingProxy(server.port)
@@ -681,7 +686,10 @@ def bench_pep658(table: Table, work: Path, data: Path, size: int) -> None:
     report = json.loads((work / "report.json").read_text())
     assert report["install"][0]["metadata"]["name"] == "model-big"
     shutil.rmtree(plain, ignore_errors=True)
-    fmt = lambda f: f"{f[0]:,} B in {f[1]:.1f} s"  # noqa: E731
+
+    def fmt(f: tuple[int, float]) -> str:
+        return f"{f[0]:,} B in {f[1]:.1f} s"
+
     r, d = figures[("registry", "resolve")], figures[("registry", "download")]
     pr, pd = figures[("pypiserver", "resolve")], figures[("pypiserver", "download")]
     table.add("pip install --dry-run --report", fmt(r), f"pip download {fmt(d)}",
