@@ -280,11 +280,14 @@ class DataDir:
         self.atomic_write(self.generation_file, f"{value}\n".encode())
 
     # -- files ----------------------------------------------------------------------------
-    def atomic_write(self, path: Path, data: bytes) -> None:
-        """Write ``data`` to ``path`` via a temp file in the same folder and a rename."""
+    def atomic_write(self, path: Path, data: bytes, mode: int = 0o666) -> None:
+        """Write ``data`` to ``path`` via a temp file in the same folder and a rename.
+
+        ``mode`` is the new file's permission bits before the umask (0o600: owner only).
+        """
         tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
         try:
-            with open(tmp, "wb") as f:
+            with open(tmp, "wb", opener=lambda name, flags: os.open(name, flags, mode)) as f:
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())

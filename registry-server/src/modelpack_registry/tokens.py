@@ -8,7 +8,9 @@ secret is stored::
                              "created": "2024-05-01T12:00:00Z", "sha256": "<hex>"}
 
 so the folder holds nothing that can be replayed, and a plain sha256 is enough (the
-secret has full entropy: nothing to brute-force, unlike a password). A client sends it
+secret has full entropy: nothing to brute-force, unlike a password). Token files are
+still written owner-only (0600, in a 0700 folder when this creates it), and
+``modelpack-registry verify`` warns about one that its group or others can read. A client sends it
 as HTTP Basic user ``__token__`` and the token as password (what twine sends for PyPI
 tokens). The file is read on every request that presents the token, so ``tokens
 revoke`` (which deletes it under ``DATA/.lock``) holds on the next request in every
@@ -66,10 +68,12 @@ def create_token(data: DataDir, model: str, user: str) -> tuple[Token, str]:
     token_id = secrets.token_hex(8)
     secret = secrets.token_urlsafe(32)
     token = Token(token_id, name, user, utc_now(), _digest(secret))
-    data.tokens.mkdir(parents=True, exist_ok=True)
+    data.tokens.mkdir(parents=True, exist_ok=True, mode=0o700)
     with data.locked():
         body = json.dumps(asdict(token), indent=1).encode() + b"\n"
-        data.atomic_write(data.tokens / f"{token_id}.json", body)
+        # owner only: the hash cannot be replayed, but `verify` holds token files to the
+        # rule for files with hashes in them (see verify_access.py)
+        data.atomic_write(data.tokens / f"{token_id}.json", body, mode=0o600)
         data.bump_generation()
     return token, f"mpk_{token_id}_{secret}"
 
