@@ -162,6 +162,11 @@ class Htpasswd:
                 self._decoy_hash = bcrypt.hashpw(b"decoy", bcrypt.gensalt()).decode()
             return self._decoy_hash
 
+    def users(self) -> frozenset[str]:
+        """The user names in the file (as it is now)."""
+        self._reload_if_changed()
+        return frozenset(self._users)
+
     def has_user(self, user: str) -> bool:
         """True if ``user`` has an entry in the file (as it is now)."""
         self._reload_if_changed()

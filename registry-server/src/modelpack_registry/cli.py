@@ -58,6 +58,8 @@ def _parser() -> argparse.ArgumentParser:
 
     verify = sub.add_parser("verify", help="report corrupt, orphaned and leftover files")
     verify.add_argument("--data", type=Path, default=Path("registry-data"), help=data_help)
+    verify.add_argument("--htpasswd", type=Path, metavar="FILE",
+                        help="check this file too, and that owners and tokens name its users")  # fmt: skip
     reindex = sub.add_parser("reindex", help="rebuild every derived file from the wheels")
     reindex.add_argument("--data", type=Path, default=Path("registry-data"), help=data_help)
     add_access_commands(sub, data_help)
@@ -81,15 +83,20 @@ def _serve(args: argparse.Namespace) -> int:
 def _verify(args: argparse.Namespace) -> int:
     from modelpack_registry.maintenance import verify
     from modelpack_registry.storage import DataDir
+    from modelpack_registry.verify_access import verify_access
 
     check_data(args.data)
-    problems = verify(DataDir(args.data))
-    for line in problems:
+    data = DataDir(args.data)
+    access = verify_access(data, args.htpasswd)
+    problems = verify(data) + access.errors
+    for line in problems + access.warnings:
         print(line)
+    warned = f"{len(access.warnings)} warning(s)" if access.warnings else ""
     if problems:
-        print(f"{len(problems)} problem(s) in {args.data}", file=sys.stderr)
+        also = f" and {warned}" if warned else ""
+        print(f"{len(problems)} problem(s){also} in {args.data}", file=sys.stderr)
         return 1
-    print(f"{args.data}: OK")
+    print(f"{args.data}: OK" + (f", {warned}" if warned else ""))
     return 0
 
 

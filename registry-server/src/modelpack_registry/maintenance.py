@@ -3,7 +3,9 @@
 Both treat ``packages/`` as the whole state. ``reindex`` rewrites every ``meta/`` file
 from the distributions alone (keeping each record's ``upload_time`` when a valid one is
 there, else the file's mtime), removes orphaned records and derived temp files, and bumps
-``generation`` so running servers reload. ``state/`` is never touched.
+``generation`` so running servers reload. ``state/`` is never touched. The CLI's
+``verify`` also reads ``state/owners/`` and ``state/tokens/`` (and an htpasswd file) with
+:mod:`modelpack_registry.verify_access`.
 """
 
 from __future__ import annotations

@@ -1,0 +1,317 @@
+"""`modelpack-registry verify` on the access files: owners, API tokens and htpasswd.
+
+The platform team's story around a restore: the data folder comes back from a backup
+(or a hand edit went wrong), and `verify --htpasswd` must say which owners or token file
+is corrupt, misnamed or stale, and which holds hashes others can read, with the command
+that fixes it, before any server starts. Errors exit 1; warnings (a reserved name, a
+token for a model still to come) keep exit 0. No line shows a token's secret or hash.
+
+Each folder is real: wheels copied into `packages/` and indexed with `reindex`, owners
+and tokens made by the real CLI, then damaged the way a bad copy or a hand edit does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import bcrypt
+import pytest
+from registry_support import make_wheel
+from test_registry_access import PASSWORDS, server, twine
+from test_registry_ops import run_cli
+
+from support import ok
+
+
+def registry_folder(tmp_path: Path, *models: str, owner: str | None = "alice") -> Path:
+    """A data folder with version 1.0 of each model (owned by ``owner``), indexed."""
+    data = tmp_path / "data"
+    for name in models:
+        make_wheel(data / "packages", name, "1.0")
+    ok(run_cli("reindex", "--data", str(data)))
+    for name in models if owner else ():
+        cli(data, "owners", "add", name, owner)
+    return data
+
+
+def cli(data: Path, *args: str) -> str:
+    return ok(run_cli(*args, "--data", str(data)))
+
+
+def new_token(data: Path, model: str, user: str) -> tuple[str, Path]:
+    """The token text and its file."""
+    token = cli(data, "tokens", "create", "--model", model, "--user", user)
+    return token, data / "state/tokens" / f"{token.split('_')[1]}.json"
+
+
+def verify(data: Path, htpasswd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    extra = ["--htpasswd", str(htpasswd)] if htpasswd else []
+    return run_cli("verify", "--data", str(data), *extra)
+
+
+def lines(result: subprocess.CompletedProcess[str], start: str | tuple[str, ...]) -> list[str]:
+    return [line for line in result.stdout.splitlines() if line.startswith(start)]
+
+
+def assert_no_secrets(result: subprocess.CompletedProcess[str], data: Path, *tokens: str) -> None:
+    """Neither a token's text or secret nor any stored sha256 is in the output."""
+    out = result.stdout + result.stderr
+    for token in tokens:
+        assert token not in out and token.split("_", 2)[2] not in out
+    for path in (data / "state/tokens").glob("*.json"):
+        try:
+            digest = json.loads(path.read_text())["sha256"]
+        except (ValueError, KeyError, TypeError):
+            continue
+        assert digest not in out
+
+
+@pytest.fixture
+def htpasswd(tmp_path: Path) -> Path:
+    """The users of test_registry_access (alice, bob, carol), owner-only as it should be."""
+    path = tmp_path / "htpasswd"
+    path.write_text("".join(
+        f"{user}:{bcrypt.hashpw(pw.encode(), bcrypt.gensalt(rounds=4)).decode()}\n"
+        for user, pw in PASSWORDS.items()
+    ))  # fmt: skip
+    path.chmod(0o600)
+    return path
+
+
+def test_a_registry_used_as_documented_verifies_clean(tmp_path: Path, htpasswd: Path) -> None:
+    dist = tmp_path / "dist"
+    data = tmp_path / "data"
+    with server(tmp_path, htpasswd, data=data) as reg:
+        assert twine(reg, make_wheel(dist, "model-foo", "1.0"), "alice")[0] == 0
+    cli(data, "owners", "add", "model-foo", "bob", "--maintainer")
+    token, token_file = new_token(data, "model-foo", "alice")
+    assert token_file.stat().st_mode & 0o777 == 0o600  # the registry writes it owner-only
+
+    result = verify(data, htpasswd)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip() == f"{data}: OK"
+    assert_no_secrets(result, data, token)
+
+
+def test_corrupt_owners_files_are_errors_that_say_how_to_fix_them(tmp_path: Path) -> None:
+    data = registry_folder(tmp_path, "model-foo", "model-bar", "model-baz")
+    owners = data / "state/owners"
+    hashed = bcrypt.hashpw(b"pw", bcrypt.gensalt(rounds=4)).decode()
+    (owners / "model-foo.json").write_text('{"owners": ["ali')  # a truncated copy
+    (owners / "model-bar.json").write_text(json.dumps(  # a hand edit gone wrong
+        {"owner": ["alice"], "maintainers": [f"bob:{hashed}", 3]}
+    ))  # fmt: skip
+    (owners / "Model_Baz.json").write_text('{"owners": ["bob"], "maintainers": []}')
+
+    result = verify(data)
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"3 problem(s) in {data}"
+    bar, foo = lines(result, "corrupt: state/owners/")
+    assert bar.startswith("corrupt: state/owners/model-bar.json: ")
+    assert "unknown key 'owner'" in bar and 'entries 1, 2 of "maintainers" are not' in bar
+    assert hashed not in result.stdout  # a bad entry is named by position, never quoted
+    assert foo.startswith("corrupt: state/owners/model-foo.json: is truncated")
+    assert "delete it and run `modelpack-registry owners add model-foo USER" in foo
+    assert "restore it from a backup" in foo
+    (misnamed,) = lines(result, "misnamed: ")
+    assert misnamed.startswith("misnamed: state/owners/Model_Baz.json: ")
+    assert "rename it to state/owners/model-baz.json" in misnamed
+
+    # The fixes it names: delete, then the owners CLI writes the file again.
+    for path in (owners / "model-foo.json", owners / "model-bar.json", owners / "Model_Baz.json"):
+        path.unlink()
+    cli(data, "owners", "add", "model-foo", "alice")
+    cli(data, "owners", "add", "model-bar", "alice")
+    fixed = verify(data)
+    assert fixed.returncode == 0 and fixed.stdout.strip() == f"{data}: OK", fixed.stdout
+
+
+def test_owners_of_a_name_with_no_file_is_only_a_warning(tmp_path: Path) -> None:
+    data = registry_folder(tmp_path, "model-foo")
+    cli(data, "owners", "add", "model-next", "alice")  # reserved before its first upload
+
+    result = verify(data)
+    assert result.returncode == 0, result.stdout + result.stderr
+    (warning,) = lines(result, "warning: ")
+    assert warning.startswith("warning: state/owners/model-next.json: model-next has no file")
+    assert "reserved" in warning and "restore packages/ from a backup" in warning
+    assert result.stdout.splitlines()[-1] == f"{data}: OK, 1 warning(s)"
+
+    make_wheel(data / "packages", "model-next", "1.0")  # its first version is restored
+    ok(run_cli("reindex", "--data", str(data)))
+    assert verify(data).stdout.strip() == f"{data}: OK"
+
+
+def test_owners_and_tokens_are_checked_against_the_htpasswd_users(
+    tmp_path: Path, htpasswd: Path
+) -> None:
+    data = registry_folder(tmp_path, "model-foo", "model-old", owner=None)
+    cli(data, "owners", "add", "model-foo", "alice")  # model-old: no owners (admins only)
+    cli(data, "owners", "add", "model-foo", "dora", "--maintainer")
+    owners_file = data / "state/owners/model-foo.json"
+    owners_file.write_text('{"owners": ["alice"], "maintainers": ["alice", "dora"]}')
+    token, _ = new_token(data, "model-foo", "erin")
+
+    result = verify(data, htpasswd)
+    assert result.returncode == 0, result.stdout + result.stderr
+    warnings = lines(result, "warning: ")
+    assert len(warnings) == 4, warnings
+    assert any("state/owners/model-foo.json: alice is listed more than once" in w
+               for w in warnings)  # fmt: skip
+    assert any("model-foo.json: dora is not in the htpasswd file" in w for w in warnings)
+    assert any("acts as erin, who is not in the htpasswd file" in w and "tokens revoke" in w
+               for w in warnings)  # fmt: skip
+    assert any("1 model(s) have files but no owners file" in w and "model-old" in w
+               for w in warnings)  # fmt: skip
+    assert_no_secrets(result, data, token)
+    without = verify(data)  # alice listed twice is found without the htpasswd file too
+    assert without.stdout.splitlines()[-1] == f"{data}: OK, 1 warning(s)"
+
+    owners_file.write_text('{"owners": ["alice"], "maintainers": ["bob"]}')
+    cli(data, "owners", "add", "model-old", "carol")
+    cli(data, "tokens", "revoke", token.split("_")[1])
+    assert verify(data, htpasswd).stdout.strip() == f"{data}: OK"
+
+
+def test_malformed_and_duplicated_tokens_are_errors_without_secrets(tmp_path: Path) -> None:
+    data = registry_folder(tmp_path, "model-foo")
+    tokens = [new_token(data, "model-foo", "alice") for _ in range(6)]
+    texts = [t for t, _ in tokens]
+    truncated, not_an_object, bad_fields, copied, renamed, kept = (p for _, p in tokens)
+    truncated.write_bytes(truncated.read_bytes()[:40])
+    not_an_object.write_text("[]")
+    doc = json.loads(bad_fields.read_text())
+    bad_fields.write_text(json.dumps({**doc, "model": "Model_Foo", "sha256": "AB" * 32}))
+    # A copy under a new id (its id field edited to match): two tokens, one secret.
+    copy_doc = {**json.loads(kept.read_text()), "id": "0123456789abcdef"}
+    (data / "state/tokens/0123456789abcdef.json").write_text(json.dumps(copy_doc))
+    # A copy that kept the original's id, and a file renamed to something not an id.
+    (data / "state/tokens/fedcba9876543210.json").write_text(copied.read_text())
+    renamed.rename(data / "state/tokens/my-ci-token.json")
+    for path in (data / "state/tokens").iterdir():
+        path.chmod(0o600)
+
+    result = verify(data)
+    assert result.returncode == 1
+    assert_no_secrets(result, data, *texts)
+    report = {line.split(": ")[1]: line for line in lines(result, ("corrupt", "misnamed"))}
+    name = {p: f"state/tokens/{p.name}" for _, p in tokens}
+    assert "is truncated" in report[name[truncated]]
+    assert (
+        "rm " in report[name[truncated]]
+        and "tokens create --model MODEL" in report[name[truncated]]
+    )
+    assert "is not a JSON object" in report[name[not_an_object]]
+    assert "not a canonical model name" in report[name[bad_fields]]
+    assert "not 64 lowercase hex digits" in report[name[bad_fields]]
+    dup_id = report["state/tokens/fedcba9876543210.json"]
+    assert f"duplicate id: its id field says {copied.stem}" in dup_id
+    (dup_secret,) = lines(result, "duplicate: ")  # one line, naming both copies
+    assert "has the same secret as token" in dup_secret
+    assert "0123456789abcdef" in dup_secret and kept.stem in dup_secret
+    assert report["state/tokens/my-ci-token.json"].startswith("misnamed: ")
+    assert result.stderr.strip() == f"6 problem(s) in {data}"
+
+    # The fixes it names: delete what cannot be read, revoke both copies of a secret.
+    for path in (truncated, not_an_object, bad_fields, data / "state/tokens/my-ci-token.json",
+                 data / "state/tokens/fedcba9876543210.json"):  # fmt: skip
+        path.unlink()
+    cli(data, "tokens", "revoke", "0123456789abcdef")
+    cli(data, "tokens", "revoke", kept.stem)
+    fixed = verify(data)
+    assert fixed.returncode == 0 and fixed.stdout.strip() == f"{data}: OK", fixed.stdout
+
+
+def test_a_token_for_a_model_with_no_file_is_only_a_warning(tmp_path: Path) -> None:
+    data = registry_folder(tmp_path, "model-foo")
+    token, _ = new_token(data, "model-soon", "alice")
+    result = verify(data)
+    assert result.returncode == 0, result.stdout + result.stderr
+    (warning,) = lines(result, "warning: ")
+    assert "is for model-soon, which has no file in packages/ and no owners file" in warning
+    assert_no_secrets(result, data, token)
+
+    cli(data, "owners", "add", "model-soon", "alice")  # reserving the name covers the token
+    (reserved,) = lines(verify(data), "warning: ")
+    assert reserved.startswith("warning: state/owners/model-soon.json: ")
+
+
+def test_hashes_that_group_or_others_can_read_are_warned_about(
+    tmp_path: Path, htpasswd: Path
+) -> None:
+    data = registry_folder(tmp_path, "model-foo")
+    _, token_file = new_token(data, "model-foo", "alice")
+    assert verify(data, htpasswd).stdout.strip() == f"{data}: OK"
+
+    token_file.chmod(0o644)  # as tokens made before 0600, or copied with a loose umask
+    htpasswd.chmod(0o640)
+    (data / "state/owners/model-foo.json").chmod(0o644)  # public over the API: not warned
+    result = verify(data, htpasswd)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert sorted(lines(result, "warning: ")) == [
+        f"warning: htpasswd {htpasswd} is readable by its group (mode 0640) and holds "
+        f"password hashes: give it to the user the server runs as and `chmod 600 {htpasswd}` "
+        "(a Kubernetes secret: defaultMode 0440 with the pod's fsGroup)",
+        f"warning: state/tokens/: 1 token file(s) readable by group or others "
+        f"({token_file.stem}); they hold token hashes and who may publish what: "
+        f"`chmod 600 {data}/state/tokens/*.json`",
+    ]
+    htpasswd.chmod(0o604)
+    assert "is readable by others (mode 0604)" in verify(data, htpasswd).stdout
+
+    htpasswd.chmod(0o600)
+    token_file.chmod(0o600)
+    assert verify(data, htpasswd).stdout.strip() == f"{data}: OK"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a file to another user needs root")
+def test_group_read_is_fine_when_it_is_how_the_server_reads_the_secret(
+    tmp_path: Path, htpasswd: Path
+) -> None:
+    # A Kubernetes secret: owned by root, defaultMode 0440, group = the pod's fsGroup.
+    # Here: owned by nobody, group = ours, so this user reads it only through its group.
+    data = registry_folder(tmp_path, "model-foo")
+    os.chown(htpasswd, 65534, os.getegid())
+    htpasswd.chmod(0o440)
+    assert verify(data, htpasswd).stdout.strip() == f"{data}: OK"
+    htpasswd.chmod(0o444)
+    assert "is readable by others (mode 0444)" in verify(data, htpasswd).stdout
+
+
+def test_a_broken_htpasswd_file_is_an_error(tmp_path: Path, htpasswd: Path) -> None:
+    data = registry_folder(tmp_path, "model-foo")
+    missing = verify(data, tmp_path / "nowhere")
+    assert missing.returncode == 1
+    assert missing.stdout.startswith(f"missing: htpasswd {tmp_path / 'nowhere'} does not exist")
+
+    good = htpasswd.read_text()
+    htpasswd.write_text(good + "dora\n")  # a line cut short
+    broken = verify(data, htpasswd)
+    assert broken.returncode == 1
+    (line,) = lines(broken, "invalid htpasswd: ")
+    assert f"{htpasswd}:4: expected 'user:hash'" in line and "htpasswd -B" in line
+    for hashed in (entry.split(":", 1)[1] for entry in good.splitlines()):
+        assert hashed not in broken.stdout + broken.stderr
+
+    htpasswd.write_text("# no users yet\n")
+    empty = verify(data, htpasswd)
+    assert empty.returncode == 0 and "has no users, so nobody can upload" in empty.stdout
+    htpasswd.write_text(good)
+    assert verify(data, htpasswd).stdout.strip() == f"{data}: OK"
+
+
+def test_errors_and_warnings_together_exit_1_and_count_both(tmp_path: Path) -> None:
+    data = registry_folder(tmp_path, "model-foo")
+    cli(data, "owners", "add", "model-next", "alice")  # a warning
+    (data / "state/owners/model-foo.json").write_text("")  # an error
+    (data / "state/owners/.model-foo.json.123-abcd.tmp").write_text("{")  # a crashed write
+    result = verify(data)
+    assert result.returncode == 1
+    assert result.stdout.splitlines()[0].startswith(
+        "corrupt: state/owners/model-foo.json: is empty"
+    )
+    assert any("leftover temp file" in w for w in lines(result, "warning: "))
+    assert result.stderr.strip() == f"1 problem(s) and 2 warning(s) in {data}"
