@@ -169,12 +169,22 @@ def _readable_by(path: Path) -> str | None:
         st = path.stat()
     except OSError:
         return None
-    if st.st_mode & stat.S_IROTH:
+    return readable_by(
+        st.st_mode, st.st_uid, st.st_gid, os.geteuid(), [os.getegid(), *os.getgroups()]
+    )
+
+
+def readable_by(mode: int, uid: int, gid: int, euid: int, groups: list[int]) -> str | None:
+    """Who besides user ``euid`` (in ``groups``) can read a file of ``mode``, ``uid``, ``gid``.
+
+    Group read is fine when the group is how this user reads a file it does not own: a
+    Kubernetes secret is root's, mode 0440, with the pod's fsGroup as its group.
+    """
+    if mode & stat.S_IROTH:
         return "others"
-    if st.st_mode & stat.S_IRGRP:
-        mine = {os.getegid(), *os.getgroups()}
-        if st.st_uid != os.geteuid() and st.st_gid in mine:
-            return None  # the group is how this user (the server's) reads it
+    if mode & stat.S_IRGRP:
+        if uid != euid and gid in groups:
+            return None
         return "its group"
     return None
 
