@@ -8,7 +8,9 @@ processes, real twine and pip, htpasswd files made with bcrypt.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import subprocess
 import threading
 from pathlib import Path
 
@@ -18,7 +20,7 @@ import requests
 from registry_support import listing, make_wheel, post_upload, twine_upload
 from test_registry_ops import run_cli
 
-from support import Registry, Venv
+from support import Registry, Venv, ok
 
 API = "/api/v1/models"
 PASSWORDS = {"alice": "alice-pw", "bob": "bob-pw", "carol": "carol-pw"}
@@ -230,6 +232,94 @@ def test_api_token_is_scoped_to_one_model_hashed_and_revocable(
                                auth=("__token__", token))  # fmt: skip
         assert response.status_code == 403 and "revoked" in response.text
         assert run_cli("tokens", "revoke", token_id, "--data", str(data)).returncode == 1
+
+
+def test_api_tokens_expire_and_say_so(tmp_path: Path, htpasswd: Path) -> None:
+    dist = tmp_path / "dist"
+    data = tmp_path / "data"
+    tokens = data / "state/tokens"
+
+    def create(*expires: str) -> subprocess.CompletedProcess[str]:
+        return run_cli("tokens", "create", "--model", "model-foo", "--user", "alice",
+                       *expires, "--data", str(data))  # fmt: skip
+
+    def expiry(token: str) -> str | None:
+        value: str | None = json.loads((tokens / f"{token.split('_')[1]}.json").read_text())[
+            "expires"
+        ]
+        return value
+
+    with server(tmp_path, htpasswd, data=data) as reg:
+        assert twine(reg, make_wheel(dist, "model-foo", "1.0"), "alice")[0] == 0
+        made = create()  # a year by default
+        assert made.returncode == 0, made.stderr
+        default = dt.datetime.fromisoformat(expiry(made.stdout.strip()).replace("Z", "+00:00"))
+        left = default - dt.datetime.now(dt.timezone.utc)
+        assert dt.timedelta(days=364) < left <= dt.timedelta(days=365)
+        assert "expires at " in made.stderr
+        forever = create("--expires", "never").stdout.strip()
+        assert expiry(forever) is None
+        assert create("--expires", "2999-01-01").returncode == 1  # beyond ten years: say never
+
+        hour = create("--expires", "12h").stdout.strip()
+        code, out = twine(reg, make_wheel(dist, "model-foo", "2.0"), "__token__", hour)
+        assert code == 0, out
+
+        # twelve hours later, as far as the file says
+        path = tokens / f"{hour.split('_')[1]}.json"
+        doc = json.loads(path.read_text())
+        doc["expires"] = "2020-01-01T00:00:00Z"
+        path.write_text(json.dumps(doc))
+        wheel = make_wheel(dist, "model-foo", "3.0")
+        response = post_upload(reg.url, wheel.name, wheel.read_bytes(), auth=("__token__", hour))
+        assert response.status_code == 403
+        assert f"API token {doc['id']} (alice on model-foo) expired at 2020-01-01T00:00:00Z" in (
+            response.text
+        )
+        assert "tokens create --model model-foo --user alice" in response.text
+        assert promote(reg, "model-foo", "2.0", ("__token__", hour)).status_code == 403
+        # only the secret's holder learns that it expired; a wrong secret is just invalid
+        wrong = hour[: -len("x")] + ("x" if not hour.endswith("x") else "y")
+        response = post_upload(reg.url, wheel.name, wheel.read_bytes(), auth=("__token__", wrong))
+        assert response.status_code == 403 and "expired" not in response.text
+        # a token that never expires still works
+        code, out = twine(reg, wheel, "__token__", forever)
+        assert code == 0, out
+
+        # an expiry that does not parse refuses the token instead of letting it live on
+        doc["expires"] = "next tuesday"
+        path.write_text(json.dumps(doc))
+        response = post_upload(reg.url, wheel.name, wheel.read_bytes(), auth=("__token__", hour))
+        assert response.status_code == 403 and "invalid or revoked" in response.text
+
+        doc["expires"] = "2020-01-01T00:00:00Z"
+        path.write_text(json.dumps(doc))
+        listed = ok(run_cli("tokens", "list", "--data", str(data)))
+        row = next(line for line in listed.splitlines() if line.startswith(doc["id"]))
+        assert row.endswith("expires 2020-01-01T00:00:00Z  (expired)"), row
+        never = next(line for line in listed.splitlines() if line.startswith(forever[4:20]))
+        assert never.endswith("expires never"), never
+
+
+@pytest.mark.parametrize(
+    ("expires", "problem"),
+    [
+        ("0d", "invalid --expires '0d': give a lifetime such as 90d or 12h"),
+        ("soon", "invalid --expires 'soon'"),
+        ("2020-01-01", "--expires 2020-01-01: that day has begun already (UTC)"),
+        ("4000d", "more than ten years; say --expires never"),
+    ],
+)
+def test_a_bad_expiry_is_refused_and_makes_no_token(
+    tmp_path: Path, expires: str, problem: str
+) -> None:
+    data = tmp_path / "data"
+    (data / "packages").mkdir(parents=True)
+    made = run_cli("tokens", "create", "--model", "model-foo", "--user", "alice",
+                   "--expires", expires, "--data", str(data))  # fmt: skip
+    assert made.returncode == 1 and made.stdout == ""
+    assert problem in made.stderr and "Traceback" not in made.stderr, made.stderr
+    assert not list((data / "state/tokens").glob("*.json"))
 
 
 def test_owners_survive_two_servers_publishing_at_once(tmp_path: Path, htpasswd: Path) -> None:

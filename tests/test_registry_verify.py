@@ -12,6 +12,7 @@ and tokens made by the real CLI, then damaged the way a bad copy or a hand edit 
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import subprocess
 from pathlib import Path
@@ -237,6 +238,42 @@ def test_a_token_for_a_model_with_no_file_is_only_a_warning(tmp_path: Path) -> N
     cli(data, "owners", "add", "model-soon", "alice")  # reserving the name covers the token
     (reserved,) = lines(verify(data), "warning: ")
     assert reserved.startswith("warning: state/owners/model-soon.json: ")
+
+
+def test_tokens_expired_or_about_to_expire_are_warnings_a_bad_expiry_an_error(
+    tmp_path: Path,
+) -> None:
+    data = registry_folder(tmp_path, "model-foo")
+    _, soon = new_token(data, "model-foo", "alice")
+    soon_doc = json.loads(soon.read_text())
+    in_three_days = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=3, hours=1)
+    soon.write_text(json.dumps({**soon_doc, "expires": in_three_days.isoformat()}))
+    _, old = new_token(data, "model-foo", "alice")
+    old_doc = json.loads(old.read_text())
+    old.write_text(json.dumps({**old_doc, "expires": "2020-01-01T00:00:00Z"}))
+    cli(data, "tokens", "create", "--model", "model-foo", "--user", "bob", "--expires", "20d")
+    cli(data, "tokens", "create", "--model", "model-foo", "--user", "bob", "--expires", "never")
+    for path in (data / "state/tokens").iterdir():
+        path.chmod(0o600)
+
+    result = verify(data)
+    assert result.returncode == 0, result.stdout + result.stderr
+    warnings = lines(result, "warning: ")
+    assert len(warnings) == 2, warnings  # 20 days and never are fine
+    (expired,) = (w for w in warnings if old.stem in w)
+    assert "(alice on model-foo) expired at 2020-01-01T00:00:00Z, so it is refused" in expired
+    assert f"tokens revoke {old.stem}" in expired
+    (expiring,) = (w for w in warnings if soon.stem in w)
+    assert "in 3 days: create its successor with `modelpack-registry tokens create --model " in (
+        expiring
+    )
+    assert "--model model-foo --user alice" in expiring and f"tokens revoke {soon.stem}" in expiring
+
+    old.write_text(json.dumps({**old_doc, "expires": "1 January 2020"}))
+    broken = verify(data)
+    assert broken.returncode == 1
+    (line,) = lines(broken, "corrupt: ")
+    assert line.startswith(f'corrupt: state/tokens/{old.name}: its "expires" is not an ISO')
 
 
 def test_hashes_that_group_or_others_can_read_are_warned_about(

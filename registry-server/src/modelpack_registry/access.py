@@ -59,7 +59,7 @@ class Access:
         """The caller, or None when the registry has no credentials.
 
         :raises Unauthorized: no (or malformed) Basic credentials.
-        :raises Forbidden: wrong password, or an invalid, revoked or orphaned token.
+        :raises Forbidden: wrong password, or an invalid, revoked, expired or orphaned token.
         """
         if self.htpasswd is None:
             return None
@@ -76,6 +76,12 @@ class Access:
             token = verify_token(self.data, password)
             if token is None:
                 raise Forbidden("invalid or revoked API token")
+            if token.expired():
+                raise Forbidden(
+                    f"API token {token.id} ({token.user} on {token.model}) expired at "
+                    f"{token.expires}: ask a registry admin for a new one (`modelpack-registry "
+                    f"tokens create --model {token.model} --user {token.user}`)"
+                )
             if not self.htpasswd.has_user(token.user):
                 raise Forbidden(f"API token {token.id}: its user {token.user!r} no longer exists")
             return Principal(token.user, token.user in self.admins, token.model, token.id)

@@ -26,6 +26,7 @@ def check_data(path: Path) -> None:
 
 def add_access_commands(sub: Any, data_help: str) -> None:
     """Add ``owners`` and ``tokens`` to the ``modelpack-registry`` sub-parsers."""
+    from modelpack_registry.tokens import DEFAULT_EXPIRY
 
     def data_option(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         p.add_argument("--data", type=Path, default=Path("registry-data"), help=data_help)
@@ -48,6 +49,12 @@ def add_access_commands(sub: Any, data_help: str) -> None:
     create = data_option(tsub.add_parser("create", help="create a token; prints it once"))
     create.add_argument("--model", required=True, help="the only model it may change")
     create.add_argument("--user", required=True, help="the user it acts as")
+    create.add_argument(
+        "--expires",
+        default=DEFAULT_EXPIRY,
+        metavar="WHEN",
+        help="a lifetime (90d, 12h), a UTC date (2027-06-30) or never (default: %(default)s)",
+    )
     data_option(tsub.add_parser("list", help="list tokens (never their secrets)"))
     revoke = data_option(tsub.add_parser("revoke", help="delete a token (next request fails)"))
     revoke.add_argument("id", metavar="ID", help="the token id (tokens list)")
@@ -90,11 +97,12 @@ def _tokens(args: argparse.Namespace) -> int:
     check_data(args.data)
     data = DataDir(args.data)
     if args.action == "create":
-        token, text = create_token(data, args.model, args.user)
+        token, text = create_token(data, args.model, args.user, args.expires)
         print(text)
         print(
-            f"token {token.id}: acts as {token.user} on {token.model} only. It is shown "
-            "once: store it as a CI secret and send it as user __token__ "
+            f"token {token.id}: acts as {token.user} on {token.model} only, "
+            f"{'never expires' if token.expires is None else 'expires at ' + token.expires}. "
+            "It is shown once: store it as a CI secret and send it as user __token__ "
             "(TWINE_USERNAME=__token__ / MODELPACK_USERNAME=__token__).",
             file=sys.stderr,
         )
@@ -103,7 +111,9 @@ def _tokens(args: argparse.Namespace) -> int:
         if not found:
             print("no tokens")
         for t in found:
-            print(f"{t.id}  {t.model}  {t.user}  {t.created}")
+            expires = "never" if t.expires is None else t.expires
+            print(f"{t.id}  {t.model}  {t.user}  {t.created}  expires {expires}", end="")
+            print("  (expired)" if t.expired() else "")
     else:
         token = revoke_token(data, args.id)
         print(f"revoked token {token.id} ({token.user} on {token.model})")

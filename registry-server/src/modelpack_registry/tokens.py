@@ -5,7 +5,8 @@ file), ``secret`` is ``secrets.token_urlsafe(32)`` (256 bits). Only the sha256 o
 secret is stored::
 
     state/tokens/<id>.json  {"id": "...", "model": "model-foo", "user": "alice",
-                             "created": "2024-05-01T12:00:00Z", "sha256": "<hex>"}
+                             "created": "2024-05-01T12:00:00Z", "sha256": "<hex>",
+                             "expires": "2025-05-01T12:00:00Z"}
 
 so the folder holds nothing that can be replayed, and a plain sha256 is enough (the
 secret has full entropy: nothing to brute-force, unlike a password). Token files are
@@ -15,11 +16,17 @@ as HTTP Basic user ``__token__`` and the token as password (what twine sends for
 tokens). The file is read on every request that presents the token, so ``tokens
 revoke`` (which deletes it under ``DATA/.lock``) holds on the next request in every
 process. Digests are compared with :func:`hmac.compare_digest`.
+
+A token expires (``tokens create --expires``, a year by default; ``never`` on purpose):
+past ``expires`` the server refuses it, saying so, and ``verify`` warns two weeks ahead.
+A file without ``expires`` (written before tokens expired) never expires; one whose
+``expires`` does not parse is refused, like any damaged token file.
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import hashlib
 import hmac
 import json
@@ -29,16 +36,29 @@ import secrets
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from modelpack_registry.errors import NotFound
-from modelpack_registry.maintenance import utc_now
+from modelpack_registry.errors import BadRequest, NotFound
+from modelpack_registry.maintenance import iso_utc, utc_now
 from modelpack_registry.owners import check_user, model_name
 from modelpack_registry.storage import DataDir
 
-__all__ = ["TOKEN_USER", "Token", "create_token", "list_tokens", "revoke_token", "verify_token"]
+__all__ = [
+    "DEFAULT_EXPIRY",
+    "TOKEN_USER",
+    "Token",
+    "create_token",
+    "list_tokens",
+    "parse_expiry",
+    "parse_time",
+    "revoke_token",
+    "verify_token",
+]
 
 TOKEN_USER = "__token__"  # noqa: S105 (the Basic user name twine sends with a token)
 _ID_RE = re.compile(r"^[0-9a-f]{16}$")
 _TOKEN_RE = re.compile(r"^mpk_([0-9a-f]{16})_([A-Za-z0-9_-]{32,128})$")
+DEFAULT_EXPIRY = "365d"
+_DURATION_RE = re.compile(r"^([1-9][0-9]{0,5})([dh])$")
+_MAX_LIFETIME = dt.timedelta(days=3660)  # ten years; longer is `never`, said on purpose
 
 
 @dataclass(frozen=True)
@@ -50,24 +70,88 @@ class Token:
     user: str
     created: str
     sha256: str
+    expires: str | None = None  # ISO 8601 UTC; None: never
+
+    def expired(self, now: dt.datetime | None = None) -> bool:
+        """True once ``expires`` has passed."""
+        if self.expires is None:
+            return False
+        return (now or dt.datetime.now(dt.timezone.utc)) >= parse_time(self.expires)
+
+
+def parse_time(text: str) -> dt.datetime:
+    """An ISO 8601 time with a zone (``...Z``) as an aware datetime.
+
+    :raises ValueError: not such a time.
+    """
+    moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        raise ValueError(f"{text!r} has no time zone")
+    return moment
+
+
+def parse_expiry(text: str, now: dt.datetime | None = None) -> dt.datetime | None:
+    """When a token made ``now`` with ``--expires text`` expires; None for ``never``.
+
+    ``text`` is a lifetime (``90d``, ``12h``), a UTC date (``2027-06-30``: the start of
+    that day) or ``never``.
+
+    :raises BadRequest: anything else, a time already past, or beyond ten years.
+    """
+    now = (now or dt.datetime.now(dt.timezone.utc)).replace(microsecond=0)
+    value = text.strip().lower()
+    if value == "never":
+        return None
+    usage = (
+        f"invalid --expires {text!r}: give a lifetime such as 90d or 12h, a UTC date such "
+        "as 2027-06-30, or never"
+    )
+    match = _DURATION_RE.match(value)
+    if match:
+        count, unit = int(match.group(1)), match.group(2)
+        try:
+            when = now + (dt.timedelta(days=count) if unit == "d" else dt.timedelta(hours=count))
+        except OverflowError:
+            raise BadRequest(usage) from None
+    else:
+        try:
+            day = dt.date.fromisoformat(value)
+        except ValueError:
+            raise BadRequest(usage) from None
+        when = dt.datetime(day.year, day.month, day.day, tzinfo=dt.timezone.utc)
+        if when <= now:
+            raise BadRequest(
+                f"--expires {text}: that day has begun already (UTC); give a later one"
+            )
+    if when - now > _MAX_LIFETIME:
+        raise BadRequest(
+            f"--expires {text}: more than ten years; say --expires never for a token that "
+            "does not expire"
+        )
+    return when
 
 
 def _digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def create_token(data: DataDir, model: str, user: str) -> tuple[Token, str]:
+def create_token(
+    data: DataDir, model: str, user: str, expires: str = DEFAULT_EXPIRY
+) -> tuple[Token, str]:
     """Create a token for ``user`` on ``model``; return it and the full token text.
 
-    The text is shown once: only its hash is kept.
+    The text is shown once: only its hash is kept. ``expires``: see :func:`parse_expiry`.
 
-    :raises BadRequest: invalid model or user name.
+    :raises BadRequest: invalid model or user name, or ``expires``.
     """
     name = model_name(model)
     check_user(user)
+    when = parse_expiry(expires)
     token_id = secrets.token_hex(8)
     secret = secrets.token_urlsafe(32)
-    token = Token(token_id, name, user, utc_now(), _digest(secret))
+    token = Token(
+        token_id, name, user, utc_now(), _digest(secret), None if when is None else iso_utc(when)
+    )
     data.tokens.mkdir(parents=True, exist_ok=True, mode=0o700)
     with data.locked():
         body = json.dumps(asdict(token), indent=1).encode() + b"\n"
@@ -84,7 +168,11 @@ def _load(data: DataDir, token_id: str) -> Token | None:
     try:
         raw: Any = json.loads((data.tokens / f"{token_id}.json").read_bytes())
         token = Token(**{k: str(raw[k]) for k in ("id", "model", "user", "created", "sha256")})
-    except (OSError, ValueError, TypeError, KeyError):
+        expires = raw.get("expires")
+        if expires is not None:
+            # a damaged expiry refuses the token rather than letting it live forever
+            token = Token(**{**asdict(token), "expires": iso_utc(parse_time(expires))})
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
         return None
     return token if token.id == token_id else None
 
@@ -115,7 +203,11 @@ def revoke_token(data: DataDir, token_id: str) -> Token:
 
 
 def verify_token(data: DataDir, text: str) -> Token | None:
-    """The stored token that ``text`` is, or None (malformed, unknown, revoked, wrong)."""
+    """The stored token that ``text`` is, or None (malformed, unknown, revoked, wrong).
+
+    An expired token is returned too (see :meth:`Token.expired`): only the holder of its
+    secret learns that it expired.
+    """
     match = _TOKEN_RE.match(text.strip())
     if match is None:
         return None

@@ -8,13 +8,14 @@ the way :mod:`~modelpack_registry.owners`, :mod:`~modelpack_registry.tokens` and
              a file the registry never reads (not named by a canonical model name or a
              16-hex-digit token id), or reads differently from what it says (an unknown
              key such as "owner", an entry that is not a user name, a token whose id,
-             model, user or sha256 can never match)
+             model, user or sha256 can never match, or whose expiry does not parse)
              two token files with one id, or with one secret (a copied file: revoking
              one leaves the other working)
              an htpasswd file that ``serve`` would refuse
     warning  owners of a name with no file in packages/ (a name reserved on purpose, or
              distributions missing from a restored copy: verify cannot tell which)
              a token for a model with no file and no owners file
+             a token that has expired, or expires within two weeks
              with --htpasswd: owners or tokens naming a user who is not in it; models
              with files but no owners file (admins only); an htpasswd file with no users
              a user listed twice in one owners file; a leftover temp file or a stray
@@ -38,6 +39,7 @@ malformed entries of a file are named by position, never quoted.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import re
@@ -48,8 +50,10 @@ from typing import Any
 
 from modelpack_registry.auth import Htpasswd
 from modelpack_registry.errors import BadRequest, ConfigError
+from modelpack_registry.maintenance import iso_utc
 from modelpack_registry.owners import check_user, model_name
 from modelpack_registry.storage import DataDir
+from modelpack_registry.tokens import parse_time
 from modelpack_registry.validate import name_and_version
 
 __all__ = ["AccessReport", "verify_access"]
@@ -321,6 +325,16 @@ def _check_owners(
 
 
 # -- tokens ------------------------------------------------------------------------------
+EXPIRY_WARNING = dt.timedelta(days=14)
+
+
+def _days(left: dt.timedelta) -> str:
+    if left < dt.timedelta(days=1):
+        hours = max(1, round(left.total_seconds() / 3600))
+        return f"{hours} hour{'s' if hours != 1 else ''}"
+    return f"{left.days} day{'s' if left.days != 1 else ''}"
+
+
 def _token_problems(doc: Any, token_id: str, folder: Path) -> list[str]:
     """What makes tokens.py refuse this token (never quoting a value)."""
     if not isinstance(doc, dict):
@@ -351,7 +365,25 @@ def _token_problems(doc: Any, token_id: str, folder: Path) -> list[str]:
         problems.append("its user is not a valid user name")
     if not _SHA256_RE.match(doc["sha256"]):
         problems.append("its sha256 is not 64 lowercase hex digits, so no secret matches it")
+    if _expiry(doc) is _BAD_EXPIRY:
+        problems.append(
+            'its "expires" is not an ISO 8601 time with a zone (2027-06-30T00:00:00Z) or null'
+        )
     return problems
+
+
+_BAD_EXPIRY = dt.datetime.min.replace(tzinfo=dt.timezone.utc)
+
+
+def _expiry(doc: dict[str, Any]) -> dt.datetime | None:
+    """The token's expiry, None for never, or ``_BAD_EXPIRY`` when it does not parse."""
+    value = doc.get("expires")
+    if value is None:
+        return None
+    try:
+        return parse_time(value)
+    except (ValueError, TypeError, AttributeError):
+        return _BAD_EXPIRY
 
 
 def _check_tokens(
@@ -362,6 +394,14 @@ def _check_tokens(
         f"--data {data.root}`"
     )
     secrets_seen: dict[str, str] = {}  # sha256 -> token id; never printed
+    now = dt.datetime.now(dt.timezone.utc)
+
+    def create_for(doc: dict[str, Any]) -> str:
+        return (
+            f"create its successor with `modelpack-registry tokens create --model "
+            f"{doc['model']} --user {doc['user']} --data {data.root}`"
+        )
+
     exposed: list[str] = []
     for entry in _entries(data.tokens, "state/tokens", report):
         rel = f"state/tokens/{entry}"
@@ -405,6 +445,18 @@ def _check_tokens(
             report.warn(
                 f"{rel}: token {token_id} acts as {doc['user']}, who is not in the "
                 f"htpasswd file, so it is refused: {revoke}"
+            )
+        expires = _expiry(doc)
+        if expires is not None and expires <= now:
+            report.warn(
+                f"{rel}: token {token_id} ({doc['user']} on {doc['model']}) expired at "
+                f"{iso_utc(expires)}, so it is refused: {revoke}"
+            )
+        elif expires is not None and expires - now <= EXPIRY_WARNING:
+            report.warn(
+                f"{rel}: token {token_id} ({doc['user']} on {doc['model']}) expires at "
+                f"{iso_utc(expires)}, in {_days(expires - now)}: {create_for(doc)}, put it "
+                f"where CI reads it, then {revoke}"
             )
     if exposed:
         report.warn(
