@@ -4,6 +4,7 @@
 #
 #   docker-entrypoint.sh [serve] [EXTRA SERVE OPTIONS...]   serve (the default command)
 #   docker-entrypoint.sh verify | reindex                    maintenance on the data folder
+#                                      (verify checks the htpasswd secret too, if mounted)
 #   docker-entrypoint.sh healthcheck                         exit 0 if GET /health answers 200
 #   docker-entrypoint.sh COMMAND [ARGS...]                   run anything else (e.g. sh)
 #
@@ -94,7 +95,14 @@ command=${1:-serve}
 case "$command" in
     serve) [ "$#" -gt 0 ] && shift; serve "$@" ;;
     -*) serve "$@" ;;
-    verify | reindex) shift; exec "$REGISTRY" "$command" --data "$DATA" "$@" ;;
+    verify)
+        shift
+        # check the mounted secret too, and the users state/ names, unless told otherwise
+        case " $* " in *" --htpasswd "* | *" --htpasswd="*) ;; *)
+            [ -f "$HTPASSWD" ] && set -- --htpasswd "$HTPASSWD" "$@" ;;
+        esac
+        exec "$REGISTRY" verify --data "$DATA" "$@" ;;
+    reindex) shift; exec "$REGISTRY" reindex --data "$DATA" "$@" ;;
     healthcheck) healthcheck ;;
     *) exec "$@" ;;
 esac

@@ -95,6 +95,7 @@ def htpasswd(tmp_path: Path) -> Path:
     path.parent.mkdir()
     hashed = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(rounds=4)).decode()
     path.write_text(f"# written by htpasswd -nB alice\nalice:{hashed}\n")
+    path.chmod(0o600)  # as the server's own secret should be
     return path
 
 
@@ -125,7 +126,22 @@ def test_serves_on_all_interfaces_with_the_mounted_htpasswd(
     assert run_entrypoint(env, "healthcheck").returncode == 0  # the image's HEALTHCHECK
     verified = run_entrypoint(env, "verify")
     assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert verified.stdout.strip() == f"{tmp_path / 'data'}: OK"
     assert (tmp_path / "data" / "packages" / wheel.name).is_file()
+    # verify reads the mounted secret too: an owner who cannot sign in is reported
+    data = str(tmp_path / "data")
+    added = run_entrypoint(env, "modelpack-registry", "owners", "add", "boxed-model", "zoe",
+                           "--data", data)  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    (warning,) = [
+        line for line in run_entrypoint(env, "verify").stdout.splitlines() if "zoe" in line
+    ]
+    assert warning.startswith("warning: state/owners/boxed-model.json: ") and "htpasswd" in warning
+    elsewhere = tmp_path / "other-htpasswd"
+    elsewhere.write_text("zoe:" + bcrypt.hashpw(b"pw", bcrypt.gensalt(rounds=4)).decode() + "\n")
+    elsewhere.chmod(0o600)
+    told = run_entrypoint(env, "verify", "--htpasswd", str(elsewhere)).stdout  # the one given
+    assert "zoe" not in told and "alice" in told, told
 
     assert container.stop() == 0
     unhealthy = run_entrypoint(env, "healthcheck")
