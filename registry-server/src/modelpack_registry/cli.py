@@ -56,7 +56,10 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--graceful-timeout", type=int, default=30, metavar="SECONDS",
                        help="on SIGTERM, let in-flight requests (an upload) finish this long (30)")  # fmt: skip
 
-    verify = sub.add_parser("verify", help="report corrupt, orphaned and leftover files")
+    verify = sub.add_parser(
+        "verify",
+        help="report corrupt, orphaned and leftover files, and broken access, stage and yank files",
+    )
     verify.add_argument("--data", type=Path, default=Path("registry-data"), help=data_help)
     verify.add_argument("--htpasswd", type=Path, metavar="FILE",
                         help="check this file too, and that owners and tokens name its users")  # fmt: skip
@@ -84,10 +87,12 @@ def _verify(args: argparse.Namespace) -> int:
     from modelpack_registry.maintenance import verify
     from modelpack_registry.storage import DataDir
     from modelpack_registry.verify_access import verify_access
+    from modelpack_registry.verify_state import verify_state
 
     check_data(args.data)
     data = DataDir(args.data)
     access = verify_access(data, args.htpasswd)
+    verify_state(data, access)
     problems = verify(data) + access.errors
     for line in problems + access.warnings:
         print(line)

@@ -56,7 +56,15 @@ from modelpack_registry.storage import DataDir
 from modelpack_registry.tokens import parse_time
 from modelpack_registry.validate import name_and_version
 
-__all__ = ["AccessReport", "verify_access"]
+__all__ = [
+    "AccessReport",
+    "list_entries",
+    "load_json",
+    "published_names",
+    "some",
+    "stray_file",
+    "verify_access",
+]
 
 _TOKEN_FIELDS = ("id", "model", "user", "created", "sha256")
 _ID_RE = re.compile(r"^[0-9a-f]{16}$")
@@ -83,7 +91,7 @@ def verify_access(data: DataDir, htpasswd: Path | None = None) -> AccessReport:
     """
     report = AccessReport()
     users = _check_htpasswd(Path(htpasswd), report) if htpasswd is not None else None
-    published = _published(data)
+    published = published_names(data)
     owned = _check_owners(data, published, users, report)
     _check_tokens(data, published | owned, users, report)
     if users is not None:
@@ -91,24 +99,24 @@ def verify_access(data: DataDir, htpasswd: Path | None = None) -> AccessReport:
         if ownerless:
             report.warn(
                 f"{len(ownerless)} model(s) have files but no owners file, so only admins "
-                f"may upload, yank or promote them ({_some(ownerless)}): if state/owners/ "
+                f"may upload, yank or promote them ({some(ownerless)}): if state/owners/ "
                 "was lost, restore it from a backup; else run `modelpack-registry owners "
                 f"add NAME USER --data {data.root}`"
             )
     return report
 
 
-# -- shared ------------------------------------------------------------------------------
+# -- shared (verify_state.py uses these too) -----------------------------------------------
 def _are(names: list[str]) -> str:
     return f"{', '.join(names)} {'is' if len(names) == 1 else 'are'}"
 
 
-def _some(items: list[str], limit: int = 3) -> str:
+def some(items: list[str], limit: int = 3) -> str:
     shown = ", ".join(items[:limit])
     return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
 
 
-def _published(data: DataDir) -> set[str]:
+def published_names(data: DataDir) -> set[str]:
     names: set[str] = set()
     try:
         entries = os.listdir(data.packages)
@@ -124,7 +132,7 @@ def _published(data: DataDir) -> set[str]:
     return names
 
 
-def _entries(folder: Path, rel: str, report: AccessReport) -> list[str]:
+def list_entries(folder: Path, rel: str, report: AccessReport) -> list[str]:
     try:
         return sorted(os.listdir(folder))
     except FileNotFoundError:
@@ -134,7 +142,7 @@ def _entries(folder: Path, rel: str, report: AccessReport) -> list[str]:
         return []
 
 
-def _stray(rel: str, entry: str, kind: str, report: AccessReport) -> bool:
+def stray_file(rel: str, entry: str, kind: str, report: AccessReport) -> bool:
     """Warn about (and return True for) a temp or foreign file among ``kind`` files."""
     if entry.startswith("."):
         report.warn(
@@ -148,7 +156,7 @@ def _stray(rel: str, entry: str, kind: str, report: AccessReport) -> bool:
     return False
 
 
-def _load_json(path: Path) -> tuple[Any, str | None]:
+def load_json(path: Path) -> tuple[Any, str | None]:
     """The parsed file, or what is wrong with it (never quoting its content)."""
     try:
         raw = path.read_bytes()
@@ -267,9 +275,9 @@ def _check_owners(
 ) -> set[str]:
     """Check ``state/owners/``; return the model names that have an owners file."""
     named: set[str] = set()
-    for entry in _entries(data.owners, "state/owners", report):
+    for entry in list_entries(data.owners, "state/owners", report):
         rel = f"state/owners/{entry}"
-        if _stray(rel, entry, "owners files are named <model-name>.json", report):
+        if stray_file(rel, entry, "owners files are named <model-name>.json", report):
             continue
         stem = entry[: -len(".json")]
         try:
@@ -289,7 +297,7 @@ def _check_owners(
             f"restore it from a backup, or delete it and run `modelpack-registry owners "
             f"add {name} USER --data {data.root}` for each owner"
         )
-        doc, problem = _load_json(data.owners / entry)
+        doc, problem = load_json(data.owners / entry)
         lists, problems = _owner_lists(doc) if problem is None else ({}, [problem])
         if problems:
             report.errors.append(
@@ -403,9 +411,9 @@ def _check_tokens(
         )
 
     exposed: list[str] = []
-    for entry in _entries(data.tokens, "state/tokens", report):
+    for entry in list_entries(data.tokens, "state/tokens", report):
         rel = f"state/tokens/{entry}"
-        if _stray(rel, entry, "token files are named <16 hex digits>.json", report):
+        if stray_file(rel, entry, "token files are named <16 hex digits>.json", report):
             continue
         path = data.tokens / entry
         token_id = entry[: -len(".json")]
@@ -418,7 +426,7 @@ def _check_tokens(
                 f"delete it and {create}"
             )
             continue
-        doc, problem = _load_json(path)
+        doc, problem = load_json(path)
         problems = _token_problems(doc, token_id, data.tokens) if problem is None else [problem]
         if problems:
             report.errors.append(
@@ -461,6 +469,6 @@ def _check_tokens(
     if exposed:
         report.warn(
             f"state/tokens/: {len(exposed)} token file(s) readable by group or others "
-            f"({_some(exposed)}); they hold token hashes and who may publish what: "
+            f"({some(exposed)}); they hold token hashes and who may publish what: "
             f"`chmod 600 {data.tokens}/*.json`"
         )

@@ -1,0 +1,156 @@
+"""`modelpack-registry verify` on stages and yanks (`state/stages/`, `state/yanked/`).
+
+The platform team's story: `state/` cannot be rebuilt from `packages/`, so after a
+restore (or a hand edit) `verify` must say which stage now points at nothing, which
+stages file the server drops, and which yank marker lost its reason, with the fix.
+Stages and yanks are made by a real registry through its API, then damaged on disk;
+where a line says what consumers now see, a real server on the folder is asked too.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import requests
+from registry_support import make_wheel, post_upload
+from test_registry_ops import run_cli
+
+from support import Registry
+
+API = "/api/v1/models"
+
+
+def published(tmp_path: Path) -> Path:
+    """model-foo 1.0 and 2.0 and model-bar 1.0, model-foo 2.0 in production."""
+    data = tmp_path / "data"
+    with Registry(data) as reg:
+        for name, version in (("model-foo", "1.0"), ("model-foo", "2.0"), ("model-bar", "1.0")):
+            wheel = make_wheel(tmp_path / "dist", name, version)
+            assert post_upload(reg.url, wheel.name, wheel.read_bytes()).status_code == 200
+        promoted = requests.put(
+            f"{reg.url}{API}/model-foo/stages/production", json={"version": "2.0"}, timeout=10
+        )
+        assert promoted.status_code == 200, promoted.text
+    return data
+
+
+def verify(data: Path) -> tuple[int, list[str], str]:
+    result = run_cli("verify", "--data", str(data))
+    return result.returncode, result.stdout.splitlines(), result.stderr
+
+
+def stage_index(reg: Registry, name: str) -> int:
+    return requests.get(f"{reg.url}/stages/production/simple/{name}/", timeout=10).status_code
+
+
+def test_a_stage_that_points_at_a_lost_version_is_an_error(tmp_path: Path) -> None:
+    data = published(tmp_path)
+    assert verify(data)[:2] == (0, [f"{data}: OK"])
+
+    # a restore that brought back state/ but not the newest file, then `reindex`
+    (data / "packages/model_foo-2.0-py3-none-any.whl").unlink()
+    assert run_cli("reindex", "--data", str(data)).returncode == 0
+    code, out, err = verify(data)
+    assert code == 1 and err.strip() == f"1 problem(s) in {data}"
+    assert out == [
+        "missing: state/stages/model-foo.json: stage production of model-foo points at 2.0, "
+        "which has no file in packages/, so /stages/production/simple/model-foo/ lists "
+        "nothing: restore the files from a backup, or promote another version "
+        "(`modelpack promote model-foo==VERSION --stage production`)"
+    ]
+    with Registry(data) as reg:  # what the line says consumers see
+        assert stage_index(reg, "model-foo") == 404
+        fixed = requests.put(
+            f"{reg.url}{API}/model-foo/stages/production", json={"version": "1.0"}, timeout=10
+        )
+        assert fixed.status_code == 200 and stage_index(reg, "model-foo") == 200
+    assert verify(data)[:2] == (0, [f"{data}: OK"])
+
+
+def test_a_damaged_or_misnamed_stages_file_is_an_error(tmp_path: Path) -> None:
+    data = published(tmp_path)
+    stages = data / "state/stages/model-foo.json"
+    good = stages.read_text()
+    doc = json.loads(good)
+
+    stages.write_text(good[: len(good) // 2])  # a copy cut short
+    code, out, _ = verify(data)
+    assert code == 1
+    (line,) = out
+    assert line.startswith("corrupt: state/stages/model-foo.json: is truncated")
+    assert "/stages/<stage>/simple/model-foo/ may list nothing" in line
+    assert "`modelpack promote model-foo==VERSION --stage STAGE`" in line
+    with Registry(data) as reg:  # the server drops the file: no production model-foo
+        assert stage_index(reg, "model-foo") == 404
+
+    stages.write_text(json.dumps({**doc, "stages": {"production": {"ver": "2.0"}}}))
+    (line,) = verify(data)[1]
+    assert "stage 'production' has no \"version\"" in line
+    stages.write_text(json.dumps({**doc, "stages": {"Prod!": {"version": "2.0"}}}))
+    (line,) = verify(data)[1]
+    assert "stage name 'Prod!' is not one a URL can name" in line
+    stages.write_text(json.dumps({**doc, "history": {}}))
+    (line,) = verify(data)[1]
+    assert '"history" is not a list (the promotion history is lost)' in line
+
+    stages.write_text(good)
+    stages.rename(data / "state/stages/Model_Foo.json")  # a hand copy, by its display name
+    code, out, _ = verify(data)
+    assert code == 1
+    assert out == [
+        "misnamed: state/stages/Model_Foo.json: the registry reads the stages of a model "
+        "only from state/stages/<canonical name>.json, so these are never served: rename "
+        "it to state/stages/model-foo.json"
+    ]
+    (data / "state/stages/Model_Foo.json").rename(stages)
+    (data / "state/stages/.model-foo.json.1234-abcd.tmp").write_text("{")  # a killed write
+    code, out, _ = verify(data)
+    assert code == 0 and out[0].startswith("warning: state/stages/.model-foo.json.1234")
+    assert out[-1] == f"{data}: OK, 1 warning(s)"
+
+
+def test_yank_markers_and_a_yanked_stage(tmp_path: Path) -> None:
+    data = published(tmp_path)
+    with Registry(data) as reg:
+        yanked = requests.put(f"{reg.url}{API}/model-foo/versions/2.0/yank",
+                              json={"reason": "wrong weights"}, timeout=10)  # fmt: skip
+        assert yanked.status_code == 200, yanked.text
+    code, out, _ = verify(data)
+    assert code == 0
+    assert out == [
+        "warning: state/stages/model-foo.json: stage production of model-foo points at 2.0, "
+        "which is yanked, so pip and uv skip it unless pinned to ==2.0: promote another "
+        "version, or un-yank it (`modelpack yank model-foo==2.0 --undo`)",
+        f"{data}: OK, 1 warning(s)",
+    ]
+
+    marker = data / "state/yanked/model_foo-2.0-py3-none-any.whl.json"
+    marker.write_text("")  # emptied by a bad copy
+    code, out, _ = verify(data)
+    assert code == 1
+    (line,) = (x for x in out if x.startswith("corrupt: "))
+    assert line == (
+        "corrupt: state/yanked/model_foo-2.0-py3-none-any.whl.json: is empty. "
+        "model_foo-2.0-py3-none-any.whl stays yanked, but installers see no reason: yank it "
+        "again with one (`modelpack yank model-foo==2.0 --reason TEXT`), or restore the "
+        "file from a backup"
+    )
+    marker.write_text(json.dumps({"reason": "  ", "by": None, "at": "2026-11-28T00:00:00Z"}))
+    (line,) = (x for x in verify(data)[1] if x.startswith("corrupt: "))
+    assert 'has no "reason"' in line
+
+    # a marker for a file that is not there: the yank waits for the file
+    marker.unlink()
+    (data / "state/yanked/model_bar-9.0-py3-none-any.whl.json").write_text(
+        json.dumps({"reason": "never built", "by": None, "at": "2026-11-28T00:00:00Z"})
+    )
+    code, out, _ = verify(data)
+    assert code == 0
+    assert out == [
+        "warning: state/yanked/model_bar-9.0-py3-none-any.whl.json: yanks "
+        "model_bar-9.0-py3-none-any.whl, which is not in packages/ (harmless: the file is "
+        "yanked again if it comes back). If files were lost in a restore, restore them; "
+        "else delete the marker",
+        f"{data}: OK, 1 warning(s)",
+    ]
