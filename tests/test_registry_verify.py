@@ -23,7 +23,7 @@ from registry_support import make_wheel
 from test_registry_access import PASSWORDS, server, twine
 from test_registry_ops import run_cli
 
-from modelpack_registry.verify_access import readable_by
+from modelpack_registry.verify_common import readable_by
 from support import ok
 
 

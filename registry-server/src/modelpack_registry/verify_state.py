@@ -29,12 +29,12 @@ from modelpack_registry.owners import model_name
 from modelpack_registry.stages import STAGE_RE
 from modelpack_registry.storage import DataDir
 from modelpack_registry.validate import name_and_version
-from modelpack_registry.verify_access import AccessReport, list_entries, load_json, stray_file
+from modelpack_registry.verify_common import Report, list_entries, load_json, stray_file
 
 __all__ = ["verify_state"]
 
 
-def verify_state(data: DataDir, report: AccessReport) -> None:
+def verify_state(data: DataDir, report: Report) -> None:
     """Add what is wrong in ``state/stages/`` and ``state/yanked/`` to ``report``."""
     files = _versions(data)
     yanked = _check_yanks(data, set(files), report)
@@ -66,7 +66,7 @@ def _versions(data: DataDir) -> dict[str, tuple[str, str]]:
 
 
 # -- yanks ---------------------------------------------------------------------------------
-def _check_yanks(data: DataDir, present: set[str], report: AccessReport) -> set[str]:
+def _check_yanks(data: DataDir, present: set[str], report: Report) -> set[str]:
     """Report on ``state/yanked/``; return the filenames the server lists as yanked."""
     yanked: set[str] = set()
     for entry in list_entries(data.yanked, "state/yanked", report):
@@ -111,7 +111,7 @@ def _check_stages(
     data: DataDir,
     by_version: dict[tuple[str, str], list[str]],
     yanked: set[str],
-    report: AccessReport,
+    report: Report,
 ) -> None:
     for entry in list_entries(data.stages, "state/stages", report):
         rel = f"state/stages/{entry}"
