@@ -47,17 +47,16 @@ from typing import Any
 
 from modelpack_registry.auth import Htpasswd
 from modelpack_registry.errors import BadRequest, ConfigError
-from modelpack_registry.owners import check_user, model_name
+from modelpack_registry.owners import check_user
 from modelpack_registry.storage import DataDir
 from modelpack_registry.verify_common import (
     Report,
     are,
     file_readable_by,
-    list_entries,
     load_json,
+    model_files,
     published_names,
     some,
-    stray_file,
 )
 from modelpack_registry.verify_tokens import check_tokens
 
@@ -163,23 +162,15 @@ def _check_owners(
 ) -> set[str]:
     """Check ``state/owners/``; return the model names that have an owners file."""
     named: set[str] = set()
-    for entry in list_entries(data.owners, "state/owners", report):
-        rel = f"state/owners/{entry}"
-        if stray_file(rel, entry, "owners files are named <model-name>.json", report):
-            continue
-        stem = entry[: -len(".json")]
-        try:
-            name: str | None = model_name(stem)
-        except BadRequest:
-            name = None
-        if name != stem:
-            target = f"rename it to state/owners/{name}.json" if name else "delete it"
-            report.errors.append(
-                f"misnamed: {rel}: the registry reads owners only from "
-                f"state/owners/<canonical name>.json, so this file has no effect: {target} "
-                "(or merge it into that file if it exists)"
-            )
-            continue
+    for entry, rel, name in model_files(
+        data.owners,
+        "state/owners",
+        report,
+        kind="owners files",
+        what="owners",
+        effect="this file has no effect",
+        also=" (or merge it into that file if it exists)",
+    ):
         named.add(name)
         fix = (
             f"restore it from a backup, or delete it and run `modelpack-registry owners "

@@ -10,11 +10,13 @@ from __future__ import annotations
 import json
 import os
 import stat
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from modelpack_registry.errors import BadRequest
+from modelpack_registry.owners import model_name
 from modelpack_registry.storage import DataDir
 from modelpack_registry.validate import name_and_version
 
@@ -24,6 +26,7 @@ __all__ = [
     "file_readable_by",
     "list_entries",
     "load_json",
+    "model_files",
     "published_names",
     "readable_by",
     "some",
@@ -89,6 +92,32 @@ def stray_file(rel: str, entry: str, kind: str, report: Report) -> bool:
         report.warn(f"{rel}: not read by the registry ({kind}); move it out of the folder")
         return True
     return False
+
+
+def model_files(
+    folder: Path, rel: str, report: Report, *, kind: str, what: str, effect: str, also: str = ""
+) -> Iterator[tuple[str, str, str]]:
+    """``(entry, rel path, model name)`` of each ``<canonical model name>.json`` in
+    ``folder``; a temp, stray or misnamed file is reported instead (``kind`` of files,
+    ``what`` they hold, the ``effect`` of a misnamed one, and ``also`` after its fix).
+    """
+    for entry in list_entries(folder, rel, report):
+        path = f"{rel}/{entry}"
+        if stray_file(path, entry, f"{kind} are named <model-name>.json", report):
+            continue
+        stem = entry[: -len(".json")]
+        try:
+            name: str | None = model_name(stem)
+        except BadRequest:
+            name = None
+        if name != stem:
+            fix = f"rename it to {rel}/{name}.json" if name else "delete it"
+            report.errors.append(
+                f"misnamed: {path}: the registry reads {what} only from "
+                f"{rel}/<canonical name>.json, so {effect}: {fix}{also}"
+            )
+            continue
+        yield entry, path, stem
 
 
 def load_json(path: Path) -> tuple[Any, str | None]:

@@ -25,11 +25,16 @@ import os
 from typing import Any
 
 from modelpack_registry.errors import BadRequest
-from modelpack_registry.owners import model_name
 from modelpack_registry.stages import STAGE_RE
 from modelpack_registry.storage import DataDir
 from modelpack_registry.validate import name_and_version
-from modelpack_registry.verify_common import Report, list_entries, load_json, stray_file
+from modelpack_registry.verify_common import (
+    Report,
+    list_entries,
+    load_json,
+    model_files,
+    stray_file,
+)
 
 __all__ = ["verify_state"]
 
@@ -113,22 +118,14 @@ def _check_stages(
     yanked: set[str],
     report: Report,
 ) -> None:
-    for entry in list_entries(data.stages, "state/stages", report):
-        rel = f"state/stages/{entry}"
-        if stray_file(rel, entry, "stages files are named <model>.json", report):
-            continue
-        stem = entry[: -len(".json")]
-        try:
-            name: str | None = model_name(stem)
-        except BadRequest:
-            name = None
-        if name != stem:
-            fix = f"rename it to state/stages/{name}.json" if name else "delete it"
-            report.errors.append(
-                f"misnamed: {rel}: the registry reads the stages of a model only from "
-                f"state/stages/<canonical name>.json, so these are never served: {fix}"
-            )
-            continue
+    for entry, rel, name in model_files(
+        data.stages,
+        "state/stages",
+        report,
+        kind="stages files",
+        what="the stages of a model",
+        effect="these are never served",
+    ):
         doc, problem = load_json(data.stages / entry)
         problems = [problem] if problem is not None else _stage_problems(doc)
         if problems:
