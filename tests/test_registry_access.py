@@ -9,6 +9,7 @@ processes, real twine and pip, htpasswd files made with bcrypt.
 from __future__ import annotations
 
 import datetime as dt
+import getpass
 import json
 import subprocess
 import threading
@@ -72,8 +73,17 @@ def set_owner(reg: Registry, name: str, user: str, role: str | None, who: tuple[
 
 
 def owners_file(data: Path, name: str) -> dict[str, list[str]]:
-    doc: dict[str, list[str]] = json.loads((data / "state/owners" / f"{name}.json").read_text())
-    return doc
+    """The owners and maintainers in the file (its history aside)."""
+    doc = json.loads((data / "state/owners" / f"{name}.json").read_text())
+    return {key: doc[key] for key in ("owners", "maintainers")}
+
+
+def history(data: Path, name: str) -> list[tuple[str, str | None, str | None, str | None]]:
+    """``(user, from, to, by)`` of each role change in the owners file, oldest first."""
+    doc = json.loads((data / "state/owners" / f"{name}.json").read_text())
+    for change in doc["history"]:
+        assert dt.datetime.fromisoformat(change["at"].replace("Z", "+00:00")).tzinfo
+    return [(c["user"], c["from"], c["to"], c["by"]) for c in doc["history"]]
 
 
 def test_first_uploader_owns_others_ask_and_admins_do_anything(
@@ -106,9 +116,13 @@ def test_first_uploader_owns_others_ask_and_admins_do_anything(
         assert code == 0, out
         assert promote(reg, "model-foo", "2.0", auth("bob")).status_code == 200
         owners_url = f"{reg.url}{API}/model-foo/owners"
-        assert requests.get(owners_url, timeout=10).json() == {
+        got = requests.get(owners_url, timeout=10).json()
+        assert {k: v for k, v in got.items() if k != "history"} == {
             "name": "model-foo", "owners": ["alice"], "maintainers": ["bob"]
         }  # fmt: skip
+        assert [(c["user"], c["to"]) for c in got["history"]] == [
+            ("alice", "owner"), ("bob", "maintainer")
+        ]  # fmt: skip
         # A maintainer cannot change owners; the owner removes him and he is refused again.
         assert set_owner(reg, "model-foo", "bob", "owner", auth("bob")).status_code == 403
         removed = set_owner(reg, "model-foo", "bob", None, auth("alice"))
@@ -136,6 +150,23 @@ def test_first_uploader_owns_others_ask_and_admins_do_anything(
         listed = run_cli("owners", "list", "model-foo", "--data", str(reg.data))
         assert listed.returncode == 0
         assert "owner       alice" in listed.stdout and "owner       bob" in listed.stdout
+        assert "history" not in listed.stdout
+
+        # Who changed whose role, and when: the first upload, the CLI, the API.
+        system_user = "cli:" + getpass.getuser()
+        assert history(reg.data, "model-foo") == [
+            ("alice", None, "owner", "alice"),  # her first upload
+            ("bob", None, "maintainer", system_user),  # `owners add` on the server
+            ("bob", "maintainer", None, "alice"),  # DELETE .../owners/bob
+            ("bob", None, "owner", "carol"),  # PUT by an admin
+        ]
+        assert history(reg.data, "model-dave") == [("dave", None, "owner", "dave")]
+        told = run_cli("owners", "list", "model-foo", "--history", "--data", str(reg.data))
+        lines = told.stdout.splitlines()
+        assert lines[lines.index("history") + 2].endswith(
+            f"bob: none -> maintainer  by {system_user}"
+        ), told.stdout
+        assert lines[-1].endswith("bob: none -> owner  by carol")
         cli_last = run_cli("owners", "remove", "model-dave", "dave", "--data", str(reg.data))
         assert cli_last.returncode == 1 and "last owner" in cli_last.stderr
 

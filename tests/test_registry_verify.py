@@ -353,3 +353,21 @@ def test_errors_and_warnings_together_exit_1_and_count_both(tmp_path: Path) -> N
     )
     assert any("leftover temp file" in w for w in lines(result, "warning: "))
     assert result.stderr.strip() == f"1 problem(s) and 2 warning(s) in {data}"
+
+
+def test_an_unreadable_owners_history_is_a_warning_not_a_lockout(tmp_path: Path) -> None:
+    data = registry_folder(tmp_path, "model-foo")
+    path = data / "state/owners/model-foo.json"
+    doc = json.loads(path.read_text())
+    assert [c["to"] for c in doc["history"]] == ["owner"]  # `owners add` wrote it
+    path.write_text(json.dumps({**doc, "history": "edited by hand"}))
+    result = verify(data)
+    assert result.returncode == 0, result.stdout
+    (warning,) = lines(result, "warning: ")
+    assert warning.startswith('warning: state/owners/model-foo.json: "history" is not a list')
+    assert "access is not affected" in warning
+    # and the owners still hold: the next change starts a new history
+    cli(data, "owners", "add", "model-foo", "bob", "--maintainer")
+    after = json.loads(path.read_text())
+    assert after["owners"] == ["alice"] and [c["user"] for c in after["history"]] == ["bob"]
+    assert verify(data).stdout.strip() == f"{data}: OK"

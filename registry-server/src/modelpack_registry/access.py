@@ -23,7 +23,13 @@ from typing import Any
 
 from modelpack_registry.auth import Htpasswd, basic_credentials, challenge
 from modelpack_registry.errors import Forbidden, Unauthorized
-from modelpack_registry.owners import Owners, has_distributions, read_owners, write_owners
+from modelpack_registry.owners import (
+    Owners,
+    has_distributions,
+    read_owners,
+    role_change,
+    write_owners,
+)
 from modelpack_registry.storage import DataDir
 from modelpack_registry.tokens import TOKEN_USER, verify_token
 
@@ -159,7 +165,8 @@ class UploadGuard:
                 if who.admin:
                     return None  # an admin may publish; ownership stays unassigned
                 raise Forbidden(_ownerless(name, who.user, "upload"))
-            return lambda: write_owners(data, name, Owners(owners=(who.user,)))
+            first = role_change(who.user, None, "owner", who.user)  # the first upload
+            return lambda: write_owners(data, name, Owners(owners=(who.user,)), first)
         if who.admin or owners.role(who.user) is not None:
             return None
         if not owners.owners:

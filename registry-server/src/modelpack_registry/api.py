@@ -6,7 +6,7 @@
     DELETE /api/v1/models/<name>/stages/<stage>             remove the stage
     PUT    /api/v1/models/<name>/versions/<version>/yank    {"reason": "..."}: yank (PEP 592)
     DELETE /api/v1/models/<name>/versions/<version>/yank    un-yank
-    GET    /api/v1/models/<name>/owners                     {"owners", "maintainers"}
+    GET    /api/v1/models/<name>/owners                     {"owners", "maintainers", "history"}
     PUT    /api/v1/models/<name>/owners/<user>              {"role": "owner"|"maintainer"}
     DELETE /api/v1/models/<name>/owners/<user>              (never the last owner)
     GET    /api/v1/openapi.json                             the OpenAPI 3.1 description
@@ -48,7 +48,14 @@ from modelpack_registry.models import (
     yanked_versions,
 )
 from modelpack_registry.openapi import openapi_document
-from modelpack_registry.owners import check_user, model_name, read_owners, remove_user, set_role
+from modelpack_registry.owners import (
+    check_user,
+    model_name,
+    read_history,
+    read_owners,
+    remove_user,
+    set_role,
+)
 from modelpack_registry.stages import check_reason, check_stage, set_stage, set_yank
 from modelpack_registry.validate import versions_equal
 
@@ -210,6 +217,7 @@ def _owners_doc(name: str, access: Access) -> dict[str, Any]:
     doc: dict[str, Any] = {"name": name, "owners": [], "maintainers": []}
     if owners is not None:
         doc.update(owners.as_dict())
+    doc["history"] = read_history(access.data, name)
     return doc
 
 
@@ -240,8 +248,8 @@ def _change_owners(environ: dict[str, Any], method: str, raw_name: str, user: st
             raise BadRequest('send {"role": "owner"} or {"role": "maintainer"}')
         if access.htpasswd is not None and not access.htpasswd.has_user(user):
             raise BadRequest(f"no user {user!r} in this registry's htpasswd file")
-        owners = set_role(access.data, name, user, str(role))
+        owners = set_role(access.data, name, user, str(role), who.user if who else None)
     else:
-        owners = remove_user(access.data, name, user)
+        owners = remove_user(access.data, name, user, who.user if who else None)
     index.invalidate()
     return json_response("200 OK", {"name": name, **owners.as_dict()})

@@ -34,7 +34,9 @@ def add_access_commands(sub: Any, data_help: str) -> None:
 
     owners = sub.add_parser("owners", help="who may publish, yank and promote a model")
     osub = owners.add_subparsers(dest="action", required=True, metavar="ACTION")
-    data_option(osub.add_parser("list", help="show a model's owners and maintainers"))
+    listing = data_option(osub.add_parser("list", help="show a model's owners and maintainers"))
+    listing.add_argument("--history", action="store_true",
+                         help="also who changed whose role, and when")  # fmt: skip
     add = data_option(osub.add_parser("add", help="make USER an owner (or a maintainer)"))
     add.add_argument("--maintainer", action="store_true",
                      help="upload, yank and promote only; cannot change owners")  # fmt: skip
@@ -61,7 +63,14 @@ def add_access_commands(sub: Any, data_help: str) -> None:
 
 
 def _owners(args: argparse.Namespace) -> int:
-    from modelpack_registry.owners import model_name, read_owners, remove_user, set_role
+    from modelpack_registry.owners import (
+        cli_actor,
+        model_name,
+        read_history,
+        read_owners,
+        remove_user,
+        set_role,
+    )
     from modelpack_registry.storage import DataDir
 
     check_data(args.data)
@@ -69,10 +78,10 @@ def _owners(args: argparse.Namespace) -> int:
     name = model_name(args.name)
     if args.action == "add":
         role = "maintainer" if args.maintainer else "owner"
-        set_role(data, name, args.user, role)
+        set_role(data, name, args.user, role, cli_actor())
         print(f"{args.user} is now {'a maintainer' if args.maintainer else 'an owner'} of {name}")
     elif args.action == "remove":
-        remove_user(data, name, args.user)
+        remove_user(data, name, args.user, cli_actor())
         print(f"{args.user} removed from {name}")
     owners = read_owners(data, name)
     if owners is None:
@@ -87,6 +96,13 @@ def _owners(args: argparse.Namespace) -> int:
             print(f"  owner       {user}")
         for user in owners.maintainers:
             print(f"  maintainer  {user}")
+        if args.history:
+            print("history")
+            for change in read_history(data, name):
+                print(
+                    f"  {change.get('at')}  {change.get('user')}: {change.get('from') or 'none'}"
+                    f" -> {change.get('to') or 'none'}  by {change.get('by') or 'anonymous'}"
+                )
     return 0
 
 

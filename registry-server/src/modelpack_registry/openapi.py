@@ -111,7 +111,15 @@ _SCHEMAS: dict[str, Any] = {
         {"stage": _STR, "version": _NSTR, "previous": _NSTR, "by": _NSTR, "at": _TIME}
     ),
     "YankRequest": _obj({"reason": {"type": "string", "minLength": 1, "maxLength": 500}}),
-    "Owners": _obj({"name": _STR, "owners": _STRS, "maintainers": _STRS}),
+    "Owners": _obj(
+        {
+            "name": _STR,
+            "owners": _STRS,
+            "maintainers": _STRS,
+            "history": {"type": "array", "items": _ref("RoleChange")},
+        }
+    ),
+    "RoleChange": _obj({"user": _STR, "from": _NSTR, "to": _NSTR, "by": _NSTR, "at": _TIME}),
     "Role": _obj({"role": {"type": "string", "enum": ["owner", "maintainer"]}}),
     "YankState": _obj(
         {"name": _STR, "version": _STR, "yanked": {"type": "boolean"}, "reason": _NSTR}

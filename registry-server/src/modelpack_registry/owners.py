@@ -2,7 +2,17 @@
 
 ::
 
-    state/owners/<canonical-name>.json   {"owners": ["alice"], "maintainers": ["bob"]}
+    state/owners/<canonical-name>.json
+        {"owners": ["alice"], "maintainers": ["bob"],
+         "history": [{"user": "alice", "from": null, "to": "owner", "by": "alice",
+                      "at": "2024-05-01T12:00:00Z"},
+                     {"user": "bob", "from": null, "to": "maintainer", "by": "alice", ...}]}
+
+``history`` says who changed whose role, and when: ``from``/``to`` are ``"owner"``,
+``"maintainer"`` or null (none), ``by`` is the user who made the change through the API
+or an upload, ``cli:<system user>`` for ``modelpack-registry owners`` (a name no
+htpasswd user can have), or null for an anonymous registry. Files written before the
+history existed start it at their next change.
 
 The file is created by :meth:`DataDir.publish` for the first authenticated upload of a
 name (its uploader becomes the only owner), or by ``modelpack-registry owners add`` and
@@ -18,6 +28,7 @@ owner. An unreadable or corrupt owners file counts as "no owners" (fail closed).
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import re
@@ -27,6 +38,7 @@ from typing import Any
 from packaging.utils import canonicalize_name
 
 from modelpack_registry.errors import BadRequest, Conflict, NotFound, RegistryError
+from modelpack_registry.maintenance import utc_now
 from modelpack_registry.storage import DataDir
 from modelpack_registry.validate import name_and_version
 
@@ -34,10 +46,13 @@ __all__ = [
     "ROLES",
     "Owners",
     "check_user",
+    "cli_actor",
     "has_distributions",
     "model_name",
+    "read_history",
     "read_owners",
     "remove_user",
+    "role_change",
     "set_role",
     "write_owners",
 ]
@@ -107,13 +122,18 @@ def _users(value: object) -> tuple[str, ...]:
     return tuple(dict.fromkeys(str(v) for v in value if isinstance(v, str) and v))
 
 
+def _read(data: DataDir, name: str) -> Any:
+    """The parsed owners file; raises FileNotFoundError, or OSError/ValueError."""
+    return json.loads((data.owners / f"{name}.json").read_bytes())
+
+
 def read_owners(data: DataDir, name: str) -> Owners | None:
     """The owners of ``name``; None if it has no owners file.
 
     A file that cannot be read or parsed gives ``Owners()`` (nobody but admins).
     """
     try:
-        raw: Any = json.loads((data.owners / f"{name}.json").read_bytes())
+        raw = _read(data, name)
     except FileNotFoundError:
         return None
     except (OSError, ValueError):
@@ -125,10 +145,41 @@ def read_owners(data: DataDir, name: str) -> Owners | None:
     return Owners(owners, maintainers)
 
 
-def write_owners(data: DataDir, name: str, owners: Owners) -> None:
-    """Write the owners file atomically; the caller holds :meth:`DataDir.locked`."""
+def read_history(data: DataDir, name: str) -> list[dict[str, Any]]:
+    """The role changes of ``name``, oldest first; [] without a file or a readable one."""
+    try:
+        raw = _read(data, name)
+    except (OSError, ValueError):
+        return []
+    history = raw.get("history") if isinstance(raw, dict) else None
+    return [h for h in history if isinstance(h, dict)] if isinstance(history, list) else []
+
+
+def cli_actor() -> str:
+    """``by`` for a change made with ``modelpack-registry owners``: ``cli:<system user>``."""
+    try:
+        who = getpass.getuser()
+    except (KeyError, OSError):  # a container uid with no passwd entry
+        who = f"uid-{os.getuid()}"
+    return f"cli:{who}"
+
+
+def role_change(user: str, before: str | None, after: str | None,
+                by: str | None) -> dict[str, Any]:  # fmt: skip
+    """One ``history`` entry."""
+    return {"user": user, "from": before, "to": after, "by": by, "at": utc_now()}
+
+
+def write_owners(
+    data: DataDir, name: str, owners: Owners, change: dict[str, Any] | None = None
+) -> None:
+    """Write the owners file atomically, ``change`` added to its history.
+
+    The caller holds :meth:`DataDir.locked`.
+    """
     data.owners.mkdir(parents=True, exist_ok=True)
-    body = json.dumps(owners.as_dict(), indent=1).encode() + b"\n"
+    history = read_history(data, name) + ([change] if change else [])
+    body = json.dumps({**owners.as_dict(), "history": history}, indent=1).encode() + b"\n"
     data.atomic_write(data.owners / f"{name}.json", body)
 
 
@@ -149,8 +200,10 @@ def has_distributions(data: DataDir, name: str) -> bool:
     return False
 
 
-def set_role(data: DataDir, name: str, user: str, role: str) -> Owners:
+def set_role(data: DataDir, name: str, user: str, role: str, by: str | None = None) -> Owners:
     """Make ``user`` an owner or a maintainer of ``name`` (locked, atomic); return the result.
+
+    ``by`` (who asked) goes into the file's history with the change.
 
     :raises BadRequest: unknown role or invalid user name.
     :raises Conflict: it would demote the last owner.
@@ -169,13 +222,15 @@ def set_role(data: DataDir, name: str, user: str, role: str) -> Owners:
                 raise Conflict(_last_owner(name, user, "make them a maintainer"))
             maintainers.append(user)
         result = Owners(tuple(owners), tuple(maintainers))
-        write_owners(data, name, result)
+        write_owners(data, name, result, role_change(user, current.role(user), role, by))
         data.bump_generation()
     return result
 
 
-def remove_user(data: DataDir, name: str, user: str) -> Owners:
+def remove_user(data: DataDir, name: str, user: str, by: str | None = None) -> Owners:
     """Remove ``user`` from the owners and maintainers of ``name``; return the result.
+
+    ``by`` (who asked) goes into the file's history with the change.
 
     :raises NotFound: ``user`` is neither.
     :raises Conflict: ``user`` is the last owner.
@@ -189,7 +244,7 @@ def remove_user(data: DataDir, name: str, user: str) -> Owners:
         if current.owners and not owners:
             raise Conflict(_last_owner(name, user, "remove them"))
         result = Owners(owners, tuple(u for u in current.maintainers if u != user))
-        write_owners(data, name, result)
+        write_owners(data, name, result, role_change(user, current.role(user), None, by))
         data.bump_generation()
     return result
 

@@ -18,8 +18,8 @@ the way :mod:`~modelpack_registry.owners`, :mod:`~modelpack_registry.tokens` and
              a token that has expired, or expires within two weeks
              with --htpasswd: owners or tokens naming a user who is not in it; models
              with files but no owners file (admins only); an htpasswd file with no users
-             a user listed twice in one owners file; a leftover temp file or a stray
-             file in state/owners/ or state/tokens/
+             a user listed twice in one owners file, or its history unreadable; a
+             leftover temp file or a stray file in state/owners/ or state/tokens/
              a token file or the htpasswd file that its group or others can read
 
 Errors are files the server silently reads as something else: it fails closed (an owners
@@ -133,9 +133,9 @@ def _owner_lists(doc: Any) -> tuple[dict[str, list[str]], list[str]]:
         return {}, ['is not a JSON object like {"owners": ["alice"], "maintainers": []}']
     problems = [
         f"has an unknown key {key!r} that the registry ignores (it reads only "
-        '"owners" and "maintainers")'
+        '"owners" and "maintainers", and keeps "history")'
         for key in doc
-        if key not in _OWNER_KEYS
+        if key not in (*_OWNER_KEYS, "history")
     ]
     lists: dict[str, list[str]] = {}
     for key in _OWNER_KEYS:
@@ -184,6 +184,13 @@ def _check_owners(
                 f"'no owners' (only admins may change {name}): {fix}"
             )
             continue
+        history = doc.get("history", [])
+        if not isinstance(history, list) or not all(isinstance(h, dict) for h in history):
+            report.warn(
+                f'{rel}: "history" is not a list of changes, so who changed the owners of '
+                f"{name}, and when, is lost (access is not affected); the next change "
+                "starts a new history: restore the file from a backup to keep the old one"
+            )
         owners, maintainers = lists.get("owners", []), lists.get("maintainers", [])
         twice = sorted({u for u in owners if owners.count(u) > 1}
                        | {u for u in maintainers if maintainers.count(u) > 1 or u in owners})  # fmt: skip
