@@ -157,18 +157,38 @@ class UploadGuard:
 
         :raises Forbidden: not an owner/maintainer/admin, wrong token, ownerless model.
         """
+        if not self._may_publish(data, name):
+            return None
+        user = self.who.user
+        first = role_change(user, None, "owner", user)  # the first upload
+        return lambda: write_owners(data, name, Owners(owners=(user,)), first)
+
+    def check_publish(self, data: DataDir, name: str) -> None:
+        """Refuse now what :meth:`authorize_publish` would refuse, claiming nothing.
+
+        Read-only and without the lock: it lets an upload be refused before its body
+        arrives. The decision that counts is still the one taken under the lock.
+
+        :raises Forbidden: as :meth:`authorize_publish`.
+        """
+        self._may_publish(data, name)
+
+    def _may_publish(self, data: DataDir, name: str) -> bool:
+        """The rules of both: allow (True when ``name`` is new: the uploader claims it).
+
+        :raises Forbidden: not an owner/maintainer/admin, wrong token, ownerless model.
+        """
         who = self.who
         _check_scope(who, name, "upload")
         owners = read_owners(data, name)
         if owners is None:
             if has_distributions(data, name):
                 if who.admin:
-                    return None  # an admin may publish; ownership stays unassigned
+                    return False  # an admin may publish; ownership stays unassigned
                 raise Forbidden(_ownerless(name, who.user, "upload"))
-            first = role_change(who.user, None, "owner", who.user)  # the first upload
-            return lambda: write_owners(data, name, Owners(owners=(who.user,)), first)
+            return True
         if who.admin or owners.role(who.user) is not None:
-            return None
+            return False
         if not owners.owners:
             raise Forbidden(_ownerless(name, who.user, "upload"))
         raise Forbidden(_not_yours(name, owners, who.user, "upload"))

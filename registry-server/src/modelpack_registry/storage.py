@@ -148,6 +148,9 @@ class PublishGuard(Protocol):
         May return an action, run (still under the lock) once the file is published.
         """
 
+    def check_publish(self, data: DataDir, name: str) -> None:
+        """Raise now what :meth:`authorize_publish` would raise; read-only, no lock."""
+
 
 class DataDir:
     """Paths and primitive operations on one data folder."""
@@ -347,6 +350,20 @@ class DataDir:
                 after()
             self.bump_generation()
         temp.discard()
+
+    def check_publish(self, filename: str, name: str) -> None:
+        """Raise now what :meth:`publish` would raise for ``filename`` of project ``name``.
+
+        Read-only and without the lock, so that an upload can be refused before its
+        body is received; :meth:`publish` still decides, under the lock.
+
+        :raises Conflict: if that filename is already published.
+        :raises Forbidden: if :attr:`guard` would refuse it.
+        """
+        if os.path.lexists(self.packages / filename):
+            raise Conflict(_exists_message(filename))
+        if self.guard is not None:
+            self.guard.check_publish(self, name)
 
     def yank_reason(self, filename: str) -> str | None:
         """PEP 592: the reason from ``state/yanked/<filename>.json``, None if not yanked."""
