@@ -52,6 +52,7 @@ from modelpack_registry.catalog import CSP, render_catalog, render_model
 from modelpack_registry.errors import HTTPFailure, MethodNotAllowed, NotFound
 from modelpack_registry.files import Response, serve_file
 from modelpack_registry.index import Index, Snapshot, make_deriver
+from modelpack_registry.linger import close_after
 from modelpack_registry.simple import (
     content_type,
     negotiate,
@@ -157,6 +158,10 @@ class RegistryApp:
             log.exception("internal error on %s %s", method, environ.get("PATH_INFO"))
             result = _text("500 Internal Server Error", "internal server error (see server log)")
         status, headers, body = result
+        if method not in ("GET", "HEAD") and not status.startswith("2"):
+            # A refused write may leave most of its body unsent: close without losing
+            # the answer (linger.py).
+            body = close_after(environ, start_response, body)
         start_response(status, headers)
         if method == "HEAD" and isinstance(body, list):
             return []
