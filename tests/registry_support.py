@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import os
 import socket
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
+from typing import Any, BinaryIO
 
 import requests
 
@@ -66,6 +68,26 @@ def make_wheel(
     return path
 
 
+def make_big_wheel(folder: Path, name: str, version: str, size: int) -> Path:
+    """A model wheel (entry point, weights) whose weights are ``size`` zero bytes.
+
+    Written in 1 MiB blocks, so it costs a fraction of a second. The weights are not in
+    RECORD: the wheel is for uploads the registry refuses before reading them (twine
+    and ``modelpack publish`` read METADATA and the entry point, and hash the file).
+    """
+    package = name.replace("-", "_")
+    entry_points = f"[modelpack.models]\n{name} = {package}:load\n".encode()
+    distinfo = f"{package}-{version}.dist-info"
+    path = make_wheel(folder, name, version,
+                      extra_members={f"{distinfo}/entry_points.txt": entry_points})  # fmt: skip
+    block = bytes(1 << 20)
+    member = f"{package}/weights/weights.bin"
+    with zipfile.ZipFile(path, "a") as zf, zf.open(member, "w", force_zip64=True) as f:
+        for start in range(0, size, len(block)):
+            f.write(block[: size - start])
+    return path
+
+
 def twine_upload(
     url: str, *files: Path, user: str | None = None, password: str | None = None
 ) -> subprocess.CompletedProcess[str]:
@@ -81,10 +103,12 @@ def twine_upload(
 BOUNDARY = "modelpackTestBoundary7MA4YWxkTrZu0gW"
 
 
-def multipart_body(
-    filename: str, content: bytes, fields: dict[str, str] | None = None
-) -> tuple[bytes, str]:
-    """A twine-like multipart body; returns (body, content type)."""
+MULTIPART_TYPE = f"multipart/form-data; boundary={BOUNDARY}"
+MULTIPART_END = f"\r\n--{BOUNDARY}--\r\n".encode()
+
+
+def multipart_head(filename: str, fields: dict[str, str] | None = None) -> bytes:
+    """Everything of a twine-like multipart body before the file's bytes."""
     form = {":action": "file_upload", "protocol_version": "1", **(fields or {})}
     parts = []
     for key, value in form.items():
@@ -95,11 +119,47 @@ def multipart_body(
     parts.append(
         f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="content"; '
         f'filename="{filename}"\r\nContent-Type: application/octet-stream\r\n\r\n'.encode()
-        + content
-        + b"\r\n"
     )
-    parts.append(f"--{BOUNDARY}--\r\n".encode())
-    return b"".join(parts), f"multipart/form-data; boundary={BOUNDARY}"
+    return b"".join(parts)
+
+
+def multipart_body(
+    filename: str, content: bytes, fields: dict[str, str] | None = None
+) -> tuple[bytes, str]:
+    """A twine-like multipart body; returns (body, content type)."""
+    return multipart_head(filename, fields) + content + MULTIPART_END, MULTIPART_TYPE
+
+
+class MultipartFile:
+    """A twine-like multipart body around a file on disk, read in blocks as it is sent.
+
+    requests sends it with a Content-Length (it has ``__len__``), as twine does.
+    """
+
+    def __init__(self, path: Path, fields: dict[str, str] | None = None) -> None:
+        head = multipart_head(path.name, fields)
+        self._parts: list[BinaryIO] = [io.BytesIO(head), path.open("rb"), io.BytesIO(MULTIPART_END)]
+        self._length = len(head) + path.stat().st_size + len(MULTIPART_END)
+
+    def __len__(self) -> int:
+        return self._length
+
+    def read(self, size: int = -1) -> bytes:
+        while self._parts:
+            block = self._parts[0].read(size)
+            if block:
+                return block
+            self._parts.pop(0).close()
+        return b""
+
+
+def stream_upload(
+    url: str, path: Path, fields: dict[str, str] | None = None, **kw: Any
+) -> requests.Response:
+    """POST a file from disk the way twine does (fields first), with plain requests."""
+    body: Any = MultipartFile(path, fields)
+    headers = {"Content-Type": MULTIPART_TYPE}
+    return requests.post(f"{url}/", data=body, headers=headers, timeout=30, **kw)
 
 
 def post_upload(
