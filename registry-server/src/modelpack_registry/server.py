@@ -119,7 +119,8 @@ class _Gunicorn(BaseApplication):  # type: ignore[misc]
 
     def load_config(self) -> None:
         for key, value in self.options.items():
-            self.cfg.set(key, value)
+            if key in self.cfg.settings:  # a setting this gunicorn has (see serve())
+                self.cfg.set(key, value)
 
     def load(self) -> RegistryApp:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -149,8 +150,9 @@ def serve(config: ServeConfig) -> None:
         "errorlog": "-",
         "loglevel": "info",
         "proc_name": "modelpack-registry",
-        # gunicorn >= 25 opens a control socket at one fixed path per user; two registries
-        # on one machine would fight over it, and we do not use it.
+        # gunicorn 26+ opens a control socket at one fixed path per user; two registries
+        # on one machine would fight over it, and we do not use it. Older versions have
+        # no such setting (nor socket), so load_config skips it there.
         "control_socket_disable": True,
     }
     _Gunicorn(config, options).run()
