@@ -151,8 +151,9 @@ def _cmd_show(args: argparse.Namespace) -> int:
     print("versions:")
     for v in model.get("versions", []):
         when = (v.get("upload_time") or "")[:19]
+        by = f"  by {v['uploaded_by']}" if v.get("uploaded_by") else ""
         mark = f"  YANKED: {v.get('yanked_reason') or 'no reason given'}" if v.get("yanked") else ""
-        print(f"  {v['version']:<12} {when}{mark}")
+        print(f"  {v['version']:<12} {when}{by}{mark}")
     registry = resolve_registry(args.registry)
     if latest:
         from modelpack.index import IndexClient

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import getpass
 import json
+import re
 import subprocess
 import threading
 from pathlib import Path
@@ -21,7 +22,7 @@ import requests
 from registry_support import listing, make_wheel, post_upload, twine_upload
 from test_registry_ops import run_cli
 
-from support import Registry, Venv, ok
+from support import Registry, Venv, modelpack, ok
 
 API = "/api/v1/models"
 PASSWORDS = {"alice": "alice-pw", "bob": "bob-pw", "carol": "carol-pw"}
@@ -263,6 +264,48 @@ def test_api_token_is_scoped_to_one_model_hashed_and_revocable(
                                auth=("__token__", token))  # fmt: skip
         assert response.status_code == 403 and "revoked" in response.text
         assert run_cli("tokens", "revoke", token_id, "--data", str(data)).returncode == 1
+
+
+def test_each_file_records_who_uploaded_it_and_reindex_keeps_it(
+    tmp_path: Path, htpasswd: Path
+) -> None:
+    dist = tmp_path / "dist"
+    data = tmp_path / "data"
+
+    def uploads(reg: Registry) -> dict[str, tuple[str | None, str | None, str | None]]:
+        """version -> (version's uploaded_by, file's uploaded_by, file's upload_token)."""
+        doc = requests.get(f"{reg.url}{API}/model-foo", timeout=10).json()
+        return {
+            v["version"]: (v["uploaded_by"], v["files"][0]["uploaded_by"],
+                           v["files"][0]["upload_token"])
+            for v in doc["versions"]
+        }  # fmt: skip
+
+    with server(tmp_path, htpasswd, data=data) as reg:
+        assert twine(reg, make_wheel(dist, "model-foo", "1.0"), "alice")[0] == 0
+        token = ok(run_cli("tokens", "create", "--model", "model-foo", "--user", "alice",
+                           "--data", str(data))).strip()  # fmt: skip
+        assert twine(reg, make_wheel(dist, "model-foo", "2.0"), "__token__", token)[0] == 0
+        assert twine(reg, make_wheel(dist, "model-foo", "3.0"), "carol")[0] == 0  # an admin
+        token_id = token.split("_")[1]
+        expected = {
+            "1.0": ("alice", "alice", None),
+            "2.0": ("alice", "alice", token_id),
+            "3.0": ("carol", "carol", None),
+        }
+        assert uploads(reg) == expected
+        assert "published model_foo-2.0-py3-none-any.whl" in reg.log.read_text()
+        assert f"by alice (token {token_id})" in reg.log.read_text()
+        page = requests.get(f"{reg.url}/models/model-foo", timeout=10).text
+        assert "<td>carol</td>" in page and "<th>By</th>" in page
+        shown = modelpack("show", "model-foo", "--registry", reg.url)
+        assert shown.returncode == 0, shown.stderr
+        assert re.search(r"^  2\.0 .* by alice$", shown.stdout, re.M), shown.stdout
+
+    # meta/ is derived, but who uploaded a file is not in the file: reindex keeps it
+    assert ok(run_cli("reindex", "--data", str(data)))
+    with server(tmp_path, htpasswd, data=data) as reg:
+        assert uploads(reg) == expected
 
 
 def test_api_tokens_expire_and_say_so(tmp_path: Path, htpasswd: Path) -> None:

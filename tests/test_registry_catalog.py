@@ -202,9 +202,10 @@ def test_model_json_api_shape(registry: Registry, tmp_path: Path) -> None:
     assert [v["version"] for v in doc["versions"]] == ["1.0", "1.9", "1.10"]
     first = doc["versions"][0]
     assert set(first) == {
-        "version", "upload_time", "yanked", "yanked_reason", "summary", "requires_python",
-        "requires_dist", "manifest", "files",
+        "version", "upload_time", "uploaded_by", "yanked", "yanked_reason", "summary",
+        "requires_python", "requires_dist", "manifest", "files",
     }  # fmt: skip
+    assert first["uploaded_by"] is None  # an anonymous (loopback) registry
     assert first["yanked"] is False and first["yanked_reason"] is None
     assert first["requires_python"] == ">=3.8"
     wheel = dist / "model_foo-1.0-py3-none-any.whl"
@@ -215,6 +216,8 @@ def test_model_json_api_shape(registry: Registry, tmp_path: Path) -> None:
             "sha256": hashlib.sha256(wheel.read_bytes()).hexdigest(),
             "size": wheel.stat().st_size,
             "upload_time": first["upload_time"],
+            "uploaded_by": None,
+            "upload_token": None,
         }
     ]
     assert requests.get(f"{registry.url}{first['files'][0]['url']}").content == wheel.read_bytes()

@@ -211,12 +211,12 @@ def render_model(snap: Snapshot, data: DataDir, name: str, base: str, script: st
         )
         vrows.append(
             f'<tr class="version"><td>{_esc(v["version"])}{mark}</td>'
-            f"<td>{_esc(v['upload_time'][:19].replace('T', ' '))}</td><td>{files}</td></tr>"
+            f"<td>{_esc(v['upload_time'][:19].replace('T', ' '))}</td>"
+            f"<td>{_esc(v['uploaded_by'] or '')}</td><td>{files}</td></tr>"
         )
     parts.append(
-        "<h2>Versions</h2><table><tr><th>Version</th><th>Uploaded (UTC)</th><th>Files</th></tr>"
-        + "".join(vrows)
-        + "</table>"
+        "<h2>Versions</h2><table><tr><th>Version</th><th>Uploaded (UTC)</th><th>By</th>"
+        "<th>Files</th></tr>" + "".join(vrows) + "</table>"
     )
     deps = detail["requires_dist"]
     parts.append(

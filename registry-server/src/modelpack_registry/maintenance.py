@@ -1,7 +1,7 @@
 """``verify`` and ``reindex``: check the data folder, and rebuild what can be derived.
 
 Both treat ``packages/`` as the whole state. ``reindex`` rewrites every ``meta/`` file
-from the distributions alone (keeping each record's ``upload_time`` when a valid one is
+from the distributions alone (keeping each record's ``upload_time`` and uploader when a valid one is
 there, else the file's mtime), removes orphaned records and derived temp files, and bumps
 ``generation`` so running servers reload. ``state/`` is never touched. The CLI's
 ``verify`` also reads ``state/owners/`` and ``state/tokens/`` (and an htpasswd file) with
@@ -44,9 +44,12 @@ def file_sha256(path: Path) -> str:
 
 
 def derive_record(
-    data: DataDir, filename: str, upload_time: str | None = None
+    data: DataDir, filename: str, old: Record | None = None
 ) -> tuple[Record, bytes | None]:
     """Build the record and METADATA of ``packages/<filename>`` from the file alone.
+
+    What the file cannot tell (when and by whom it was uploaded) is kept from ``old``, the
+    file's previous record; without one the upload time is the file's mtime.
 
     :raises BadRequest: if the distribution is invalid (see ``inspect_distribution``).
     :raises OSError: if it cannot be read.
@@ -54,8 +57,11 @@ def derive_record(
     path = data.packages / filename
     info = inspect_distribution(path, filename)
     stat = path.stat()
-    if upload_time is None:
-        upload_time = iso_utc(dt.datetime.fromtimestamp(stat.st_mtime, dt.timezone.utc))
+    upload_time = (
+        old.upload_time
+        if old is not None
+        else iso_utc(dt.datetime.fromtimestamp(stat.st_mtime, dt.timezone.utc))
+    )
     record = Record(
         filename=filename,
         name=info.name,
@@ -69,6 +75,8 @@ def derive_record(
             hashlib.sha256(info.metadata).hexdigest() if info.metadata is not None else None
         ),
         **describe(path, filename, info.metadata),
+        uploaded_by=old.uploaded_by if old is not None else None,
+        upload_token=old.upload_token if old is not None else None,
     )
     return record, info.metadata
 
@@ -147,7 +155,7 @@ def reindex(data: DataDir) -> ReindexResult:
         for filename in packages:
             old = data.load_record(filename)
             try:
-                record, metadata = derive_record(data, filename, old.upload_time if old else None)
+                record, metadata = derive_record(data, filename, old)
             except (BadRequest, OSError) as exc:
                 result.invalid.append(f"packages/{filename}: {exc}")
                 for path in (data.record_path(filename), data.metadata_path(filename)):

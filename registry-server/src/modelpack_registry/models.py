@@ -204,6 +204,7 @@ def describe_model(snap: Snapshot, name: str, script: str = "") -> dict[str, Any
                 {
                     "version": version,
                     "upload_time": min(r.upload_time for r in records),
+                    "uploaded_by": main.uploaded_by if main else None,
                     "yanked": yanked,
                     "yanked_reason": (next((r for r in reasons if r), None) if yanked else None),
                     "summary": main.summary if main else None,
@@ -217,6 +218,8 @@ def describe_model(snap: Snapshot, name: str, script: str = "") -> dict[str, Any
                             "sha256": r.sha256,
                             "size": r.size,
                             "upload_time": r.upload_time,
+                            "uploaded_by": r.uploaded_by,
+                            "upload_token": r.upload_token,
                         }
                         for r in records
                     ],

@@ -77,12 +77,15 @@ _SCHEMAS: dict[str, Any] = {
             "sha256": _STR,
             "size": {"type": "integer"},
             "upload_time": _TIME,
+            "uploaded_by": _NSTR,
+            "upload_token": _NSTR,
         }
     ),
     "Version": _obj(
         {
             "version": _STR,
             "upload_time": _TIME,
+            "uploaded_by": _NSTR,
             "yanked": {"type": "boolean"},
             "yanked_reason": _NSTR,
             "summary": _NSTR,

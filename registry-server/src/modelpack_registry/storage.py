@@ -80,6 +80,10 @@ class Record:
     keywords: tuple[str, ...] = ()
     classifiers: tuple[str, ...] = ()
     license: str | None = None
+    # Who published it (None: an anonymous registry, or a file placed by hand), and the
+    # id of the API token used, if one was. Kept by reindex, like upload_time.
+    uploaded_by: str | None = None
+    upload_token: str | None = None
 
     def to_json(self) -> bytes:
         """The record as it is stored on disk."""
@@ -110,6 +114,8 @@ class Record:
                 keywords=_str_tuple(data.get("keywords")),
                 classifiers=_str_tuple(data.get("classifiers")),
                 license=_opt_str(data.get("license")),
+                uploaded_by=_opt_str(data.get("uploaded_by")),
+                upload_token=_opt_str(data.get("upload_token")),
             )
         except (KeyError, TypeError) as exc:
             raise ValueError(f"record field missing or wrong: {exc}") from exc

@@ -355,9 +355,12 @@ def _too_large(limits: UploadLimits) -> str:
     )
 
 
-def handle_upload(environ: dict[str, Any], data: DataDir, index: Index,
-                  limits: UploadLimits) -> str:  # fmt: skip
+def handle_upload(environ: dict[str, Any], data: DataDir, index: Index, limits: UploadLimits,
+                  uploader: tuple[str, str | None] | None = None) -> str:  # fmt: skip
     """Receive, validate and publish one upload; return a success message.
+
+    ``uploader``: the authenticated user and the id of the API token used (or None),
+    recorded with the file; None on an anonymous registry.
 
     What can be refused from the form fields and the file name alone is refused as soon
     as those arrive, before the rest of the body is read (see the module docstring).
@@ -383,7 +386,7 @@ def handle_upload(environ: dict[str, Any], data: DataDir, index: Index,
             # A client that stalls mid-body must not hold a worker thread forever.
             sock.settimeout(IDLE_TIMEOUT)
         temp = data.new_temp()
-        return _receive_and_publish(environ, data, index, limits, form, temp)
+        return _receive_and_publish(environ, data, index, limits, form, temp, uploader)
     except ClientGone as exc:
         log.warning("upload aborted by the client: %s", exc)
         raise BadRequest("the upload was incomplete (connection closed)") from exc
@@ -398,7 +401,8 @@ def handle_upload(environ: dict[str, Any], data: DataDir, index: Index,
 
 
 def _receive_and_publish(environ: dict[str, Any], data: DataDir, index: Index,
-                         limits: UploadLimits, form: _Form, temp: TempUpload) -> str:  # fmt: skip
+                         limits: UploadLimits, form: _Form, temp: TempUpload,
+                         uploader: tuple[str, str | None] | None) -> str:  # fmt: skip
     def refuse_early(got: _Form) -> None:
         """The checks below that need only the fields sent so far and the file name."""
         filename = got.filename
@@ -442,10 +446,17 @@ def _receive_and_publish(environ: dict[str, Any], data: DataDir, index: Index,
         core_metadata_sha256=(
             hashlib.sha256(info.metadata).hexdigest() if info.metadata is not None else None
         ),
+        uploaded_by=uploader[0] if uploader else None,
+        upload_token=uploader[1] if uploader else None,
     )
     data.publish(temp, record, info.metadata)
     index.invalidate()
-    log.info("published %s (%d bytes, sha256 %s)", filename, form.size, digest)
+    by = (
+        f" by {uploader[0]}" + (f" (token {uploader[1]})" if uploader[1] else "")
+        if uploader
+        else ""
+    )
+    log.info("published %s (%d bytes, sha256 %s)%s", filename, form.size, digest, by)
     return f"OK: {filename} published\n"
 
 
