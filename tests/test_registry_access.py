@@ -370,9 +370,54 @@ def test_api_tokens_expire_and_say_so(tmp_path: Path, htpasswd: Path) -> None:
         path.write_text(json.dumps(doc))
         listed = ok(run_cli("tokens", "list", "--data", str(data)))
         row = next(line for line in listed.splitlines() if line.startswith(doc["id"]))
-        assert row.endswith("expires 2020-01-01T00:00:00Z  (expired)"), row
+        assert "expires 2020-01-01T00:00:00Z  last used 20" in row, row
+        assert row.endswith("  (expired)"), row
         never = next(line for line in listed.splitlines() if line.startswith(forever[4:20]))
-        assert never.endswith("expires never"), never
+        assert "expires never  last used 20" in never and "expired" not in never, never
+
+
+def test_a_token_records_when_it_was_last_used_at_most_hourly(
+    tmp_path: Path, htpasswd: Path
+) -> None:
+    dist = tmp_path / "dist"
+    data = tmp_path / "data"
+    with server(tmp_path, htpasswd, data=data) as reg:
+        assert twine(reg, make_wheel(dist, "model-foo", "1.0"), "alice")[0] == 0
+        token = ok(run_cli("tokens", "create", "--model", "model-foo", "--user", "alice",
+                           "--data", str(data))).strip()  # fmt: skip
+        path = data / "state/tokens" / f"{token.split('_')[1]}.json"
+        assert json.loads(path.read_text())["last_used"] is None  # made, never used
+        assert "last used never" in ok(run_cli("tokens", "list", "--data", str(data)))
+
+        before = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+        assert promote(reg, "model-foo", "1.0", ("__token__", token)).status_code == 200
+        used = dt.datetime.fromisoformat(json.loads(path.read_text())["last_used"][:-1] + "+00:00")
+        assert before <= used <= dt.datetime.now(dt.timezone.utc)
+        assert path.stat().st_mode & 0o777 == 0o600  # rewritten owner-only, like on create
+        written = path.stat().st_ino
+
+        # within the hour, a use writes nothing (a busy CI token: one write an hour)
+        assert promote(reg, "model-foo", "1.0", ("__token__", token)).status_code == 200
+        assert path.stat().st_ino == written
+
+        # an hour later, as far as the file says, the next use writes the new time
+        doc = json.loads(path.read_text())
+        path.write_text(json.dumps({**doc, "last_used": "2020-01-01T00:00:00Z"}))
+        assert promote(reg, "model-foo", "1.0", ("__token__", token)).status_code == 200
+        assert json.loads(path.read_text())["last_used"] > "2026"
+        listed = ok(run_cli("tokens", "list", "--data", str(data)))
+        assert f"last used {json.loads(path.read_text())['last_used']}" in listed
+
+        # a damaged date never refuses the token; the next use repairs it
+        path.write_text(json.dumps({**doc, "last_used": "yesterday"}))
+        assert promote(reg, "model-foo", "1.0", ("__token__", token)).status_code == 200
+        assert json.loads(path.read_text())["last_used"] > "2026"
+
+        # a wrong secret is not a use
+        doc = json.loads(path.read_text())
+        wrong = token[:-1] + ("x" if not token.endswith("x") else "y")
+        assert promote(reg, "model-foo", "1.0", ("__token__", wrong)).status_code == 403
+        assert json.loads(path.read_text()) == doc
 
 
 @pytest.mark.parametrize(

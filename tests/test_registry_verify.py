@@ -371,3 +371,37 @@ def test_an_unreadable_owners_history_is_a_warning_not_a_lockout(tmp_path: Path)
     after = json.loads(path.read_text())
     assert after["owners"] == ["alice"] and [c["user"] for c in after["history"]] == ["bob"]
     assert verify(data).stdout.strip() == f"{data}: OK"
+
+
+def test_tokens_nobody_uses_are_pointed_at(tmp_path: Path) -> None:
+    data = registry_folder(tmp_path, "model-foo")
+    long_ago = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=120)).isoformat()
+    recent = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=3)).isoformat()
+
+    def token_with(**fields: object) -> Path:
+        _, path = new_token(data, "model-foo", "alice")
+        path.write_text(json.dumps({**json.loads(path.read_text()), **fields}))
+        path.chmod(0o600)
+        return path
+
+    never = token_with(created=long_ago)  # made 120 days ago, never used
+    stale = token_with(created=long_ago, last_used=long_ago)
+    token_with(created=long_ago, last_used=recent)  # in use: fine
+    token_with(created=recent)  # new and not used yet: fine
+    old_file = token_with(created=long_ago)
+    doc = json.loads(old_file.read_text())
+    del doc["last_used"]  # a file from before uses were recorded: unknown, fine
+    old_file.write_text(json.dumps(doc))
+    damaged = token_with(last_used="tuesday")
+
+    result = verify(data)
+    assert result.returncode == 0, result.stdout
+    warnings = lines(result, "warning: ")
+    assert len(warnings) == 3, warnings
+    (w_never,) = (w for w in warnings if never.stem in w)
+    assert "has never been used since it was made 120 days ago" in w_never
+    assert f"tokens revoke {never.stem}" in w_never
+    (w_stale,) = (w for w in warnings if stale.stem in w)
+    assert "was last used at " in w_stale and "120 days ago" in w_stale
+    (w_damaged,) = (w for w in warnings if damaged.stem in w)
+    assert '"last_used" is not a time' in w_damaged and "the token still works" in w_damaged

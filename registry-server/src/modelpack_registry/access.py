@@ -31,7 +31,7 @@ from modelpack_registry.owners import (
     write_owners,
 )
 from modelpack_registry.storage import DataDir
-from modelpack_registry.tokens import TOKEN_USER, verify_token
+from modelpack_registry.tokens import TOKEN_USER, record_use, verify_token
 
 __all__ = ["Access", "Principal", "UploadGuard"]
 
@@ -90,6 +90,7 @@ class Access:
                 )
             if not self.htpasswd.has_user(token.user):
                 raise Forbidden(f"API token {token.id}: its user {token.user!r} no longer exists")
+            record_use(self.data, token)
             return Principal(token.user, token.user in self.admins, token.model, token.id)
         if not self.htpasswd.verify(user, password):
             raise Forbidden(f"wrong user name or password for user {user!r}")

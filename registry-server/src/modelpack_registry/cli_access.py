@@ -128,8 +128,11 @@ def _tokens(args: argparse.Namespace) -> int:
             print("no tokens")
         for t in found:
             expires = "never" if t.expires is None else t.expires
-            print(f"{t.id}  {t.model}  {t.user}  {t.created}  expires {expires}", end="")
-            print("  (expired)" if t.expired() else "")
+            used = "-" if t.last_used is None else t.last_used  # "-": not recorded
+            print(
+                f"{t.id}  {t.model}  {t.user}  {t.created}  expires {expires}  "
+                f"last used {used}" + ("  (expired)" if t.expired() else "")
+            )
     else:
         token = revoke_token(data, args.id)
         print(f"revoked token {token.id} ({token.user} on {token.model})")

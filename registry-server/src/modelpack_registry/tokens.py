@@ -6,7 +6,8 @@ secret is stored::
 
     state/tokens/<id>.json  {"id": "...", "model": "model-foo", "user": "alice",
                              "created": "2024-05-01T12:00:00Z", "sha256": "<hex>",
-                             "expires": "2025-05-01T12:00:00Z"}
+                             "expires": "2025-05-01T12:00:00Z",
+                             "last_used": "2024-06-01T09:00:00Z"}
 
 so the folder holds nothing that can be replayed, and a plain sha256 is enough (the
 secret has full entropy: nothing to brute-force, unlike a password). Token files are
@@ -21,6 +22,12 @@ A token expires (``tokens create --expires``, a year by default; ``never`` on pu
 past ``expires`` the server refuses it, saying so, and ``verify`` warns two weeks ahead.
 A file without ``expires`` (written before tokens expired) never expires; one whose
 ``expires`` does not parse is refused, like any damaged token file.
+
+``last_used`` is when the token last authenticated a request, to the hour: a request
+rewrites the file (under the lock) only when the stored time is an hour old or more, so
+a busy CI token costs one write an hour, not one per request. null: never used; absent:
+a file from before this was recorded. A failed write is logged and never fails the
+request. It is what ``tokens list`` and ``verify`` use to point at tokens nobody uses.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ import datetime as dt
 import hashlib
 import hmac
 import json
+import logging
 import os
 import re
 import secrets
@@ -49,6 +57,7 @@ __all__ = [
     "list_tokens",
     "parse_expiry",
     "parse_time",
+    "record_use",
     "revoke_token",
     "verify_token",
 ]
@@ -59,6 +68,10 @@ _TOKEN_RE = re.compile(r"^mpk_([0-9a-f]{16})_([A-Za-z0-9_-]{32,128})$")
 DEFAULT_EXPIRY = "365d"
 _DURATION_RE = re.compile(r"^([1-9][0-9]{0,5})([dh])$")
 _MAX_LIFETIME = dt.timedelta(days=3660)  # ten years; longer is `never`, said on purpose
+USE_RESOLUTION = dt.timedelta(hours=1)  # last_used is rewritten at most this often
+_NEVER = "never"  # in memory only: the file says null (never used) vs no key (unknown)
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -71,6 +84,7 @@ class Token:
     created: str
     sha256: str
     expires: str | None = None  # ISO 8601 UTC; None: never
+    last_used: str | None = None  # ISO 8601 UTC; "never"; None: not recorded (older file)
 
     def expired(self, now: dt.datetime | None = None) -> bool:
         """True once ``expires`` has passed."""
@@ -150,16 +164,32 @@ def create_token(
     token_id = secrets.token_hex(8)
     secret = secrets.token_urlsafe(32)
     token = Token(
-        token_id, name, user, utc_now(), _digest(secret), None if when is None else iso_utc(when)
+        token_id,
+        name,
+        user,
+        utc_now(),
+        _digest(secret),
+        None if when is None else iso_utc(when),
+        _NEVER,
     )
     data.tokens.mkdir(parents=True, exist_ok=True, mode=0o700)
     with data.locked():
-        body = json.dumps(asdict(token), indent=1).encode() + b"\n"
-        # owner only: the hash cannot be replayed, but `verify` holds token files to the
-        # rule for files with hashes in them (see verify_access.py)
-        data.atomic_write(data.tokens / f"{token_id}.json", body, mode=0o600)
+        _write(data, token)
         data.bump_generation()
     return token, f"mpk_{token_id}_{secret}"
+
+
+def _write(data: DataDir, token: Token) -> None:
+    """Write a token file; the caller holds the lock."""
+    doc: dict[str, Any] = asdict(token)
+    if token.last_used is None:
+        del doc["last_used"]  # not recorded: keep it absent
+    elif token.last_used == _NEVER:
+        doc["last_used"] = None
+    body = json.dumps(doc, indent=1).encode() + b"\n"
+    # owner only: the hash cannot be replayed, but `verify` holds token files to the
+    # rule for files with hashes in them (see verify_tokens.py)
+    data.atomic_write(data.tokens / f"{token.id}.json", body, mode=0o600)
 
 
 def _load(data: DataDir, token_id: str) -> Token | None:
@@ -174,6 +204,13 @@ def _load(data: DataDir, token_id: str) -> Token | None:
             token = Token(**{**asdict(token), "expires": iso_utc(parse_time(expires))})
     except (OSError, ValueError, TypeError, KeyError, AttributeError):
         return None
+    if "last_used" in raw:  # a damaged one is only a lost date: never refuses the token
+        used = raw["last_used"]
+        try:
+            last = _NEVER if used is None else iso_utc(parse_time(used))
+        except (ValueError, TypeError, AttributeError):
+            last = None
+        token = Token(**{**asdict(token), "last_used": last})
     return token if token.id == token_id else None
 
 
@@ -200,6 +237,22 @@ def revoke_token(data: DataDir, token_id: str) -> Token:
             (data.tokens / f"{token_id}.json").unlink()
         data.bump_generation()
     return token
+
+
+def record_use(data: DataDir, token: Token, now: dt.datetime | None = None) -> None:
+    """Note that ``token`` authenticated a request now (at most one write an hour)."""
+    now = now or dt.datetime.now(dt.timezone.utc)
+    if token.last_used not in (None, _NEVER) and now - parse_time(token.last_used) < USE_RESOLUTION:
+        return
+    try:
+        with data.locked():
+            current = _load(data, token.id)
+            if current is None or current.sha256 != token.sha256:
+                return  # revoked (or replaced) meanwhile: write nothing back
+            stamp = iso_utc(now.replace(microsecond=0))
+            _write(data, Token(**{**asdict(current), "last_used": stamp}))
+    except OSError as exc:
+        log.warning("cannot record the use of API token %s: %s", token.id, exc)
 
 
 def verify_token(data: DataDir, text: str) -> Token | None:

@@ -15,7 +15,8 @@ the way :mod:`~modelpack_registry.owners`, :mod:`~modelpack_registry.tokens` and
     warning  owners of a name with no file in packages/ (a name reserved on purpose, or
              distributions missing from a restored copy: verify cannot tell which)
              a token for a model with no file and no owners file
-             a token that has expired, or expires within two weeks
+             a token that has expired, expires within two weeks, or nobody used for
+             90 days
              with --htpasswd: owners or tokens naming a user who is not in it; models
              with files but no owners file (admins only); an htpasswd file with no users
              a user listed twice in one owners file, or its history unreadable; a

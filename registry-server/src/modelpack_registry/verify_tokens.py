@@ -4,8 +4,8 @@ A token file is an error when the server refuses the token for a reason other th
 being revoked: it does not parse, misses a field, has an id, model, user, sha256 or
 expiry that can never match, or shares its secret with another file (a copy: revoking
 one leaves the other working). A token for a model with no file, for a user not in the
-htpasswd file, one that expired or expires within two weeks, and a token file others
-can read are warnings. No line holds a secret or a stored sha256.
+htpasswd file, one that expired or expires within two weeks, one nobody has used
+for 90 days, and a token file others can read are warnings. No line holds a secret or a stored sha256.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from modelpack_registry.verify_common import (
     stray_file,
 )
 
-__all__ = ["EXPIRY_WARNING", "check_tokens"]
+__all__ = ["EXPIRY_WARNING", "UNUSED_WARNING", "check_tokens"]
 
 _TOKEN_FIELDS = ("id", "model", "user", "created", "sha256")
 _ID_RE = re.compile(r"^[0-9a-f]{16}$")
@@ -37,6 +37,7 @@ _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 
 
 EXPIRY_WARNING = dt.timedelta(days=14)
+UNUSED_WARNING = dt.timedelta(days=90)
 
 
 def _days(left: dt.timedelta) -> str:
@@ -169,9 +170,44 @@ def check_tokens(
                 f"{iso_utc(expires)}, in {_days(expires - now)}: {create_for(doc)}, put it "
                 f"where CI reads it, then {revoke}"
             )
+        else:
+            _check_use(doc, rel, now, revoke, report)
     if exposed:
         report.warn(
             f"state/tokens/: {len(exposed)} token file(s) readable by group or others "
             f"({some(exposed)}); they hold token hashes and who may publish what: "
             f"`chmod 600 {data.tokens}/*.json`"
+        )
+
+
+def _check_use(doc: dict[str, Any], rel: str, now: dt.datetime, revoke: str,
+               report: Report) -> None:  # fmt: skip
+    """Warn about a token nobody has used for ``UNUSED_WARNING``, or an unreadable date."""
+    if "last_used" not in doc:
+        return  # written before uses were recorded: unknown
+    who = f"token {doc['id']} ({doc['user']} on {doc['model']})"
+    used = doc["last_used"]
+    if used is None:
+        try:
+            created = parse_time(doc["created"])
+        except (ValueError, TypeError, AttributeError):
+            return
+        if now - created >= UNUSED_WARNING:
+            report.warn(
+                f"{rel}: {who} has never been used since it was made "
+                f"{_days(now - created)} ago: if nothing needs it, {revoke}"
+            )
+        return
+    try:
+        last = parse_time(used)
+    except (ValueError, TypeError, AttributeError):
+        report.warn(
+            f'{rel}: {who}: "last_used" is not a time, so when it was last used is lost '
+            "(the token still works; its next use writes the date again)"
+        )
+        return
+    if now - last >= UNUSED_WARNING:
+        report.warn(
+            f"{rel}: {who} was last used at {iso_utc(last)}, {_days(now - last)} ago: if "
+            f"nothing needs it any more, {revoke}"
         )
