@@ -4,8 +4,9 @@ A token file is an error when the server refuses the token for a reason other th
 being revoked: it does not parse, misses a field, has an id, model, user, sha256 or
 expiry that can never match, or shares its secret with another file (a copy: revoking
 one leaves the other working). A token for a model with no file, for a user not in the
-htpasswd file, one that expired or expires within two weeks, one nobody has used
-for 90 days, and a token file others can read are warnings. No line holds a secret or a stored sha256.
+htpasswd file, one that expired or expires within two weeks, one nobody has used for
+90 days, and a token file others can read are warnings. No line holds a secret or a
+stored sha256.
 """
 
 from __future__ import annotations
