@@ -19,6 +19,7 @@
 #   MODELPACK_ADMINS           users who may change every model, space-separated   (none)
 #   MODELPACK_PROTECT_READS    "1": every read needs credentials too (not /health)
 #   MODELPACK_GRACEFUL_TIMEOUT seconds a stopping pod lets uploads finish         30
+#   MODELPACK_ACCESS_LOG       "1": one line per request on stdout (never a secret)
 #   MODELPACK_INSECURE         "1": serve WITHOUT credentials when the htpasswd file is
 #                              missing (anonymous uploads; trusted networks only)
 #
@@ -53,6 +54,9 @@ serve() {
     done
     if [ "${MODELPACK_PROTECT_READS:-}" = "1" ]; then
         set -- "$@" --protect-reads
+    fi
+    if [ "${MODELPACK_ACCESS_LOG:-}" = "1" ]; then
+        set -- "$@" --access-log
     fi
     if [ -f "$HTPASSWD" ]; then
         [ -r "$HTPASSWD" ] || fail "cannot read the htpasswd secret $HTPASSWD" \

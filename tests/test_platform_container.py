@@ -304,7 +304,8 @@ def test_admins_protected_reads_and_grace_from_the_environment(
     tmp_path: Path, htpasswd: Path
 ) -> None:
     env = entrypoint_env(tmp_path, free_port(), MODELPACK_PROTECT_READS="1",
-                         MODELPACK_ADMINS="alice", MODELPACK_GRACEFUL_TIMEOUT="45")  # fmt: skip
+                         MODELPACK_ADMINS="alice", MODELPACK_GRACEFUL_TIMEOUT="45",
+                         MODELPACK_ACCESS_LOG="1")  # fmt: skip
     box = Container(env, tmp_path / "container.log")
     try:
         cmdline = Path(f"/proc/{box.proc.pid}/cmdline").read_bytes().split(b"\0")
@@ -313,5 +314,9 @@ def test_admins_protected_reads_and_grace_from_the_environment(
         assert requests.get(f"{box.url}/simple/").status_code == 401
         assert requests.get(f"{box.url}/simple/", auth=("alice", "s3cret")).status_code == 200
         assert requests.get(f"{box.url}/health").status_code == 200
+        assert b"--access-log" in cmdline
     finally:
         assert box.stop() == 0
+    assert (
+        " alice [" in box.log.read_text() and '"GET /simple/ HTTP/1.1" 200 ' in box.log.read_text()
+    )

@@ -441,6 +441,28 @@ def test_a_bad_expiry_is_refused_and_makes_no_token(
     assert not list((data / "state/tokens").glob("*.json"))
 
 
+def test_the_access_log_names_users_never_secrets(tmp_path: Path, htpasswd: Path) -> None:
+    data = tmp_path / "data"
+    with server(tmp_path, htpasswd, "--protect-reads", "--access-log", data=data) as reg:
+        assert twine(reg, make_wheel(tmp_path / "dist", "model-foo", "1.0"), "alice")[0] == 0
+        token = ok(run_cli("tokens", "create", "--model", "model-foo", "--user", "alice",
+                           "--data", str(data))).strip()  # fmt: skip
+        page = requests.get(f"{reg.index_url}model-foo/", auth=("__token__", token), timeout=10)
+        assert page.status_code == 200
+        assert requests.get(reg.index_url, auth=auth("bob"), timeout=10).status_code == 200
+        assert requests.get(reg.index_url, timeout=10).status_code == 401
+    log = reg.log.read_text()
+    lines = [line for line in log.splitlines() if '"GET /simple/' in line or '"POST / ' in line]
+    assert re.search(r'^127\.0\.0\.1 alice \[.*\] "POST / HTTP/1\.1" 200 \d+ \d+ms "twine/', log,
+                     re.M), lines  # fmt: skip
+    assert re.search(r'^127\.0\.0\.1 __token__ \[.*\] "GET /simple/model-foo/ HTTP/1\.1" 200 ',
+                     log, re.M), lines  # fmt: skip
+    assert re.search(r'^127\.0\.0\.1 bob \[.*\] "GET /simple/ HTTP/1\.1" 200 ', log, re.M), lines
+    assert re.search(r'^127\.0\.0\.1 - \[.*\] "GET /simple/ HTTP/1\.1" 401 ', log, re.M), lines
+    for secret in (*PASSWORDS.values(), token, token.split("_", 2)[2]):
+        assert secret not in log
+
+
 def test_owners_survive_two_servers_publishing_at_once(tmp_path: Path, htpasswd: Path) -> None:
     data = tmp_path / "data"
     dist = tmp_path / "dist"

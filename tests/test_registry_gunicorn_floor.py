@@ -73,7 +73,7 @@ def test_the_oldest_allowed_gunicorn_serves_uploads_and_refuses_early(
     small = make_wheel(tmp_path / "dist", "model-foo", "2.0")
     big = make_big_wheel(tmp_path / "big", "model-foo", "2.0", BIG)
     fields = {"name": "model-foo", "version": "2.0"}
-    with FloorRegistry(floor_python, tmp_path / "data", ["--threads", "1"]) as reg:
+    with FloorRegistry(floor_python, tmp_path / "data", ["--threads", "1", "--access-log"]) as reg:
         assert post_upload(reg.url, small.name, small.read_bytes(), fields).status_code == 200
         page = requests.get(f"{reg.url}/simple/model-foo/", timeout=10)
         assert page.status_code == 200 and small.name in page.text
@@ -86,4 +86,6 @@ def test_the_oldest_allowed_gunicorn_serves_uploads_and_refuses_early(
 
         good = make_wheel(tmp_path / "dist", "model-foo", "2.1")
         assert post_upload(reg.url, good.name, good.read_bytes()).status_code == 200
-    assert "control_socket" not in reg.log.read_text()
+    log = reg.log.read_text()
+    assert "control_socket" not in log
+    assert '"GET /simple/model-foo/ HTTP/1.1" 200 ' in log  # the access log format works

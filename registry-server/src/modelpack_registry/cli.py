@@ -55,6 +55,8 @@ def _parser() -> argparse.ArgumentParser:
                        help="largest accepted upload body, e.g. 20GiB, 500MiB (20GiB)")  # fmt: skip
     serve.add_argument("--graceful-timeout", type=int, default=30, metavar="SECONDS",
                        help="on SIGTERM, let in-flight requests (an upload) finish this long (30)")  # fmt: skip
+    serve.add_argument("--access-log", action="store_true",
+                       help="log one line per request on stdout (never a password or token)")  # fmt: skip
 
     verify = sub.add_parser(
         "verify",
@@ -78,6 +80,7 @@ def _serve(args: argparse.Namespace) -> int:
             insecure=args.insecure, workers=args.workers, threads=args.threads,
             max_upload_size=args.max_upload_size, admins=tuple(args.admin),
             protect_reads=args.protect_reads, graceful_timeout=args.graceful_timeout,
+            access_log=args.access_log,
         )
     )  # fmt: skip
     return 0

@@ -50,6 +50,13 @@ class ServeConfig:
     protect_reads: bool = False
     graceful_timeout: int = 30
     """Seconds a stopping worker lets in-flight requests (a large upload) finish."""
+    access_log: bool = False
+    """One line per request on stdout, in :data:`ACCESS_LOG_FORMAT`."""
+
+
+#: client address, Basic-auth user (``__token__`` for a token; never the password),
+#: time, request line, status, body bytes, milliseconds, user agent
+ACCESS_LOG_FORMAT = '%(h)s %(u)s %(t)s "%(r)s" %(s)s %(B)s %(M)sms "%(a)s"'
 
 
 def is_loopback(host: str) -> bool:
@@ -146,7 +153,8 @@ def serve(config: ServeConfig) -> None:
         "timeout": 120,
         "graceful_timeout": config.graceful_timeout,
         "keepalive": 5,
-        "accesslog": None,
+        "accesslog": "-" if config.access_log else None,
+        "access_log_format": ACCESS_LOG_FORMAT,
         "errorlog": "-",
         "loglevel": "info",
         "proc_name": "modelpack-registry",
