@@ -4,7 +4,9 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+import bcrypt
 import pytest
+from registry_support import DAVE, PASSWORDS
 
 from support import Registry
 
@@ -26,3 +28,15 @@ def registry(tmp_path: Path) -> Iterator[Registry]:
     """A fresh registry (anonymous uploads, loopback) on a free port, stopped afterwards."""
     with Registry(tmp_path / "registry-data") as reg:
         yield reg
+
+
+@pytest.fixture
+def htpasswd(tmp_path: Path) -> Path:
+    """alice, bob and carol (bcrypt; PASSWORDS) and dave (apr1), as an htpasswd file."""
+    path = tmp_path / "htpasswd"
+    lines = [
+        f"{user}:{bcrypt.hashpw(pw.encode(), bcrypt.gensalt(rounds=4)).decode()}"
+        for user, pw in PASSWORDS.items()
+    ]
+    path.write_text("\n".join([*lines, DAVE]) + "\n")
+    return path

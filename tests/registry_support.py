@@ -18,6 +18,11 @@ import requests
 TWINE_ENV_DROP = ("TWINE_USERNAME", "TWINE_PASSWORD", "TWINE_REPOSITORY_URL")
 
 
+PASSWORDS = {"alice": "alice-pw", "bob": "bob-pw", "carol": "carol-pw"}
+# `openssl passwd -apr1 -salt abcdefgh s3cret` (Apache MD5, `htpasswd -m`).
+DAVE = "dave:$apr1$abcdefgh$M2T3erDstkD7SsE2QQnfH0"
+
+
 def _record_line(name: str, data: bytes) -> str:
     digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
     return f"{name},sha256={digest},{len(data)}"

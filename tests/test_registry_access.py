@@ -16,33 +16,18 @@ import subprocess
 import threading
 from pathlib import Path
 
-import bcrypt
 import pytest
 import requests
-from registry_support import listing, make_wheel, post_upload, twine_upload
+from registry_support import PASSWORDS, listing, make_wheel, post_upload, twine_upload
 from test_registry_ops import run_cli
 
 from support import Registry, Venv, modelpack, ok
 
 API = "/api/v1/models"
-PASSWORDS = {"alice": "alice-pw", "bob": "bob-pw", "carol": "carol-pw"}
-# `openssl passwd -apr1 -salt abcdefgh s3cret` (Apache MD5, `htpasswd -m`).
-DAVE = "dave:$apr1$abcdefgh$M2T3erDstkD7SsE2QQnfH0"
 
 
 def auth(user: str) -> tuple[str, str]:
     return user, PASSWORDS[user]
-
-
-@pytest.fixture
-def htpasswd(tmp_path: Path) -> Path:
-    path = tmp_path / "htpasswd"
-    lines = [
-        f"{user}:{bcrypt.hashpw(pw.encode(), bcrypt.gensalt(rounds=4)).decode()}"
-        for user, pw in PASSWORDS.items()
-    ]
-    path.write_text("\n".join([*lines, DAVE]) + "\n")
-    return path
 
 
 def server(tmp_path: Path, htpasswd: Path, *extra: str, data: Path | None = None) -> Registry:

@@ -16,11 +16,11 @@ import re
 import socket
 from pathlib import Path
 
-import bcrypt
 import pytest
 import requests
 from registry_support import (
     MULTIPART_TYPE,
+    PASSWORDS,
     listing,
     make_big_wheel,
     make_wheel,
@@ -28,23 +28,12 @@ from registry_support import (
     post_upload,
     stream_upload,
 )
-from test_registry_access import PASSWORDS, server, twine
+from test_registry_access import server, twine
 
 from support import Registry, modelpack
 
 BIG = 256 * 1024**2
 REFUSED = re.compile(r"refused (\S+) after (\d+) of (\d+) bytes: (\d{3}) (.*)")
-
-
-@pytest.fixture
-def htpasswd(tmp_path: Path) -> Path:
-    path = tmp_path / "htpasswd"
-    lines = [
-        f"{user}:{bcrypt.hashpw(pw.encode(), bcrypt.gensalt(rounds=4)).decode()}"
-        for user, pw in PASSWORDS.items()
-    ]
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import bcrypt
 import pytest
-from registry_support import make_wheel
-from test_registry_access import PASSWORDS, server, twine
+from registry_support import PASSWORDS, make_wheel
+from test_registry_access import server, twine
 from test_registry_ops import run_cli
 
 from modelpack_registry.verify_common import readable_by
