@@ -9,7 +9,8 @@ Endpoints (all under the WSGI ``SCRIPT_NAME``)::
                                 version in that stage (PEP 503/691)      simple.py
     POST /                      :action=file_upload (twine); writes need credentials
                                 when --htpasswd is given, and the uploader must be
-                                allowed to publish that name        upload.py, access.py
+                                allowed to publish that name  upload.py, receive.py,
+                                                                    access.py, linger.py
     GET  /simple/               project list, PEP 503 HTML / PEP 691 JSON simple.py
     GET  /simple/<project>/     files of a project (301 to the normalized name)
     GET  /packages/<file>       a distribution (Range, ETag, 304)         files.py

@@ -1,0 +1,337 @@
+"""Receiving an upload's multipart body: streamed to a temp file once, memory flat.
+
+The body is fed in 1 MiB blocks to ``multipart.PushMultipartParser``; the ``content``
+part goes straight into a locked temp file in ``DATA/tmp``, so memory stays flat
+whatever the size. Other form fields are capped (64 KiB each, 100 fields). When the body
+ends early (the client went away) or is malformed, :class:`ClientGone` or ``BadRequest``
+is raised and the caller (:mod:`modelpack_registry.upload`) deletes the temp file.
+:func:`receive` calls back when the file part's headers arrive, so that the caller can
+refuse the upload before its body.
+
+Throughput (profiled with a 1 GiB wheel; see docs/performance.md): the request thread
+used to spend about half its time in gunicorn's body reader, which copies every block
+through two ``BytesIO`` buffers, and a quarter in sha256. So:
+
+- when ``wsgi.input`` is gunicorn's body of known length over the client socket, the
+  blocks are ``recv``'d from that socket directly (:class:`_SocketBody`), keeping
+  gunicorn's own count of what is left in step, so keep-alive and draining behave as
+  before; any other server or a chunked body goes through ``wsgi.input.read``;
+- the sha256 runs in a helper thread (:class:`_Hasher`; ``hashlib`` releases the GIL on
+  large blocks) while the request thread receives, parses and writes the next blocks.
+  At most ``_HASH_QUEUE`` blocks wait for it, so memory stays bounded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from multipart import MultipartError, MultipartSegment, PushMultipartParser, parse_options_header
+
+from modelpack_registry.errors import BadRequest, PayloadTooLarge
+from modelpack_registry.storage import TempUpload
+
+__all__ = [
+    "IDLE_TIMEOUT",
+    "READ_BLOCK",
+    "ClientGone",
+    "Form",
+    "UploadLimits",
+    "parse_size",
+    "receive",
+    "too_large",
+]
+
+READ_BLOCK = 1 << 20
+_HASH_QUEUE = 8  # blocks waiting for the hasher thread (8 MiB at most)
+IDLE_TIMEOUT = 120.0  # seconds without a byte from the client before an upload is dropped
+_UNITS = {
+    "": 1, "b": 1,
+    "k": 1000, "kb": 1000, "kib": 1024,
+    "m": 1000**2, "mb": 1000**2, "mib": 1024**2,
+    "g": 1000**3, "gb": 1000**3, "gib": 1024**3,
+    "t": 1000**4, "tb": 1000**4, "tib": 1024**4,
+}  # fmt: skip
+
+
+def parse_size(text: str) -> int:
+    """Parse ``20GiB``, ``500MiB``, ``1.5GB`` or a plain number of bytes.
+
+    :raises ValueError: if ``text`` is not such a size.
+    """
+    raw = text.strip().lower().replace(" ", "")
+    number = raw.rstrip("abcdefghijklmnopqrstuvwxyz")
+    unit = raw[len(number) :]
+    if unit not in _UNITS or not number:
+        raise ValueError(f"invalid size {text!r}: use e.g. 20GiB, 500MiB or a number of bytes")
+    value = int(float(number) * _UNITS[unit])
+    if value <= 0:
+        raise ValueError(f"invalid size {text!r}: must be positive")
+    return value
+
+
+@dataclass(frozen=True)
+class UploadLimits:
+    """Caps on an upload request."""
+
+    max_body: int = 20 * 1024**3
+    max_field: int = 64 * 1024
+    max_fields: int = 100
+
+
+class _Hasher:
+    """sha256 of the uploaded file, computed by a helper thread once blocks are large.
+
+    Small uploads are hashed inline (no thread). :meth:`close` must always be called: it
+    waits for the queued blocks and ends the thread.
+    """
+
+    INLINE_BELOW = 256 * 1024
+
+    def __init__(self) -> None:
+        self._digest = hashlib.sha256()
+        self._queue: queue.Queue[bytes | None] = queue.Queue(_HASH_QUEUE)
+        self._thread: threading.Thread | None = None
+
+    def update(self, block: bytes) -> None:
+        """Add ``block`` (immutable bytes: the thread may read it later)."""
+        if self._thread is None:
+            if len(block) < self.INLINE_BELOW:
+                self._digest.update(block)
+                return
+            self._thread = threading.Thread(target=self._run, name="upload-sha256", daemon=True)
+            self._thread.start()
+        self._queue.put(block)
+
+    def _run(self) -> None:
+        while (block := self._queue.get()) is not None:
+            self._digest.update(block)
+
+    def close(self) -> None:
+        """Wait until every block is hashed and stop the thread (idempotent)."""
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
+
+    def hexdigest(self) -> str:
+        """The digest of everything given to :meth:`update`."""
+        self.close()
+        return self._digest.hexdigest()
+
+
+class _Flusher:
+    """Has the kernel write the temp file to disk while the rest is still arriving.
+
+    Every ``EVERY`` bytes written, a helper thread runs ``fdatasync`` on the temp file, so
+    the ``fsync`` before publication finds little left to write. It never replaces that
+    ``fsync``. :meth:`close` must always be called (before the file is closed).
+    """
+
+    EVERY = 64 * 1024 * 1024
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._unsynced = 0
+        self._wake = threading.Event()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+
+    def wrote(self, size: int) -> None:
+        """Count ``size`` bytes written; wake the thread every ``EVERY`` bytes."""
+        self._unsynced += size
+        if self._unsynced < self.EVERY:
+            return
+        self._unsynced = 0
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="upload-flush", daemon=True)
+            self._thread.start()
+        self._wake.set()
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            if self._stopping:
+                return
+            try:
+                os.fdatasync(self._fd)
+            except OSError:
+                return  # the fsync before publication reports real errors
+
+    def close(self) -> None:
+        """Stop the thread (idempotent)."""
+        if self._thread is not None:
+            self._stopping = True
+            self._wake.set()
+            self._thread.join()
+            self._thread = None
+
+
+@dataclass
+class Form:
+    """What has arrived of one upload: its fields, the file's name, size and sha256."""
+
+    fields: dict[str, str] = field(default_factory=dict)
+    filename: str | None = None
+    size: int = 0
+    sha256: _Hasher = field(default_factory=_Hasher)
+    received: int = 0  # bytes of the body read so far
+    expected: int = -1  # Content-Length, -1 when unknown (chunked)
+
+
+class ClientGone(Exception):
+    """The client closed the connection before the body was complete."""
+
+
+class _SocketBody:
+    """gunicorn's request body of known length, read from the client socket directly.
+
+    gunicorn's ``Body.read`` copies each block through two ``BytesIO`` buffers (about 1 s
+    per GiB here). This reader takes the bytes gunicorn already buffered behind the
+    headers, then ``recv``s the rest itself, decreasing gunicorn's ``LengthReader.length``
+    by what it consumed so that gunicorn's view of the body stays exact.
+    """
+
+    def __init__(self, stream: Any, reader: Any, sock: Any, pending: bytes) -> None:
+        self._stream = stream
+        self._reader = reader
+        self._sock = sock
+        self._pending = pending
+
+    @classmethod
+    def attach(cls, stream: Any, sock: Any) -> _SocketBody | None:
+        """A direct reader for ``stream``, or None if it is not gunicorn's plain body."""
+        reader: Any = getattr(stream, "reader", None)
+        unreader: Any = getattr(reader, "unreader", None)
+        if (
+            sock is None
+            or type(reader).__name__ != "LengthReader"
+            or not isinstance(getattr(reader, "length", None), int)
+            or getattr(unreader, "sock", None) is not sock
+            or not isinstance(getattr(stream, "buf", None), io.BytesIO)
+            or stream.buf.tell() != 0
+            or not isinstance(getattr(unreader, "buf", None), io.BytesIO)
+        ):
+            return None
+        pending = unreader.buf.getvalue()
+        unreader.buf = io.BytesIO()
+        if len(pending) > reader.length:  # the start of a pipelined next request
+            unreader.buf.write(pending[reader.length :])
+            pending = pending[: reader.length]
+        reader.length -= len(pending)
+        return cls(stream, reader, sock, pending)
+
+    def read(self, size: int) -> bytes:
+        """Up to ``size`` bytes of the body; b"" at its end or when the client is gone."""
+        if self._pending:
+            head, self._pending = self._pending[:size], self._pending[size:]
+            return head
+        size = min(size, self._reader.length)
+        if size <= 0:
+            return b""
+        try:
+            block: bytes = self._sock.recv(size)
+        except BaseException:
+            self._stream.failed = True  # gunicorn will not reuse the connection
+            raise
+        self._reader.length -= len(block)
+        return block
+
+
+def _read(stream: Any, size: int) -> bytes:
+    try:
+        return bytes(stream.read(size))
+    except Exception as exc:  # any read error means the body is lost
+        raise ClientGone(str(exc)) from exc
+
+
+def receive(environ: dict[str, Any], temp: TempUpload, limits: UploadLimits, form: Form,
+             on_file: Callable[[Form], None]) -> None:  # fmt: skip
+    """Read the body into ``form`` and ``temp``; ``on_file`` runs when the file part starts."""
+    ctype, options = parse_options_header(environ.get("CONTENT_TYPE", ""))
+    if ctype != "multipart/form-data" or not options.get("boundary"):
+        raise BadRequest("expected a multipart/form-data upload (as twine sends)")
+    length_header = environ.get("CONTENT_LENGTH") or ""
+    try:
+        form.expected = int(length_header) if length_header else -1
+    except ValueError:
+        raise BadRequest("invalid Content-Length") from None
+    try:
+        parser = PushMultipartParser(
+            options["boundary"], max_header_count=16, max_segment_count=limits.max_fields + 1
+        )
+    except MultipartError as exc:
+        raise BadRequest(f"malformed multipart request: {exc}") from exc
+    stream = environ["wsgi.input"]
+    if form.expected >= 0:
+        stream = _SocketBody.attach(stream, environ.get("gunicorn.socket")) or stream
+    flusher = _Flusher(temp.file.fileno())
+    try:
+        _parse_body(stream, parser, form, temp, limits, flusher, on_file)
+    finally:
+        form.sha256.close()
+        flusher.close()
+
+
+def _parse_body(stream: Any, parser: PushMultipartParser, form: Form, temp: TempUpload,
+                limits: UploadLimits, flusher: _Flusher,
+                on_file: Callable[[Form], None]) -> None:  # fmt: skip
+    current: MultipartSegment | None = None
+    buffer = bytearray()
+    expected = form.expected
+    chunk = b""
+    try:
+        while True:
+            want = READ_BLOCK if expected < 0 else min(READ_BLOCK, expected - form.received)
+            chunk = _read(stream, want) if want > 0 else b""
+            form.received += len(chunk)
+            if form.received > limits.max_body:
+                raise PayloadTooLarge(too_large(limits))
+            for event in parser.parse(chunk):
+                if isinstance(event, MultipartSegment):
+                    current = event
+                    buffer.clear()
+                    if event.name == "content" and event.filename is not None:
+                        if form.filename is not None:
+                            raise BadRequest("more than one file in the upload")
+                        form.filename = event.filename
+                        on_file(form)
+                elif event is None:
+                    if current is not None and current.name != "content":
+                        if len(form.fields) >= limits.max_fields:
+                            raise BadRequest(f"more than {limits.max_fields} form fields")
+                        form.fields[current.name or ""] = buffer.decode("utf-8", "replace")
+                    current = None
+                elif current is not None and current.name == "content":
+                    temp.file.write(event)
+                    form.sha256.update(event)
+                    form.size += len(event)
+                    flusher.wrote(len(event))
+                else:
+                    buffer += event
+                    if len(buffer) > limits.max_field:
+                        name = current.name if current else "?"
+                        raise BadRequest(f"form field {name!r} is larger than 64 KiB")
+            if parser.closed or not chunk:
+                break
+        if expected >= 0 and form.received < expected:
+            raise ClientGone(f"body ended after {form.received} of {expected} bytes")
+        parser.close()
+    except MultipartError as exc:
+        if not chunk:
+            raise ClientGone(f"incomplete multipart body: {exc}") from exc
+        raise BadRequest(f"malformed multipart body: {exc}") from exc
+
+
+def too_large(limits: UploadLimits) -> str:
+    return (
+        f"the upload is larger than this registry's limit of {limits.max_body} bytes "
+        "(--max-upload-size)"
+    )
