@@ -40,6 +40,12 @@ def twine(reg: Registry, wheel: Path, user: str, password: str | None = None) ->
     return result.returncode, result.stdout + result.stderr
 
 
+def make_token(data: Path, model: str = "model-foo", user: str = "alice") -> str:
+    """A new API token (its full text), made with the server CLI."""
+    return ok(run_cli("tokens", "create", "--model", model, "--user", user,
+                      "--data", str(data))).strip()  # fmt: skip
+
+
 def promote(reg: Registry, name: str, version: str, who: tuple[str, str]) -> requests.Response:
     url = f"{reg.url}{API}/{name}/stages/production"
     return requests.put(url, json={"version": version}, auth=who, timeout=10)
@@ -268,8 +274,7 @@ def test_each_file_records_who_uploaded_it_and_reindex_keeps_it(
 
     with server(tmp_path, htpasswd, data=data) as reg:
         assert twine(reg, make_wheel(dist, "model-foo", "1.0"), "alice")[0] == 0
-        token = ok(run_cli("tokens", "create", "--model", "model-foo", "--user", "alice",
-                           "--data", str(data))).strip()  # fmt: skip
+        token = make_token(data)
         assert twine(reg, make_wheel(dist, "model-foo", "2.0"), "__token__", token)[0] == 0
         assert twine(reg, make_wheel(dist, "model-foo", "3.0"), "carol")[0] == 0  # an admin
         token_id = token.split("_")[1]
@@ -368,8 +373,7 @@ def test_a_token_records_when_it_was_last_used_at_most_hourly(
     data = tmp_path / "data"
     with server(tmp_path, htpasswd, data=data) as reg:
         assert twine(reg, make_wheel(dist, "model-foo", "1.0"), "alice")[0] == 0
-        token = ok(run_cli("tokens", "create", "--model", "model-foo", "--user", "alice",
-                           "--data", str(data))).strip()  # fmt: skip
+        token = make_token(data)
         path = data / "state/tokens" / f"{token.split('_')[1]}.json"
         assert json.loads(path.read_text())["last_used"] is None  # made, never used
         assert "last used never" in ok(run_cli("tokens", "list", "--data", str(data)))
@@ -430,8 +434,7 @@ def test_the_access_log_names_users_never_secrets(tmp_path: Path, htpasswd: Path
     data = tmp_path / "data"
     with server(tmp_path, htpasswd, "--protect-reads", "--access-log", data=data) as reg:
         assert twine(reg, make_wheel(tmp_path / "dist", "model-foo", "1.0"), "alice")[0] == 0
-        token = ok(run_cli("tokens", "create", "--model", "model-foo", "--user", "alice",
-                           "--data", str(data))).strip()  # fmt: skip
+        token = make_token(data)
         page = requests.get(f"{reg.index_url}model-foo/", auth=("__token__", token), timeout=10)
         assert page.status_code == 200
         assert requests.get(reg.index_url, auth=auth("bob"), timeout=10).status_code == 200
