@@ -7,15 +7,12 @@ is ours: the simple index is asked for the project's files before anything is se
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import logging
 import sys
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
 
 from packaging.utils import parse_sdist_filename, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
@@ -31,6 +28,7 @@ from modelpack.errors import (
 )
 from modelpack.index import IndexClient
 from modelpack.project import load_project
+from modelpack.twine_speed import big_block_settings, fast_hashes
 from modelpack.wheel import inspect_wheel, weights_subdir
 
 __all__ = ["Published", "find_distributions", "name_version", "publish"]
@@ -155,11 +153,11 @@ def publish(
 
     published = []
     for path in files:
-        # The sha256 to confirm against the registry's listing, hashed beside the upload.
-        with ThreadPoolExecutor(1, thread_name_prefix="publish-sha256") as pool:
-            hashing = pool.submit(_sha256, path)
+        # The sha256 to confirm against the registry's listing: the one twine computed
+        # to send (one read of the file instead of two), else our own.
+        with fast_hashes() as hashed:
             _twine_upload(registry, credentials, path)
-            digest = hashing.result()
+        digest = hashed.get(str(path)) or _sha256(path)
         name, version = name_version(path)
         listed = {f.filename: f for f in index.project_files(name)}
         got = listed.get(path.name)
@@ -183,7 +181,7 @@ def _twine_upload(registry: str, credentials: Credentials | None, path: Path) ->
     from twine import exceptions as twine_exceptions
     from twine.commands.upload import upload
 
-    _Settings = _big_block_settings()
+    _Settings = big_block_settings()
 
     # twine insists on a username and password; an anonymous (loopback) registry
     # ignores them, a protected one answers 401/403, which we report below.
@@ -234,36 +232,6 @@ def _twine_upload(registry: str, credentials: Credentials | None, path: Path) ->
         ) from exc
     except twine_exceptions.TwineException as exc:
         raise UploadError(f"twine could not upload {path.name}: {exc}") from exc
-
-
-UPLOAD_BLOCK = 1 << 20
-
-
-@functools.cache
-def _big_block_settings() -> Any:
-    """twine's ``Settings``, making repositories that send the body in 1 MiB blocks.
-
-    urllib3 reads a request body 16 KiB at a time, and each read goes through
-    requests-toolbelt's multipart encoder, which works out the total length again
-    (three ``fstat`` calls): for a 1 GiB wheel that is 65,000 reads and about 1.5 s of
-    Python. In 1 MiB blocks it is 1,000 reads. Everything else is twine's own.
-    """
-    from requests.adapters import HTTPAdapter
-    from twine.settings import Settings
-
-    class BigBlockAdapter(HTTPAdapter):
-        def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-            super().init_poolmanager(*args, blocksize=UPLOAD_BLOCK, **kwargs)
-
-    class BigBlockSettings(Settings):
-        def create_repository(self) -> Any:
-            repo = super().create_repository()
-            retries = cast(HTTPAdapter, repo.session.get_adapter("https://")).max_retries
-            for scheme in ("http://", "https://"):
-                repo.session.mount(scheme, BigBlockAdapter(max_retries=retries))
-            return repo
-
-    return BigBlockSettings
 
 
 def _server_message(resp: object) -> str:

@@ -6,6 +6,7 @@ pip and uv install into fresh virtual environments that never saw modelpack.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -195,10 +196,10 @@ def test_publish_verify_against_a_registry_with_protected_reads(tmp_path: Path) 
 def test_publish_sends_a_wheel_of_many_blocks_intact(tmp_path: Path, registry: Registry) -> None:
     """`publish` has twine send the body in 1 MiB blocks (not urllib3's 16 KiB): a wheel
     of several blocks and an odd size arrives byte for byte."""
-    from modelpack.publishing import UPLOAD_BLOCK, _big_block_settings
+    from modelpack.twine_speed import UPLOAD_BLOCK, big_block_settings
 
-    settings = _big_block_settings()(repository_url=registry.url + "/", username="u",
-                                     password="p", non_interactive=True)  # fmt: skip
+    settings = big_block_settings()(repository_url=registry.url + "/", username="u",
+                                    password="p", non_interactive=True)  # fmt: skip
     adapter = settings.create_repository().session.get_adapter(registry.url)
     assert adapter.poolmanager.connection_pool_kw["blocksize"] == UPLOAD_BLOCK
 
@@ -209,3 +210,27 @@ def test_publish_sends_a_wheel_of_many_blocks_intact(tmp_path: Path, registry: R
     wheel = Path(ok(modelpack("build", project)))
     ok(modelpack("publish", wheel, "--registry", registry.url))
     assert (registry.data / "packages" / wheel.name).read_bytes() == wheel.read_bytes()
+
+
+def test_twine_hashes_a_wheel_in_big_blocks_to_the_same_digests(tmp_path: Path) -> None:
+    """`publish` has twine hash 1 MiB blocks on two threads: the digests twine puts in
+    the upload form are exactly hashlib's, and twine is itself again afterwards."""
+    import twine.package
+
+    from modelpack.twine_speed import HASH_BLOCK, fast_hashes
+
+    wheel = tmp_path / "model_odd-1.0-py3-none-any.whl"
+    content = os.urandom(3 * HASH_BLOCK + 4321)
+    with zipfile.ZipFile(wheel, "w") as zf:  # what twine reads: a wheel with METADATA
+        zf.writestr("model_odd-1.0.dist-info/METADATA",
+                    "Metadata-Version: 2.1\nName: model-odd\nVersion: 1.0\n")  # fmt: skip
+        zf.writestr("model_odd/weights.bin", content, zipfile.ZIP_STORED)
+    data = wheel.read_bytes()
+    original = twine.package.HashManager
+    with fast_hashes() as hashed:
+        assert twine.package.HashManager is not original
+        package = twine.package.PackageFile.from_filename(str(wheel), None)
+    assert twine.package.HashManager is original
+    sent = package.metadata_dictionary()
+    assert sent["sha256_digest"] == hashlib.sha256(data).hexdigest() == hashed[str(wheel)]
+    assert sent["blake2_256_digest"] == hashlib.blake2b(data, digest_size=32).hexdigest()
