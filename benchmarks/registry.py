@@ -11,9 +11,10 @@ folder (removed afterwards, unless ``--keep``) and prints one table:
 
 - ``/simple/<project>/`` latency, p50/p99, with 1 and 20 concurrent clients, at 1,000 and
   10,000 files; baseline: stock pypiserver 2.4.2 at 1,000 files.
-- A 1 GiB wheel uploaded with twine and with a raw streaming multipart POST; baseline: a plain
-  HTTP PUT of the same bytes to a trivial server that writes them to disk (with and without
-  fsync, as the registry fsyncs before it publishes).
+- A 1 GiB wheel uploaded with twine, with ``modelpack publish`` (twine as modelpack tunes
+  it, plus its checks) and with a raw streaming multipart POST; baseline: a plain HTTP PUT
+  of the same bytes to a trivial server that writes them to disk (with and without fsync,
+  as the registry fsyncs before it publishes), and stock twine for ``publish``.
 - Server peak RSS (gunicorn master + workers, from /proc) during a ``--big-size`` upload and
   download; baseline: the same server idle.
 - Bytes served to pip to resolve a 1 GiB model: ``pip install --dry-run --report`` (which
@@ -273,7 +274,8 @@ def populate(data: Path, files: int, per_project: int = 10,
 
 
 def big_wheel(folder: Path, name: str, version: str, size: int) -> Path:
-    """A valid wheel carrying ``size`` bytes of (incompressible) weights, stored."""
+    """A valid model wheel (``modelpack publish`` takes it) carrying ``size`` bytes of
+    (incompressible) weights, stored."""
     dist = name.replace("-", "_")
     distinfo = f"{dist}-{version}.dist-info"
     path = folder / f"{dist}-{version}-py3-none-any.whl"
@@ -281,12 +283,15 @@ def big_wheel(folder: Path, name: str, version: str, size: int) -> Path:
     block = os.urandom(16 * MiB)
     weights_hash = hashlib.sha256()
     with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
-        small = {f"{dist}/__init__.py": b"", f"{distinfo}/METADATA": metadata,
+        small = {f"{dist}/__init__.py": b"def load():\n    return None\n",
+                 f"{distinfo}/METADATA": metadata,
                  f"{distinfo}/WHEEL": b"Wheel-Version: 1.0\nGenerator: bench\n"
-                 b"Root-Is-Purelib: true\nTag: py3-none-any\n"}  # fmt: skip
+                 b"Root-Is-Purelib: true\nTag: py3-none-any\n",
+                 f"{distinfo}/entry_points.txt":
+                 f"[modelpack.models]\n{name} = {dist}:load\n".encode()}  # fmt: skip
         for member, data in small.items():
             zf.writestr(member, data)
-        info = zipfile.ZipInfo(f"{dist}/weights.bin", date_time=(2025, 1, 1, 0, 0, 0))
+        info = zipfile.ZipInfo(f"{dist}/weights/weights.bin", date_time=(2025, 1, 1, 0, 0, 0))
         with zf.open(info, "w", force_zip64=True) as out:
             left = size
             while left:
@@ -296,7 +301,7 @@ def big_wheel(folder: Path, name: str, version: str, size: int) -> Path:
                 left -= len(piece)
         digest = base64.urlsafe_b64encode(weights_hash.digest()).rstrip(b"=").decode()
         lines = [_record_line(k, v) for k, v in small.items()]
-        lines.append(f"{dist}/weights.bin,sha256={digest},{size}")
+        lines.append(f"{dist}/weights/weights.bin,sha256={digest},{size}")
         zf.writestr(f"{distinfo}/RECORD", "\n".join(lines) + f"\n{distinfo}/RECORD,,\n")
     return path
 
@@ -351,6 +356,9 @@ def upload_once(url: str, wheel: Path, kind: str) -> None:
     if kind == "twine":
         twine_upload(url, wheel)
         return
+    if kind == "publish":
+        modelpack_publish(url, wheel)
+        return
     name, version = wheel.name.split("-")[:2]
     status, body = raw_upload(url, wheel, name.replace("_", "-"), version)
     if status != 200:
@@ -365,6 +373,15 @@ def twine_upload(url: str, wheel: Path) -> None:
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
     if done.returncode:
         raise RuntimeError(f"twine failed:\n{done.stdout}\n{done.stderr}")
+
+
+def modelpack_publish(url: str, wheel: Path) -> None:
+    """The user's path: existence check, twine as modelpack tunes it, listing check."""
+    env = {k: v for k, v in clean_env().items() if not k.startswith("MODELPACK_")}
+    cmd = [PY, "-m", "modelpack", "publish", str(wheel), "--registry", url]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+    if done.returncode:
+        raise RuntimeError(f"modelpack publish failed:\n{done.stdout}\n{done.stderr}")
 
 
 def download(url: str, path: str) -> int:
@@ -493,7 +510,9 @@ def bench_upload(table: Table, work: Path, size: int, repeat: int) -> Path:
     wheel = big_wheel(wheels, "model-big", "1.0", size)
     print(f"  generated {wheel.name} ({wheel.stat().st_size / GiB:.2f} GiB) "
           f"in {time.perf_counter() - t0:.1f} s")  # fmt: skip
-    times: dict[str, list[float]] = {"put": [], "put-fsync": [], "raw": [], "twine": []}
+    times: dict[str, list[float]] = {
+        "put": [], "put-fsync": [], "raw": [], "twine": [], "publish": []
+    }  # fmt: skip
     kept = work / "upload-kept"
     # untimed warm-up: the first large write after a quiet spell pays for fresh pages
     srv = put_server(work, work / "put.log", False)
@@ -512,7 +531,7 @@ def bench_upload(table: Table, work: Path, size: int, repeat: int) -> Path:
                 )
             finally:
                 srv.stop()
-        for kind in ("raw", "twine"):
+        for kind in ("raw", "twine", "publish"):
             data = work / f"upload-{kind}-{i}"
             srv = registry(data, work / "registry.log")
             try:
@@ -553,6 +572,12 @@ def bench_upload(table: Table, work: Path, size: int, repeat: int) -> Path:
         rate("twine"),
         f"raw POST {rate('raw')}",
         vs("twine", "raw"),
+    )
+    table.add(
+        "modelpack publish (vs stock twine)",
+        rate("publish"),
+        f"twine upload {rate('twine')}",
+        vs("publish", "twine"),
     )
     wheel.unlink()
     return kept
