@@ -9,13 +9,17 @@
     GET    /api/v1/models/<name>/owners                     {"owners", "maintainers", "history"}
     PUT    /api/v1/models/<name>/owners/<user>              {"role": "owner"|"maintainer"}
     DELETE /api/v1/models/<name>/owners/<user>              (never the last owner)
+    POST   /api/v1/models/<name>/tokens                     {"expires": "90d"}: a CI token
+    GET    /api/v1/models/<name>/tokens                     the tokens the caller may see
+    DELETE /api/v1/models/<name>/tokens/<id>                revoke one
     GET    /api/v1/openapi.json                             the OpenAPI 3.1 description
 
 Reads come from the per-snapshot view (:mod:`modelpack_registry.models`); writes go
 through :mod:`modelpack_registry.stages` and :mod:`modelpack_registry.owners` (locked,
 atomic, generation bumped). When the registry has ``--htpasswd``, writes need
 credentials, the user is recorded as ``by``, and :mod:`modelpack_registry.access`
-decides who may change which model (owners, maintainers, admins, API tokens).
+decides who may change which model (owners, maintainers, admins, API tokens);
+:mod:`modelpack_registry.api_tokens` who may make, see and revoke API tokens.
 Every error is raised as an :class:`HTTPFailure` and answered by the app as
 ``{"error": "..."}`` with its status.
 """
@@ -28,6 +32,7 @@ from urllib.parse import parse_qs, unquote
 
 from packaging.utils import canonicalize_name
 
+from modelpack_registry import api_tokens
 from modelpack_registry.access import Access, Principal
 from modelpack_registry.errors import (
     BadRequest,
@@ -153,6 +158,8 @@ def handle_api(environ: dict[str, Any], method: str, path: str, index: Index,
         _allow(method, ("PUT", "DELETE"))
         who = _user(environ, access)
         return _change_owners(environ, method, parts[1], unquote(parts[3]), access, index, who)
+    if len(parts) in (3, 4) and parts[0] == "models" and parts[2] == "tokens":
+        return _tokens(environ, method, parts, access, index)
     if parts in (["models"], ["openapi.json"]) or (len(parts) == 2 and parts[0] == "models"):
         _allow(method, reads)
     if len(parts) == 3 and parts[0] == "models" and parts[2] == "owners":
@@ -253,3 +260,18 @@ def _change_owners(environ: dict[str, Any], method: str, raw_name: str, user: st
         owners = remove_user(access.data, name, user, who.user if who else None)
     index.invalidate()
     return json_response("200 OK", {"name": name, **owners.as_dict()})
+
+
+def _tokens(environ: dict[str, Any], method: str, parts: list[str], access: Access,
+            index: Index) -> Response:  # fmt: skip
+    """``/models/<name>/tokens[/<id>]``; the rules are in :mod:`.api_tokens`."""
+    _allow(method, ("GET", "HEAD", "POST") if len(parts) == 3 else ("DELETE",))
+    who = api_tokens.caller(environ, access)
+    name = model_name(unquote(parts[1]))
+    if method == "DELETE":
+        return json_response("200 OK", api_tokens.revoke(access, who, name, unquote(parts[3])))
+    known = _known(name, access, index)
+    if method == "POST":
+        made = api_tokens.create(access, who, name, known, lambda: _read_json(environ))
+        return json_response("201 Created", made)
+    return json_response("200 OK", api_tokens.listing(access, who, name, known))

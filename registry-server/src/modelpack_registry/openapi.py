@@ -31,7 +31,8 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
-def _errors(*codes: str) -> dict[str, Any]:
+def _errors(*codes: str, **special: str) -> dict[str, Any]:
+    """Error answers for ``codes``; ``special`` (``e409="..."``) words one for this path."""
     text = {
         "400": "Invalid stage name, body or reason",
         "401": "Credentials needed (the registry runs with --htpasswd)",
@@ -40,6 +41,7 @@ def _errors(*codes: str) -> dict[str, Any]:
         "404": "Unknown model, version, stage or owner",
         "409": "The version is yanked and cannot be promoted, or the last owner would go",
     }
+    text.update({code[1:]: words for code, words in special.items()})
     return {code: _json(_ref("Error"), text[code]) for code in codes}
 
 
@@ -50,7 +52,16 @@ _STAGE = {"name": "stage", "in": "path", "required": True,
 _VERSION = {"name": "version", "in": "path", "required": True, "schema": _STR}
 _USER = {"name": "user", "in": "path", "required": True, "schema": _STR,
          "description": "A user of the registry's htpasswd file"}  # fmt: skip
+_TOKEN_ID = {"name": "id", "in": "path", "required": True,
+             "schema": {"type": "string", "pattern": "^[0-9a-f]{16}$"},
+             "description": "The token's id (not secret: mpk_<id>_<secret>)"}  # fmt: skip
 _WRITE: list[dict[str, list[str]]] = [{"basic": []}, {}]
+_BASIC_ONLY: list[dict[str, list[str]]] = [{"basic": []}]  # a user and password, not a token
+_NO_TOKENS = "The registry runs without --htpasswd: it has no API tokens"
+_CREATE_403 = (
+    "Wrong credentials, an API token, not an owner or maintainer (the message says who "
+    "to ask), or another user without being an admin"
+)
 
 _SCHEMAS: dict[str, Any] = {
     "Error": _obj({"error": _STR}),
@@ -127,6 +138,44 @@ _SCHEMAS: dict[str, Any] = {
     "YankState": _obj(
         {"name": _STR, "version": _STR, "yanked": {"type": "boolean"}, "reason": _NSTR}
     ),
+    "TokenRequest": _obj(
+        {
+            "expires": {
+                "type": ["string", "null"],
+                "description": "A lifetime (90d, 12h), a UTC date (2027-06-30) or never; "
+                "default 365d",
+            },
+            "user": {
+                "type": ["string", "null"],
+                "description": "The user the token acts as (admins only); default the caller",
+            },
+        },
+        [],
+    ),
+    "NewToken": _obj(
+        {
+            "token": {"type": "string", "description": "mpk_<id>_<secret>: shown only here"},
+            "id": _STR,
+            "model": _STR,
+            "user": _STR,
+            "created": _TIME,
+            "expires": {"type": ["string", "null"], "format": "date-time"},
+        }
+    ),
+    "Token": _obj(
+        {
+            "id": _STR,
+            "user": _STR,
+            "created": _TIME,
+            "expires": {"type": ["string", "null"], "format": "date-time"},
+            "last_used": {"type": ["string", "null"], "format": "date-time"},
+            "expired": {"type": "boolean"},
+        }
+    ),
+    "TokenList": _obj({"tokens": {"type": "array", "items": _ref("Token")}}),
+    "RevokedToken": _obj(
+        {"id": _STR, "model": _STR, "user": _STR, "revoked": {"type": "boolean", "const": True}}
+    ),
 }
 
 
@@ -136,6 +185,7 @@ def openapi_document() -> dict[str, Any]:
         "promote": {"required": True, "content": {"application/json": {"schema": _ref("Promote")}}},
         "yank": {"required": True, "content": {"application/json": {"schema": _ref("YankRequest")}}},
         "role": {"required": True, "content": {"application/json": {"schema": _ref("Role")}}},
+        "token": {"required": False, "content": {"application/json": {"schema": _ref("TokenRequest")}}},
     }  # fmt: skip
     return {
         "openapi": "3.1.0",
@@ -145,7 +195,8 @@ def openapi_document() -> dict[str, Any]:
             "description": "Browse models, move stage aliases, yank versions and manage "
             "owners. Writes need HTTP Basic credentials when the registry runs with "
             "--htpasswd (a user, or __token__ and an API token), and only a model's owners, "
-            "maintainers and admins may change it.",
+            "maintainers and admins may change it. Its owners and maintainers make its API "
+            "tokens, with their password.",
         },
         "paths": {
             "/api/v1/models": {
@@ -246,6 +297,60 @@ def openapi_document() -> dict[str, Any]:
                     "responses": {
                         "200": _json(_ref("Owners"), "The owners after the change"),
                         **_errors("401", "403", "404", "409"),
+                    },
+                },
+            },
+            "/api/v1/models/{name}/tokens": {
+                "post": {
+                    "operationId": "createToken",
+                    "summary": "Make an API token for this model (owners, maintainers and "
+                    "admins, with a password); the answer is the only time it is shown",
+                    "parameters": [_NAME],
+                    "security": _BASIC_ONLY,
+                    "requestBody": body["token"],
+                    "responses": {
+                        "201": _json(_ref("NewToken"), "The token"),
+                        **_errors(
+                            "400",
+                            "401",
+                            "403",
+                            "404",
+                            "409",
+                            e400="Invalid expires or user",
+                            e403=_CREATE_403,
+                            e409=_NO_TOKENS,
+                        ),
+                    },
+                },
+                "get": {
+                    "operationId": "listTokens",
+                    "summary": "The model's tokens: all for owners and admins, else the "
+                    "caller's own (never a secret)",
+                    "parameters": [_NAME],
+                    "security": _BASIC_ONLY,
+                    "responses": {
+                        "200": _json(_ref("TokenList"), "The tokens, oldest first"),
+                        **_errors("401", "403", "404", "409", e409=_NO_TOKENS),
+                    },
+                },
+            },
+            "/api/v1/models/{name}/tokens/{id}": {
+                "delete": {
+                    "operationId": "revokeToken",
+                    "summary": "Revoke a token: your own, or any of the model as an owner or "
+                    "admin; a token may revoke itself",
+                    "parameters": [_NAME, _TOKEN_ID],
+                    "security": _BASIC_ONLY,
+                    "responses": {
+                        "200": _json(_ref("RevokedToken"), "Revoked"),
+                        **_errors(
+                            "401",
+                            "403",
+                            "404",
+                            "409",
+                            e404="No such token of this model",
+                            e409=_NO_TOKENS,
+                        ),
                     },
                 },
             },

@@ -54,6 +54,7 @@ __all__ = [
     "TOKEN_USER",
     "Token",
     "create_token",
+    "get_token",
     "list_tokens",
     "parse_expiry",
     "parse_time",
@@ -214,14 +215,22 @@ def _load(data: DataDir, token_id: str) -> Token | None:
     return token if token.id == token_id else None
 
 
-def list_tokens(data: DataDir) -> list[Token]:
-    """Every stored token, oldest first."""
+def get_token(data: DataDir, token_id: str) -> Token | None:
+    """The stored token ``token_id``; None when there is none (or its file is damaged)."""
+    return _load(data, token_id)
+
+
+def list_tokens(data: DataDir, model: str | None = None) -> list[Token]:
+    """Every stored token (of ``model`` only, when given), oldest first."""
     try:
         names = os.listdir(data.tokens)
     except OSError:
         return []
     found = [_load(data, n[: -len(".json")]) for n in names if n.endswith(".json")]
-    return sorted((t for t in found if t is not None), key=lambda t: (t.created, t.id))
+    return sorted(
+        (t for t in found if t is not None and model in (None, t.model)),
+        key=lambda t: (t.created, t.id),
+    )
 
 
 def revoke_token(data: DataDir, token_id: str) -> Token:
