@@ -28,6 +28,7 @@ Ship ML models as Python wheels through a private package index (the registry).
   modelpack list / show model-foo  browse the registry
   modelpack promote model-foo==0.2.0 --stage production
   modelpack yank model-foo==0.1.0 --reason "wrong labels"
+  modelpack token create model-foo  a CI token, sent as user __token__
 
 Registry: --registry URL, else $MODELPACK_REGISTRY, else [tool.modelpack] registry in
 pyproject.toml, else http://127.0.0.1:8080. Credentials: $MODELPACK_USERNAME and
@@ -181,6 +182,40 @@ def _cmd_yank(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_token(args: argparse.Namespace) -> int:
+    from modelpack import tokens
+
+    if args.action == "create":
+        made = tokens.create_token(args.name, expires=args.expires, user=args.user,
+                                   registry=args.registry)  # fmt: skip
+        print(made["token"])
+        expires = made.get("expires")
+        print(
+            f"token {made['id']}: acts as {made['user']} on {made['model']} only, "
+            f"{'never expires' if expires is None else 'expires at ' + expires}. "
+            "It is shown once: store it as a CI secret and send it as user __token__ "
+            "(MODELPACK_USERNAME=__token__ / TWINE_USERNAME=__token__).",
+            file=sys.stderr,
+        )
+    elif args.action == "list":
+        found = tokens.list_tokens(args.name, args.registry)
+        if args.json:
+            print(json.dumps({"tokens": found}, indent=2))
+            return 0
+        rows: list[tuple[str, ...]] = [("ID", "USER", "CREATED", "EXPIRES", "LAST USED")]
+        for t in found:
+            expires = (t.get("expires") or "never") + (" (expired)" if t.get("expired") else "")
+            rows.append((t["id"], t["user"], t["created"], expires, t.get("last_used") or "-"))
+        _table(rows)
+        if not found:
+            print(f"(no tokens of {args.name} that you may see; make one with "
+                  f"`modelpack token create {args.name}`)", file=sys.stderr)  # fmt: skip
+    else:
+        gone = tokens.revoke_token(args.name, args.id, args.registry)
+        print(f"revoked token {gone['id']} ({gone['user']} on {gone['model']})")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     # -v works before or after the command: the sub-parsers' copy defaults to SUPPRESS so
     # it never overwrites a -v given before the command.
@@ -305,6 +340,33 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--reason", metavar="TEXT", help="why (required to yank)")
     p.add_argument("--undo", action="store_true", help="un-yank the version")
     p.set_defaults(func=_cmd_yank)
+
+    p = sub.add_parser(
+        "token", parents=[common], help="make, list and revoke a model's API tokens for CI",
+        description=(
+            "API tokens act as you on one model only; CI sends one as user __token__. "
+            "Owners and maintainers of a model make them with their own user name and "
+            "password (MODELPACK_USERNAME / MODELPACK_PASSWORD), never with a token. "
+            "Needs modelpack-registry with credentials."
+        ),
+    )  # fmt: skip
+    tsub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    for action, text in (
+        ("create", "make a token for NAME; prints it once on stdout (the rest on stderr)"),
+        ("list", "NAME's tokens: all of them for its owners and admins, else yours"),
+        ("revoke", "revoke token ID of NAME (yours, or any as an owner); its next request fails"),
+    ):
+        t = tsub.add_parser(action, parents=[common, remote], help=text, description=text)
+        t.add_argument("name", metavar="NAME")
+    create, listing, revoke = tsub.choices.values()
+    create.add_argument(
+        "--expires", metavar="WHEN",
+        help="a lifetime (90d, 12h), a UTC date (2027-06-30) or never (default: 365d)",
+    )  # fmt: skip
+    create.add_argument("--user", metavar="USER", help="admins only: the user it acts as")
+    listing.add_argument("--json", action="store_true", help="print JSON")
+    revoke.add_argument("id", metavar="ID", help="the token's id (16 hex digits; token list)")
+    p.set_defaults(func=_cmd_token)
     return parser
 
 

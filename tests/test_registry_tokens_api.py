@@ -2,23 +2,28 @@
 
 alice publishes model-foo and makes a token for her CI over HTTP; bob, her maintainer,
 makes his own and sees only his; dave, a stranger, is told who to ask; carol, an admin,
-makes one for anyone; a token never makes another, but may retire itself. Real registry
-processes and real twine.
+makes one for anyone; a token never makes another, but may retire itself. Then the
+same story through `modelpack token`. Real registry processes, real twine and modelpack.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import re
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
 import requests
-from registry_support import make_wheel
+from registry_support import make_big_wheel, make_wheel
 from test_registry_access import auth, promote, server, twine
 from test_registry_ops import run_cli
 
-from support import Registry
+from support import BIN, Registry, free_port, modelpack, ok
 
 API = "/api/v1/models"
 
@@ -254,3 +259,100 @@ def test_openapi_describes_the_token_endpoints(tmp_path: Path) -> None:
     assert set(doc["paths"]["/api/v1/models/{name}/tokens/{id}"]) == {"delete"}
     created = doc["paths"]["/api/v1/models/{name}/tokens"]["post"]["responses"]["201"]
     assert "token" in created["content"]["application/json"]["schema"]["$ref"].lower()
+
+
+def _env(**values: str) -> dict[str, str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("MODELPACK_")}
+    return {**base, **{f"MODELPACK_{k.upper()}": v for k, v in values.items()}}
+
+
+def test_modelpack_token_create_publish_list_revoke(tmp_path: Path, htpasswd: Path) -> None:
+    dist = tmp_path / "dist"
+    alice = _env(username="alice", password="alice-pw")
+    with server(tmp_path, htpasswd) as reg:
+        assert twine(reg, make_wheel(dist, "model-foo", "1.0"), "alice")[0] == 0
+        at = ("--registry", reg.url)
+
+        made = modelpack("token", "create", "model-foo", "--expires", "30d", *at, env=alice)
+        token = ok(made)
+        assert re.fullmatch(r"mpk_[0-9a-f]{16}_[A-Za-z0-9_-]+", token), made.stdout
+        token_id = token.split("_")[1]
+        assert f"token {token_id}: acts as alice on model-foo only, expires at " in made.stderr
+        assert "MODELPACK_USERNAME=__token__" in made.stderr
+
+        # CI publishes with it, as user __token__
+        ci = _env(username="__token__", password=token)
+        wheel = make_big_wheel(dist, "model-foo", "2.0", 1024)
+        out = ok(modelpack("publish", wheel, *at, env=ci))
+        assert "published model-foo 2.0" in out
+
+        table = ok(modelpack("token", "list", "model-foo", *at, env=alice)).splitlines()
+        assert table[0].split() == ["ID", "USER", "CREATED", "EXPIRES", "LAST", "USED"]
+        assert table[1].startswith(f"{token_id}  alice  ")
+        as_json = json.loads(ok(modelpack("token", "list", "model-foo", "--json", *at, env=alice)))
+        assert [t["id"] for t in as_json["tokens"]] == [token_id]
+        assert token.split("_", 2)[2] not in json.dumps(as_json)
+
+        # a token cannot make a token: one clean line that says what to use instead
+        refused = modelpack("token", "create", "model-foo", *at, env=ci)
+        assert refused.returncode == 1 and refused.stdout == ""
+        assert "Traceback" not in refused.stderr and len(refused.stderr.splitlines()) == 1
+        assert refused.stderr.startswith("modelpack token: error: ")
+        assert "use your user name and password" in refused.stderr
+        stranger = modelpack("token", "create", "model-foo", *at,
+                             env=_env(username="bob", password="bob-pw"))  # fmt: skip
+        assert stranger.returncode == 1 and "owned by alice" in stranger.stderr
+        missing = modelpack("token", "list", "model-nope", *at, env=alice)
+        assert missing.returncode == 1 and "no model named 'model-nope'" in missing.stderr
+        bad = modelpack("token", "create", "model-foo", "--expires", "soon", *at, env=alice)
+        assert bad.returncode == 1 and "invalid --expires 'soon'" in bad.stderr
+        anonymous = modelpack("token", "list", "model-foo", *at, env=_env())
+        assert anonymous.returncode == 1 and "set MODELPACK_USERNAME" in anonymous.stderr
+
+        # usage errors exit 2; a whole token as ID is refused without echoing its secret
+        assert modelpack("token", "create", *at, env=alice).returncode == 2
+        assert modelpack("token", "revoke", "model-foo", "xyz", *at, env=alice).returncode == 2
+        pasted = modelpack("token", "revoke", "model-foo", token, *at, env=alice)
+        assert pasted.returncode == 2 and token_id in pasted.stderr
+        assert token.split("_", 2)[2] not in pasted.stderr
+
+        revoked = ok(modelpack("token", "revoke", "model-foo", token_id, *at, env=alice))
+        assert revoked == f"revoked token {token_id} (alice on model-foo)"
+        again = modelpack("publish", make_big_wheel(dist, "model-foo", "3.0", 1024), *at, env=ci)
+        assert again.returncode == 1 and "Traceback" not in again.stderr
+        unknown = modelpack("token", "revoke", "model-foo", token_id, *at, env=alice)
+        assert unknown.returncode == 1 and "has no API token with id" in unknown.stderr
+        assert "(no tokens" in modelpack("token", "list", "model-foo", *at, env=alice).stderr
+
+
+def test_modelpack_token_says_when_the_registry_cannot_have_tokens(tmp_path: Path) -> None:
+    with Registry(tmp_path / "data") as reg:
+        open_registry = modelpack("token", "list", "model-foo", "--registry", reg.url, env=_env())
+        assert open_registry.returncode == 1
+        assert "API tokens need a registry with credentials" in open_registry.stderr
+
+    # stock pypiserver: a plain index, with no JSON API at all
+    port = free_port()
+    (tmp_path / "pkgs").mkdir()
+    proc = subprocess.Popen(
+        [str(BIN / "pypi-server"), "run", "-i", "127.0.0.1", "-p", str(port), "-a", ".", "-P", ".",
+         "--disable-fallback", str(tmp_path / "pkgs")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(200):
+            try:
+                if requests.get(f"{url}/simple/", timeout=1).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                time.sleep(0.05)
+        for command in (("create", "model-foo"), ("list", "model-foo"),
+                        ("revoke", "model-foo", "0123456789abcdef")):  # fmt: skip
+            plain = modelpack("token", *command, "--registry", url, env=_env())
+            assert plain.returncode == 1 and "Traceback" not in plain.stderr, plain.stderr
+            assert "has no modelpack API" in plain.stderr
+            assert "API tokens need modelpack-registry" in plain.stderr
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=10)
