@@ -341,6 +341,7 @@ def test_api_tokens_expire_and_say_so(tmp_path: Path, htpasswd: Path) -> None:
             response.text
         )
         assert "tokens create --model model-foo --user alice" in response.text
+        assert "`modelpack token create model-foo`" in response.text
         assert promote(reg, "model-foo", "2.0", ("__token__", hour)).status_code == 403
         # only the secret's holder learns that it expired; a wrong secret is just invalid
         wrong = hour[: -len("x")] + ("x" if not hour.endswith("x") else "y")

@@ -85,7 +85,8 @@ class Access:
             if token.expired():
                 raise Forbidden(
                     f"API token {token.id} ({token.user} on {token.model}) expired at "
-                    f"{token.expires}: ask a registry admin for a new one (`modelpack-registry "
+                    f"{token.expires}: make a new one with your password (`modelpack token "
+                    f"create {token.model}`), or ask a registry admin (`modelpack-registry "
                     f"tokens create --model {token.model} --user {token.user}`)"
                 )
             if not self.htpasswd.has_user(token.user):

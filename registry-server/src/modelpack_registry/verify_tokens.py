@@ -112,7 +112,8 @@ def check_tokens(
     def create_for(doc: dict[str, Any]) -> str:
         return (
             f"create its successor with `modelpack-registry tokens create --model "
-            f"{doc['model']} --user {doc['user']} --data {data.root}`"
+            f"{doc['model']} --user {doc['user']} --data {data.root}` (or {doc['user']} "
+            f"with `modelpack token create {doc['model']}`)"
         )
 
     exposed: list[str] = []
