@@ -1,14 +1,18 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import bcrypt
 import pytest
+import requests
 from registry_support import DAVE, PASSWORDS
 
-from support import Registry
+from support import BIN, Registry, free_port
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -40,3 +44,27 @@ def htpasswd(tmp_path: Path) -> Path:
     ]
     path.write_text("\n".join([*lines, DAVE]) + "\n")
     return path
+
+
+@pytest.fixture
+def plain_index(tmp_path: Path) -> Iterator[str]:
+    """Stock pypiserver: a standard index with no modelpack API, no PEP 691/658."""
+    port = free_port()
+    (tmp_path / "pkgs").mkdir()
+    proc = subprocess.Popen(
+        [str(BIN / "pypi-server"), "run", "-i", "127.0.0.1", "-p", str(port), "-a", ".", "-P", ".",
+         "--disable-fallback", str(tmp_path / "pkgs")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(200):
+        try:
+            if requests.get(f"{url}/simple/", timeout=1).status_code == 200:
+                break
+        except requests.ConnectionError:
+            time.sleep(0.05)
+    try:
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=10)

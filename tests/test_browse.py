@@ -5,17 +5,12 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import requests
 
 from modelpack.scaffold import new_project
-from support import BIN, Registry, Venv, free_port, modelpack, ok
+from support import Registry, Venv, modelpack, ok
 
 
 @pytest.fixture(scope="module")
@@ -30,30 +25,6 @@ def wheels(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
         (project / "pyproject.toml").write_text(text)
         out.append(Path(ok(modelpack("build", project)).strip()))
     return out
-
-
-@pytest.fixture
-def plain_index(tmp_path: Path) -> Iterator[str]:
-    """Stock pypiserver: a standard index with no modelpack API, no PEP 691/658."""
-    port = free_port()
-    (tmp_path / "pkgs").mkdir()
-    proc = subprocess.Popen(
-        [str(BIN / "pypi-server"), "run", "-i", "127.0.0.1", "-p", str(port), "-a", ".", "-P", ".",
-         "--disable-fallback", str(tmp_path / "pkgs")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(200):
-        try:
-            if requests.get(f"{url}/simple/", timeout=1).status_code == 200:
-                break
-        except requests.ConnectionError:
-            time.sleep(0.05)
-    try:
-        yield url
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=10)
 
 
 def test_plain_index_publish_list_show_install(

@@ -12,9 +12,6 @@ import datetime as dt
 import json
 import os
 import re
-import signal
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -23,7 +20,7 @@ from registry_support import make_big_wheel, make_wheel
 from test_registry_access import auth, promote, server, twine
 from test_registry_ops import run_cli
 
-from support import BIN, Registry, free_port, modelpack, ok
+from support import Registry, modelpack, ok
 
 API = "/api/v1/models"
 
@@ -325,34 +322,18 @@ def test_modelpack_token_create_publish_list_revoke(tmp_path: Path, htpasswd: Pa
         assert "(no tokens" in modelpack("token", "list", "model-foo", *at, env=alice).stderr
 
 
-def test_modelpack_token_says_when_the_registry_cannot_have_tokens(tmp_path: Path) -> None:
+def test_modelpack_token_says_when_the_registry_cannot_have_tokens(
+    tmp_path: Path, plain_index: str
+) -> None:
     with Registry(tmp_path / "data") as reg:
         open_registry = modelpack("token", "list", "model-foo", "--registry", reg.url, env=_env())
         assert open_registry.returncode == 1
         assert "API tokens need a registry with credentials" in open_registry.stderr
 
     # stock pypiserver: a plain index, with no JSON API at all
-    port = free_port()
-    (tmp_path / "pkgs").mkdir()
-    proc = subprocess.Popen(
-        [str(BIN / "pypi-server"), "run", "-i", "127.0.0.1", "-p", str(port), "-a", ".", "-P", ".",
-         "--disable-fallback", str(tmp_path / "pkgs")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(200):
-            try:
-                if requests.get(f"{url}/simple/", timeout=1).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                time.sleep(0.05)
-        for command in (("create", "model-foo"), ("list", "model-foo"),
-                        ("revoke", "model-foo", "0123456789abcdef")):  # fmt: skip
-            plain = modelpack("token", *command, "--registry", url, env=_env())
-            assert plain.returncode == 1 and "Traceback" not in plain.stderr, plain.stderr
-            assert "has no modelpack API" in plain.stderr
-            assert "API tokens need modelpack-registry" in plain.stderr
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=10)
+    for command in (("create", "model-foo"), ("list", "model-foo"),
+                    ("revoke", "model-foo", "0123456789abcdef")):  # fmt: skip
+        plain = modelpack("token", *command, "--registry", plain_index, env=_env())
+        assert plain.returncode == 1 and "Traceback" not in plain.stderr, plain.stderr
+        assert "has no modelpack API" in plain.stderr
+        assert "API tokens need modelpack-registry" in plain.stderr
