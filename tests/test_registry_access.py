@@ -410,6 +410,30 @@ def test_a_token_records_when_it_was_last_used_at_most_hourly(
         assert json.loads(path.read_text()) == doc
 
 
+def test_a_token_use_that_cannot_be_recorded_still_serves_and_warns_once(
+    tmp_path: Path, htpasswd: Path
+) -> None:
+    data = tmp_path / "data"
+    with server(tmp_path, htpasswd, "--protect-reads", data=data) as reg:
+        assert twine(reg, make_wheel(tmp_path / "dist", "model-foo", "1.0"), "alice")[0] == 0
+        token = make_token(data)
+        # the folder lock cannot be taken (as on a read-only volume): no state write works
+        (data / ".lock").unlink()
+        (data / ".lock").mkdir()
+        for _ in range(3):
+            page = requests.get(f"{reg.index_url}model-foo/", auth=("__token__", token),
+                                timeout=10)  # fmt: skip
+            assert page.status_code == 200
+    warnings = [line for line in reg.log.read_text().splitlines()
+                if "cannot record the use of API token" in line]  # fmt: skip
+    assert len(warnings) == 1, warnings
+    assert token.split("_")[1] in warnings[0] and "the request is served" in warnings[0]
+    assert (
+        json.loads((data / f"state/tokens/{token.split('_')[1]}.json").read_text())["last_used"]
+        is None
+    )
+
+
 @pytest.mark.parametrize(
     ("expires", "problem"),
     [

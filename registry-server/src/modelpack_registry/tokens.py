@@ -41,6 +41,7 @@ import logging
 import os
 import re
 import secrets
+import threading
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -73,6 +74,8 @@ USE_RESOLUTION = dt.timedelta(hours=1)  # last_used is rewritten at most this of
 _NEVER = "never"  # in memory only: the file says null (never used) vs no key (unknown)
 
 log = logging.getLogger(__name__)
+_failed: dict[str, dt.datetime] = {}  # token id -> when recording its use last failed
+_failed_lock = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -253,6 +256,10 @@ def record_use(data: DataDir, token: Token, now: dt.datetime | None = None) -> N
     now = now or dt.datetime.now(dt.timezone.utc)
     if token.last_used not in (None, _NEVER) and now - parse_time(token.last_used) < USE_RESOLUTION:
         return
+    with _failed_lock:
+        failed = _failed.get(token.id)
+    if failed is not None and now - failed < USE_RESOLUTION:
+        return  # it failed within the hour: do not retry (and warn) on every request
     try:
         with data.locked():
             current = _load(data, token.id)
@@ -261,7 +268,14 @@ def record_use(data: DataDir, token: Token, now: dt.datetime | None = None) -> N
             stamp = iso_utc(now.replace(microsecond=0))
             _write(data, Token(**{**asdict(current), "last_used": stamp}))
     except OSError as exc:
-        log.warning("cannot record the use of API token %s: %s", token.id, exc)
+        # a read-only or full volume: say so once an hour per token, not on every request
+        with _failed_lock:
+            _failed[token.id] = now
+        log.warning(
+            "cannot record the use of API token %s (retried in an hour; the request is served): %s",
+            token.id,
+            exc,
+        )
 
 
 def verify_token(data: DataDir, text: str) -> Token | None:
