@@ -16,6 +16,7 @@ Endpoints (all under the WSGI ``SCRIPT_NAME``)::
     GET  /packages/<file>       a distribution (Range, ETag, 304)         files.py
     GET  /packages/<file>.metadata  its core metadata (PEP 658)
     GET  /health                {"status": "ok"}, 503 if the data folder is unreadable
+    GET  /metrics               what the registry holds, Prometheus text      metrics.py
     GET  anything else          pypiserver's legacy routes (``/favicon.ico``,
                                 ``/<project>/`` redirect, ``/<project>/json``)
 
@@ -54,6 +55,8 @@ from modelpack_registry.errors import HTTPFailure, MethodNotAllowed, NotFound
 from modelpack_registry.files import Response, serve_file
 from modelpack_registry.index import Index, Snapshot, make_deriver
 from modelpack_registry.linger import close_after
+from modelpack_registry.metrics import CONTENT_TYPE as METRICS_TYPE
+from modelpack_registry.metrics import render_metrics
 from modelpack_registry.simple import (
     content_type,
     negotiate,
@@ -191,6 +194,11 @@ class RegistryApp:
             )
         if path == "/health":
             return self._health()
+        if path == "/metrics":
+            body = render_metrics(self.data, self.index.snapshot())
+            headers = [("Content-Type", METRICS_TYPE), ("Content-Length", str(len(body))),
+                       ("Cache-Control", "no-cache")]  # fmt: skip
+            return "200 OK", headers, [body]
         if path == "/":
             query = parse_qs(environ.get("QUERY_STRING", "")).get("q", [None])[0]
             script = environ.get("SCRIPT_NAME", "")
