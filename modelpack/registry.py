@@ -18,11 +18,11 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from modelpack.config import redact, resolve_credentials, resolve_registry
-from modelpack.errors import ModelNotFoundError, RegistryError, UsageError
+from modelpack.errors import ModelNotFoundError, ModelpackError, RegistryError, UsageError
 from modelpack.index import IndexClient, IndexFile, error_detail
 from modelpack.publishing import name_version
 
-__all__ = ["list_registry", "parse_spec", "promote", "show", "yank"]
+__all__ = ["api_call", "list_registry", "parse_spec", "promote", "show", "yank"]
 
 
 def parse_spec(spec: str) -> tuple[str, str]:
@@ -137,9 +137,26 @@ def _summary(client: IndexClient, files: list[IndexFile], version: str) -> str |
     return str(meta["Summary"]) if meta["Summary"] else None
 
 
-def _write(
-    client: IndexClient, method: str, path: str, body: dict[str, Any] | None
+_STAGES_NEED = "stages and yanking need modelpack-registry, a plain index cannot store them"
+
+
+def api_call(
+    registry: str | None,
+    method: str,
+    path: str,
+    body: dict[str, Any] | None = None,
+    *,
+    needs: str = _STAGES_NEED,
+    not_found: type[ModelpackError] = ModelNotFoundError,
 ) -> dict[str, Any]:
+    """``METHOD /api/v1/<path>`` on modelpack-registry, its JSON answer.
+
+    :raises RegistryError: the registry has no modelpack API (``needs`` says what needs
+        it), or refused (400, 409, ...) with its message.
+    :raises AuthenticationError: the registry wants (other) credentials.
+    :raises ModelNotFoundError: 404 (or ``not_found``) with the registry's message.
+    """
+    client = _client(registry)
     resp = client.request(
         method, f"api/v1/{path}", json=body, headers={"Accept": "application/json"}
     )
@@ -147,11 +164,10 @@ def _write(
     if not _is_our_api(resp):
         raise RegistryError(
             f"the registry at {redact(client.registry)} has no modelpack API (HTTP "
-            f"{resp.status_code}); stages and yanking need modelpack-registry, a plain index "
-            "cannot store them"
+            f"{resp.status_code}); {needs}"
         )
     if resp.status_code == 404:
-        raise ModelNotFoundError(detail or f"{path}: not found in the registry")
+        raise not_found(detail or f"{path}: not found in the registry")
     if resp.status_code >= 400:
         raise RegistryError(f"the registry refused: {detail or f'HTTP {resp.status_code}'}")
     return dict(resp.json())
@@ -164,7 +180,7 @@ def promote(spec: str, stage: str, registry: str | None = None) -> dict[str, Any
     :raises AuthenticationError: the registry wants (other) credentials.
     """
     name, version = parse_spec(spec)
-    return _write(_client(registry), "PUT", f"models/{name}/stages/{stage}", {"version": version})
+    return api_call(registry, "PUT", f"models/{name}/stages/{stage}", {"version": version})
 
 
 def yank(
@@ -177,9 +193,9 @@ def yank(
     name, version = parse_spec(spec)
     path = f"models/{name}/versions/{version}/yank"
     if undo:
-        return _write(_client(registry), "DELETE", path, None)
+        return api_call(registry, "DELETE", path)
     if not reason or not reason.strip():
         raise UsageError(
             "say why with --reason TEXT: pip and uv show it to everyone who installs it"
         )
-    return _write(_client(registry), "PUT", path, {"reason": reason.strip()})
+    return api_call(registry, "PUT", path, {"reason": reason.strip()})

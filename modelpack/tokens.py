@@ -19,9 +19,8 @@ from typing import Any
 
 from packaging.utils import canonicalize_name
 
-from modelpack.config import redact, resolve_credentials, resolve_registry
 from modelpack.errors import ModelNotFoundError, RegistryError, UsageError
-from modelpack.index import IndexClient, error_detail
+from modelpack.registry import api_call
 
 __all__ = ["check_token_id", "create_token", "list_tokens", "revoke_token"]
 
@@ -48,28 +47,14 @@ def check_token_id(token_id: str) -> str:
     )
 
 
+_NEEDS = "API tokens need modelpack-registry. On another index, make tokens the way it does"
+
+
 def _call(method: str, name: str, registry: str | None, path: str = "",
           body: dict[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
-    url = resolve_registry(registry)
-    client = IndexClient(url, resolve_credentials(url))
-    model = canonicalize_name(name)
-    resp = client.request(method, f"api/v1/models/{model}/tokens{path}", json=body,
-                          headers={"Accept": "application/json"})  # fmt: skip
-    detail = error_detail(resp)
-    # modelpack-registry answers JSON, errors as {"error": ...}; another index does not
-    if not detail and not (resp.ok and "json" in resp.headers.get("Content-Type", "")):
-        raise RegistryError(
-            f"the registry at {redact(client.registry)} has no modelpack API (HTTP "
-            f"{resp.status_code}); API tokens need modelpack-registry. On another index, "
-            "make tokens the way it does"
-        )
-    if resp.status_code == 404:
-        if path:
-            raise RegistryError(detail)
-        raise ModelNotFoundError(detail)
-    if resp.status_code >= 400:
-        raise RegistryError(f"the registry refused: {detail}")
-    return dict(resp.json())
+    # an unknown token id is a RegistryError; an unknown model is ModelNotFoundError
+    return api_call(registry, method, f"models/{canonicalize_name(name)}/tokens{path}", body,
+                    needs=_NEEDS, not_found=RegistryError if path else ModelNotFoundError)  # fmt: skip
 
 
 def create_token(name: str, *, expires: str | None = None, user: str | None = None,
