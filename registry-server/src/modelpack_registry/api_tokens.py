@@ -167,6 +167,6 @@ def _manages(access: Access, who: Principal, name: str) -> bool:
 
 def _public(token: Token) -> dict[str, Any]:
     """What the API shows of a token: never its secret or sha256."""
-    used = None if token.last_used in (None, "never") else token.last_used
     return {"id": token.id, "user": token.user, "created": token.created,
-            "expires": token.expires, "last_used": used, "expired": token.expired()}  # fmt: skip
+            "expires": token.expires, "last_used": token.last_used_at,
+            "expired": token.expired()}  # fmt: skip

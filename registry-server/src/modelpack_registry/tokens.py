@@ -42,7 +42,7 @@ import os
 import re
 import secrets
 import threading
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from modelpack_registry.errors import BadRequest, NotFound
@@ -52,6 +52,8 @@ from modelpack_registry.storage import DataDir
 
 __all__ = [
     "DEFAULT_EXPIRY",
+    "FIELDS",
+    "ID_RE",
     "TOKEN_USER",
     "Token",
     "create_token",
@@ -65,7 +67,8 @@ __all__ = [
 ]
 
 TOKEN_USER = "__token__"  # noqa: S105 (the Basic user name twine sends with a token)
-_ID_RE = re.compile(r"^[0-9a-f]{16}$")
+ID_RE = re.compile(r"^[0-9a-f]{16}$")  # a token id, and its file name
+FIELDS = ("id", "model", "user", "created", "sha256")  # what every token file has
 _TOKEN_RE = re.compile(r"^mpk_([0-9a-f]{16})_([A-Za-z0-9_-]{32,128})$")
 DEFAULT_EXPIRY = "365d"
 _DURATION_RE = re.compile(r"^([1-9][0-9]{0,5})([dh])$")
@@ -89,6 +92,11 @@ class Token:
     sha256: str
     expires: str | None = None  # ISO 8601 UTC; None: never
     last_used: str | None = None  # ISO 8601 UTC; "never"; None: not recorded (older file)
+
+    @property
+    def last_used_at(self) -> str | None:
+        """When it was last used; None if never, or not recorded (an older file)."""
+        return None if self.last_used == _NEVER else self.last_used
 
     def expired(self, now: dt.datetime | None = None) -> bool:
         """True once ``expires`` has passed."""
@@ -196,16 +204,17 @@ def _write(data: DataDir, token: Token) -> None:
     data.atomic_write(data.tokens / f"{token.id}.json", body, mode=0o600)
 
 
-def _load(data: DataDir, token_id: str) -> Token | None:
-    if not _ID_RE.match(token_id):
+def get_token(data: DataDir, token_id: str) -> Token | None:
+    """The stored token ``token_id``; None when there is none (or its file is damaged)."""
+    if not ID_RE.match(token_id):
         return None
     try:
         raw: Any = json.loads((data.tokens / f"{token_id}.json").read_bytes())
-        token = Token(**{k: str(raw[k]) for k in ("id", "model", "user", "created", "sha256")})
+        token = Token(*(str(raw[k]) for k in FIELDS))
         expires = raw.get("expires")
         if expires is not None:
             # a damaged expiry refuses the token rather than letting it live forever
-            token = Token(**{**asdict(token), "expires": iso_utc(parse_time(expires))})
+            token = replace(token, expires=iso_utc(parse_time(expires)))
     except (OSError, ValueError, TypeError, KeyError, AttributeError):
         return None
     if "last_used" in raw:  # a damaged one is only a lost date: never refuses the token
@@ -214,13 +223,8 @@ def _load(data: DataDir, token_id: str) -> Token | None:
             last = _NEVER if used is None else iso_utc(parse_time(used))
         except (ValueError, TypeError, AttributeError):
             last = None
-        token = Token(**{**asdict(token), "last_used": last})
+        token = replace(token, last_used=last)
     return token if token.id == token_id else None
-
-
-def get_token(data: DataDir, token_id: str) -> Token | None:
-    """The stored token ``token_id``; None when there is none (or its file is damaged)."""
-    return _load(data, token_id)
 
 
 def list_tokens(data: DataDir, model: str | None = None) -> list[Token]:
@@ -229,7 +233,7 @@ def list_tokens(data: DataDir, model: str | None = None) -> list[Token]:
         names = os.listdir(data.tokens)
     except OSError:
         return []
-    found = [_load(data, n[: -len(".json")]) for n in names if n.endswith(".json")]
+    found = [get_token(data, n[: -len(".json")]) for n in names if n.endswith(".json")]
     return sorted(
         (t for t in found if t is not None and model in (None, t.model)),
         key=lambda t: (t.created, t.id),
@@ -242,7 +246,7 @@ def revoke_token(data: DataDir, token_id: str) -> Token:
     :raises NotFound: no such token.
     """
     with data.locked():
-        token = _load(data, token_id)
+        token = get_token(data, token_id)
         if token is None:
             raise NotFound(f"no token with id {token_id!r} (`modelpack-registry tokens list`)")
         with contextlib.suppress(FileNotFoundError):
@@ -254,7 +258,8 @@ def revoke_token(data: DataDir, token_id: str) -> Token:
 def record_use(data: DataDir, token: Token, now: dt.datetime | None = None) -> None:
     """Note that ``token`` authenticated a request now (at most one write an hour)."""
     now = now or dt.datetime.now(dt.timezone.utc)
-    if token.last_used not in (None, _NEVER) and now - parse_time(token.last_used) < USE_RESOLUTION:
+    used = token.last_used_at
+    if used is not None and now - parse_time(used) < USE_RESOLUTION:
         return
     with _failed_lock:
         failed = _failed.get(token.id)
@@ -262,11 +267,11 @@ def record_use(data: DataDir, token: Token, now: dt.datetime | None = None) -> N
         return  # it failed within the hour: do not retry (and warn) on every request
     try:
         with data.locked():
-            current = _load(data, token.id)
+            current = get_token(data, token.id)
             if current is None or current.sha256 != token.sha256:
                 return  # revoked (or replaced) meanwhile: write nothing back
             stamp = iso_utc(now.replace(microsecond=0))
-            _write(data, Token(**{**asdict(current), "last_used": stamp}))
+            _write(data, replace(current, last_used=stamp))
     except OSError as exc:
         # a read-only or full volume: say so once an hour per token, not on every request
         with _failed_lock:
@@ -287,7 +292,7 @@ def verify_token(data: DataDir, text: str) -> Token | None:
     match = _TOKEN_RE.match(text.strip())
     if match is None:
         return None
-    token = _load(data, match.group(1))
+    token = get_token(data, match.group(1))
     if token is None:
         return None
     if not hmac.compare_digest(_digest(match.group(2)).encode(), token.sha256.encode()):

@@ -20,7 +20,7 @@ from modelpack_registry.errors import BadRequest
 from modelpack_registry.maintenance import iso_utc
 from modelpack_registry.owners import check_user, model_name
 from modelpack_registry.storage import DataDir
-from modelpack_registry.tokens import parse_time
+from modelpack_registry.tokens import FIELDS, ID_RE, parse_time
 from modelpack_registry.verify_common import (
     Report,
     file_readable_by,
@@ -32,8 +32,6 @@ from modelpack_registry.verify_common import (
 
 __all__ = ["EXPIRY_WARNING", "UNUSED_WARNING", "check_tokens"]
 
-_TOKEN_FIELDS = ("id", "model", "user", "created", "sha256")
-_ID_RE = re.compile(r"^[0-9a-f]{16}$")
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -52,12 +50,12 @@ def _token_problems(doc: Any, token_id: str, folder: Path) -> list[str]:
     """What makes tokens.py refuse this token (never quoting a value)."""
     if not isinstance(doc, dict):
         return ["is not a JSON object"]
-    missing = [f'"{k}"' for k in _TOKEN_FIELDS if not isinstance(doc.get(k), str)]
+    missing = [f'"{k}"' for k in FIELDS if not isinstance(doc.get(k), str)]
     if missing:
         return [f"has no string field {', '.join(missing)}"]
     problems = []
     if doc["id"] != token_id:
-        if _ID_RE.match(doc["id"]) and (folder / f"{doc['id']}.json").exists():
+        if ID_RE.match(doc["id"]) and (folder / f"{doc['id']}.json").exists():
             problems.append(
                 f"duplicate id: its id field says {doc['id']}, which has its own file (this "
                 "is a copy of it), so it is refused"
@@ -125,7 +123,7 @@ def check_tokens(
         token_id = entry[: -len(".json")]
         if file_readable_by(path) is not None:
             exposed.append(token_id)
-        if not _ID_RE.match(token_id):
+        if not ID_RE.match(token_id):
             report.errors.append(
                 f"misnamed: {rel}: the registry reads tokens only from "
                 f"state/tokens/<16 lowercase hex digits>.json, so this token is refused: "
