@@ -185,8 +185,7 @@ class RegistryApp:
             who = self.access.authenticate(environ, "to upload")
             if path == "/" and method == "POST":
                 data = self.access.upload_data(who)
-                uploader = (who.user, who.token_id) if who else None
-                message = handle_upload(environ, data, self.index, self.limits, uploader)
+                message = handle_upload(environ, data, self.index, self.limits, who)
                 return _text("200 OK", message)
             raise MethodNotAllowed(
                 f"{method} {path} is not supported; upload with POST / (twine upload)",

@@ -1,11 +1,12 @@
 """``verify`` and ``reindex``: check the data folder, and rebuild what can be derived.
 
 Both treat ``packages/`` as the whole state. ``reindex`` rewrites every ``meta/`` file
-from the distributions alone (keeping each record's ``upload_time`` and uploader when a valid one is
-there, else the file's mtime), removes orphaned records and derived temp files, and bumps
-``generation`` so running servers reload. ``state/`` is never touched. The CLI's
-``verify`` also reads ``state/owners/`` and ``state/tokens/`` (and an htpasswd file) with
-:mod:`modelpack_registry.verify_access`.
+from the distributions alone (keeping each record's ``upload_time`` and uploader when a
+valid one is there, else the file's mtime), removes orphaned records and derived temp
+files, and bumps ``generation`` so running servers reload. ``state/`` is never touched.
+The CLI's ``verify`` also reads ``state/`` (and an htpasswd file) with
+:mod:`~modelpack_registry.verify_access`, :mod:`~modelpack_registry.verify_tokens` and
+:mod:`~modelpack_registry.verify_state`.
 """
 
 from __future__ import annotations

@@ -32,6 +32,7 @@ from typing import Any
 
 from packaging.utils import canonicalize_name
 
+from modelpack_registry.access import Principal
 from modelpack_registry.errors import (
     BadRequest,
     Conflict,
@@ -65,11 +66,11 @@ log = logging.getLogger(__name__)
 
 
 def handle_upload(environ: dict[str, Any], data: DataDir, index: Index, limits: UploadLimits,
-                  uploader: tuple[str, str | None] | None = None) -> str:  # fmt: skip
+                  who: Principal | None = None) -> str:  # fmt: skip
     """Receive, validate and publish one upload; return a success message.
 
-    ``uploader``: the authenticated user and the id of the API token used (or None),
-    recorded with the file; None on an anonymous registry.
+    ``who``: the authenticated uploader, recorded with the file (its user, and the id of
+    the API token used, if any); None on an anonymous registry.
 
     What can be refused from the form fields and the file name alone is refused as soon
     as those arrive, before the rest of the body is read (see the module docstring).
@@ -95,7 +96,7 @@ def handle_upload(environ: dict[str, Any], data: DataDir, index: Index, limits: 
             # A client that stalls mid-body must not hold a worker thread forever.
             sock.settimeout(IDLE_TIMEOUT)
         temp = data.new_temp()
-        return _receive_and_publish(environ, data, index, limits, form, temp, uploader)
+        return _receive_and_publish(environ, data, index, limits, form, temp, who)
     except ClientGone as exc:
         log.warning("upload aborted by the client: %s", exc)
         raise BadRequest("the upload was incomplete (connection closed)") from exc
@@ -111,7 +112,7 @@ def handle_upload(environ: dict[str, Any], data: DataDir, index: Index, limits: 
 
 def _receive_and_publish(environ: dict[str, Any], data: DataDir, index: Index,
                          limits: UploadLimits, form: Form, temp: TempUpload,
-                         uploader: tuple[str, str | None] | None) -> str:  # fmt: skip
+                         who: Principal | None) -> str:  # fmt: skip
     def refuse_early(got: Form) -> None:
         """The checks below that need only the fields sent so far and the file name."""
         filename = got.filename
@@ -155,16 +156,14 @@ def _receive_and_publish(environ: dict[str, Any], data: DataDir, index: Index,
         core_metadata_sha256=(
             hashlib.sha256(info.metadata).hexdigest() if info.metadata is not None else None
         ),
-        uploaded_by=uploader[0] if uploader else None,
-        upload_token=uploader[1] if uploader else None,
+        uploaded_by=who.user if who else None,
+        upload_token=who.token_id if who else None,
     )
     data.publish(temp, record, info.metadata)
     index.invalidate()
-    by = (
-        f" by {uploader[0]}" + (f" (token {uploader[1]})" if uploader[1] else "")
-        if uploader
-        else ""
-    )
+    by = f" by {who.user}" if who else ""
+    if who and who.token_id:
+        by += f" (token {who.token_id})"
     log.info("published %s (%d bytes, sha256 %s)%s", filename, form.size, digest, by)
     return f"OK: {filename} published\n"
 
