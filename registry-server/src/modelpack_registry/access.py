@@ -163,7 +163,7 @@ class UploadGuard:
             return None
         user = self.who.user
         first = role_change(user, None, "owner", user)  # the first upload
-        return lambda: write_owners(data, name, Owners(owners=(user,)), first)
+        return lambda: write_owners(data, name, Owners(owners=(user,)), [first])
 
     def check_publish(self, data: DataDir, name: str) -> None:
         """Refuse now what :meth:`authorize_publish` would refuse, claiming nothing.

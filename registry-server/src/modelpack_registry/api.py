@@ -56,8 +56,8 @@ from modelpack_registry.openapi import openapi_document
 from modelpack_registry.owners import (
     check_user,
     model_name,
-    read_history,
     read_owners,
+    read_owners_file,
     remove_user,
     set_role,
 )
@@ -220,11 +220,11 @@ def _yank(environ: dict[str, Any], method: str, raw_name: str, raw_version: str,
 
 
 def _owners_doc(name: str, access: Access) -> dict[str, Any]:
-    owners = read_owners(access.data, name)
+    owners, history = read_owners_file(access.data, name)
     doc: dict[str, Any] = {"name": name, "owners": [], "maintainers": []}
     if owners is not None:
         doc.update(owners.as_dict())
-    doc["history"] = read_history(access.data, name)
+    doc["history"] = history
     return doc
 
 

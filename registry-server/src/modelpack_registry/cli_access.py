@@ -66,8 +66,7 @@ def _owners(args: argparse.Namespace) -> int:
     from modelpack_registry.owners import (
         cli_actor,
         model_name,
-        read_history,
-        read_owners,
+        read_owners_file,
         remove_user,
         set_role,
     )
@@ -83,7 +82,7 @@ def _owners(args: argparse.Namespace) -> int:
     elif args.action == "remove":
         remove_user(data, name, args.user, cli_actor())
         print(f"{args.user} removed from {name}")
-    owners = read_owners(data, name)
+    owners, history = read_owners_file(data, name)
     if owners is None:
         print(
             f"{name} has no owners: only admins may change it "
@@ -98,7 +97,7 @@ def _owners(args: argparse.Namespace) -> int:
             print(f"  maintainer  {user}")
         if args.history:
             print("history")
-            for change in read_history(data, name):
+            for change in history:
                 print(
                     f"  {change.get('at')}  {change.get('user')}: {change.get('from') or 'none'}"
                     f" -> {change.get('to') or 'none'}  by {change.get('by') or 'anonymous'}"

@@ -49,8 +49,8 @@ __all__ = [
     "cli_actor",
     "has_distributions",
     "model_name",
-    "read_history",
     "read_owners",
+    "read_owners_file",
     "remove_user",
     "role_change",
     "set_role",
@@ -122,37 +122,30 @@ def _users(value: object) -> tuple[str, ...]:
     return tuple(dict.fromkeys(str(v) for v in value if isinstance(v, str) and v))
 
 
-def _read(data: DataDir, name: str) -> Any:
-    """The parsed owners file; raises FileNotFoundError, or OSError/ValueError."""
-    return json.loads((data.owners / f"{name}.json").read_bytes())
+def read_owners_file(data: DataDir, name: str) -> tuple[Owners | None, list[dict[str, Any]]]:
+    """The owners of ``name`` and its role changes (oldest first), in one read.
+
+    No file gives ``(None, [])``; a file that cannot be read or parsed gives
+    ``(Owners(), [])`` (nobody but admins).
+    """
+    try:
+        raw: Any = json.loads((data.owners / f"{name}.json").read_bytes())
+    except FileNotFoundError:
+        return None, []
+    except (OSError, ValueError):
+        return Owners(), []
+    if not isinstance(raw, dict):
+        return Owners(), []
+    owners = _users(raw.get("owners"))
+    maintainers = tuple(u for u in _users(raw.get("maintainers")) if u not in owners)
+    history = raw.get("history")
+    changes = [h for h in history if isinstance(h, dict)] if isinstance(history, list) else []
+    return Owners(owners, maintainers), changes
 
 
 def read_owners(data: DataDir, name: str) -> Owners | None:
-    """The owners of ``name``; None if it has no owners file.
-
-    A file that cannot be read or parsed gives ``Owners()`` (nobody but admins).
-    """
-    try:
-        raw = _read(data, name)
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError):
-        return Owners()
-    if not isinstance(raw, dict):
-        return Owners()
-    owners = _users(raw.get("owners"))
-    maintainers = tuple(u for u in _users(raw.get("maintainers")) if u not in owners)
-    return Owners(owners, maintainers)
-
-
-def read_history(data: DataDir, name: str) -> list[dict[str, Any]]:
-    """The role changes of ``name``, oldest first; [] without a file or a readable one."""
-    try:
-        raw = _read(data, name)
-    except (OSError, ValueError):
-        return []
-    history = raw.get("history") if isinstance(raw, dict) else None
-    return [h for h in history if isinstance(h, dict)] if isinstance(history, list) else []
+    """The owners of ``name``; see :func:`read_owners_file`."""
+    return read_owners_file(data, name)[0]
 
 
 def cli_actor() -> str:
@@ -170,15 +163,12 @@ def role_change(user: str, before: str | None, after: str | None,
     return {"user": user, "from": before, "to": after, "by": by, "at": utc_now()}
 
 
-def write_owners(
-    data: DataDir, name: str, owners: Owners, change: dict[str, Any] | None = None
-) -> None:
-    """Write the owners file atomically, ``change`` added to its history.
+def write_owners(data: DataDir, name: str, owners: Owners, history: list[dict[str, Any]]) -> None:
+    """Write the owners file atomically, with its whole ``history``.
 
     The caller holds :meth:`DataDir.locked`.
     """
     data.owners.mkdir(parents=True, exist_ok=True)
-    history = read_history(data, name) + ([change] if change else [])
     body = json.dumps({**owners.as_dict(), "history": history}, indent=1).encode() + b"\n"
     data.atomic_write(data.owners / f"{name}.json", body)
 
@@ -212,7 +202,8 @@ def set_role(data: DataDir, name: str, user: str, role: str, by: str | None = No
         raise BadRequest(f"invalid role {role!r}: use 'owner' or 'maintainer'")
     check_user(user)
     with data.locked():
-        current = read_owners(data, name) or Owners()
+        found, history = read_owners_file(data, name)
+        current = found or Owners()
         owners = [u for u in current.owners if u != user]
         maintainers = [u for u in current.maintainers if u != user]
         if role == "owner":
@@ -222,7 +213,8 @@ def set_role(data: DataDir, name: str, user: str, role: str, by: str | None = No
                 raise Conflict(_last_owner(name, user, "make them a maintainer"))
             maintainers.append(user)
         result = Owners(tuple(owners), tuple(maintainers))
-        write_owners(data, name, result, role_change(user, current.role(user), role, by))
+        change = role_change(user, current.role(user), role, by)
+        write_owners(data, name, result, [*history, change])
         data.bump_generation()
     return result
 
@@ -236,7 +228,7 @@ def remove_user(data: DataDir, name: str, user: str, by: str | None = None) -> O
     :raises Conflict: ``user`` is the last owner.
     """
     with data.locked():
-        current = read_owners(data, name)
+        current, history = read_owners_file(data, name)
         if current is None or current.role(user) is None:
             who = current.describe(name) if current else f"{name} has no owners file"
             raise NotFound(f"{user} is not an owner or maintainer of {name} ({who})")
@@ -244,7 +236,8 @@ def remove_user(data: DataDir, name: str, user: str, by: str | None = None) -> O
         if current.owners and not owners:
             raise Conflict(_last_owner(name, user, "remove them"))
         result = Owners(owners, tuple(u for u in current.maintainers if u != user))
-        write_owners(data, name, result, role_change(user, current.role(user), None, by))
+        change = role_change(user, current.role(user), None, by)
+        write_owners(data, name, result, [*history, change])
         data.bump_generation()
     return result
 
