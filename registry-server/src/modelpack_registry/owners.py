@@ -37,10 +37,9 @@ from typing import Any
 
 from packaging.utils import canonicalize_name
 
-from modelpack_registry.errors import BadRequest, Conflict, NotFound, RegistryError
+from modelpack_registry.errors import BadRequest, Conflict, NotFound
 from modelpack_registry.maintenance import utc_now
 from modelpack_registry.storage import DataDir
-from modelpack_registry.validate import name_and_version
 
 __all__ = [
     "ROLES",
@@ -175,19 +174,7 @@ def write_owners(data: DataDir, name: str, owners: Owners, history: list[dict[st
 
 def has_distributions(data: DataDir, name: str) -> bool:
     """True if ``packages/`` holds a file of project ``name`` (read under the lock)."""
-    try:
-        entries = os.listdir(data.packages)
-    except OSError:
-        return False
-    for filename in entries:
-        if filename.startswith("."):
-            continue
-        try:
-            if name_and_version(filename)[0] == name:
-                return True
-        except RegistryError:
-            continue
-    return False
+    return any(found == name for _, found, _ in data.distributions())
 
 
 def set_role(data: DataDir, name: str, user: str, role: str, by: str | None = None) -> Owners:

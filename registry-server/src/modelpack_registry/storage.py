@@ -51,8 +51,8 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
-from modelpack_registry.errors import Conflict, StorageError
-from modelpack_registry.validate import describe
+from modelpack_registry.errors import BadRequest, Conflict, StorageError
+from modelpack_registry.validate import describe, name_and_version
 
 __all__ = ["DataDir", "PublishGuard", "Record", "TempUpload"]
 
@@ -313,6 +313,23 @@ class DataDir:
     def metadata_path(self, filename: str) -> Path:
         """``meta/<filename>.metadata``."""
         return self.meta / f"{filename}.metadata"
+
+    def distributions(self) -> Iterator[tuple[str, str, str]]:
+        """``(filename, canonical name, version)`` of each file in ``packages/`` whose name
+        is a distribution's (the others, and temp dot-files, are skipped); none if the
+        folder cannot be listed."""
+        try:
+            entries = os.listdir(self.packages)
+        except OSError:
+            return
+        for filename in entries:
+            if filename.startswith("."):
+                continue
+            try:
+                name, version = name_and_version(filename)
+            except BadRequest:
+                continue
+            yield filename, name, version
 
     def load_record(self, filename: str) -> Record | None:
         """The stored record of ``filename``, or None if missing or unreadable."""

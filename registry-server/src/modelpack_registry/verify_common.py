@@ -18,7 +18,6 @@ from typing import Any
 from modelpack_registry.errors import BadRequest
 from modelpack_registry.owners import model_name
 from modelpack_registry.storage import DataDir
-from modelpack_registry.validate import name_and_version
 
 __all__ = [
     "Report",
@@ -55,19 +54,8 @@ def some(items: list[str], limit: int = 3) -> str:
 
 
 def published_names(data: DataDir) -> set[str]:
-    names: set[str] = set()
-    try:
-        entries = os.listdir(data.packages)
-    except OSError:
-        return names
-    for filename in entries:
-        if filename.startswith("."):
-            continue
-        try:
-            names.add(name_and_version(filename)[0])
-        except BadRequest:
-            continue  # the distribution checks report it
-    return names
+    """The projects with a file in ``packages/`` (misnamed files: the distribution checks)."""
+    return {name for _, name, _ in data.distributions()}
 
 
 def list_entries(folder: Path, rel: str, report: Report) -> list[str]:

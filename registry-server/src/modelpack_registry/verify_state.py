@@ -21,7 +21,6 @@ from a backup, so ``verify`` is how a restore is found incomplete.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from modelpack_registry.errors import BadRequest
@@ -52,21 +51,11 @@ def verify_state(data: DataDir, report: Report) -> None:
 def _versions(data: DataDir) -> dict[str, tuple[str, str]]:
     """filename -> (canonical name, version as the server lists it) for ``packages/``."""
     found: dict[str, tuple[str, str]] = {}
-    try:
-        entries = os.listdir(data.packages)
-    except OSError:
-        return found
-    for filename in entries:
-        if filename.startswith("."):
-            continue
+    for filename, name, version in data.distributions():
         record = data.load_record(filename)
         if record is not None and record.filename == filename:
-            found[filename] = (record.name, record.version)
-            continue
-        try:
-            found[filename] = name_and_version(filename)
-        except BadRequest:
-            continue  # the distribution checks report it
+            name, version = record.name, record.version  # as the server lists it
+        found[filename] = (name, version)
     return found
 
 
