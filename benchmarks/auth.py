@@ -8,6 +8,11 @@ with an API token on the protected one (the same index page, so the difference i
 authentication). Prints the first authenticated request (which
 pays bcrypt) and the p50/p90 of the rest.
 
+Then, on a server whose file is written as ``htpasswd -B`` writes it (bcrypt cost 5),
+a wrong password for a known user against any password for an unknown user name (each
+request pays a full check: failures are never cached). The two should take the same
+time, or the answer time tells which user names exist; the ratio is printed.
+
     .venv/bin/python benchmarks/auth.py [-n 500]
 """
 
@@ -94,6 +99,30 @@ def main() -> int:
             with requests.Session() as s:
                 s.auth = ("__token__", token)
                 report("API token (__token__)", *timed(s, f"{url}/simple/", args.n))
+        htpasswd5 = root / "htpasswd-cost5"
+        hashed5 = bcrypt.hashpw(b"alice-pw", bcrypt.gensalt(rounds=5)).decode()
+        htpasswd5.write_text(f"alice:{hashed5}\nbob:{hashed5}\n")
+        n = max(20, args.n // 5)
+        with registry(data, "--htpasswd", str(htpasswd5), "--protect-reads") as url:
+            medians = {}
+            for label, user in (("known user, wrong password", "alice"),
+                                ("unknown user name", "mallory")):  # fmt: skip
+                with requests.Session() as s:
+                    s.auth = (user, "wrong")
+                    samples = []
+                    for _ in range(n):
+                        started = time.perf_counter()
+                        s.get(f"{url}/simple/", timeout=30)
+                        samples.append((time.perf_counter() - started) * 1000)
+                medians[label] = statistics.median(samples)
+                print(f"{label + ' (cost 5)':<34} p50 {medians[label]:6.2f} ms over {n}")
+            ratio = medians["unknown user name"] / medians["known user, wrong password"]
+            print(f"unknown / known: {ratio:.2f}x (the decoy matches the file's cost: ~1x)")
+        old = bcrypt.hashpw(b"decoy", bcrypt.gensalt(rounds=12))
+        started = time.perf_counter()
+        bcrypt.checkpw(b"wrong", old)
+        took = (time.perf_counter() - started) * 1000
+        print(f"for comparison, the old fixed decoy (one bcrypt check at cost 12): {took:.0f} ms")
     return 0
 
 

@@ -9,6 +9,11 @@ is remembered in memory, keyed by a sha256 of both (never the password itself), 
 repeated request does not pay bcrypt again (about 100 ms at the default cost); the cache
 is dropped when the file changes (mtime, size or inode), so a changed password or a
 removed user takes effect on the next request.
+
+An unknown user name is checked against a decoy hash of the same kind as the file's
+entries (for bcrypt, the cost most of them use), so it is answered in the time a wrong
+password for a real user takes: a decoy at cost 12 beside ``htpasswd -B`` entries
+(cost 5) made unknown names about 80 times slower, which told which names exist.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import hashlib
 import hmac
 import os
 import threading
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +32,7 @@ import bcrypt
 
 from modelpack_registry.errors import ConfigError, Forbidden, Unauthorized
 
-__all__ = ["REALM", "Htpasswd", "apr1", "basic_credentials", "challenge"]
+__all__ = ["REALM", "Htpasswd", "apr1", "basic_credentials", "challenge", "decoy_for"]
 
 REALM = "modelpack"
 _CHALLENGE = [("WWW-Authenticate", f'Basic realm="{REALM}"')]
@@ -87,6 +93,36 @@ def apr1(password: str, salt: str) -> str:
     value = final[11]
     out.extend(_APR1_ALPHABET[(value >> (6 * k)) & 0x3F] for k in range(2))
     return f"$apr1${salt_b.decode()}${''.join(out)}"
+
+
+def _bcrypt_cost(hashed: str) -> int | None:
+    """The cost of a ``$2?$NN$...`` hash; None for another scheme or a malformed cost."""
+    if not hashed.startswith(("$2y$", "$2b$", "$2a$")):
+        return None
+    try:
+        cost = int(hashed[4:6])
+    except ValueError:
+        return None
+    return cost if 4 <= cost <= 31 else None
+
+
+def _kind(hashed: str) -> tuple[str, int]:
+    cost = _bcrypt_cost(hashed)
+    if cost is not None:
+        return "bcrypt", cost
+    return ("apr1" if hashed.startswith("$apr1$") else "sha"), 0
+
+
+def decoy_for(hashes: list[str]) -> str:
+    """A hash of ``"decoy"`` that costs what checking most of ``hashes`` costs: bcrypt at
+    their most common cost, else apr1 or ``{SHA}``, whichever is most common."""
+    kinds = Counter(_kind(h) for h in hashes)
+    kind, cost = kinds.most_common(1)[0][0] if kinds else ("apr1", 0)
+    if kind == "bcrypt":
+        return bcrypt.hashpw(b"decoy", bcrypt.gensalt(rounds=cost)).decode()
+    if kind == "sha":
+        return "{SHA}" + base64.b64encode(hashlib.sha1(b"decoy").digest()).decode()  # noqa: S324
+    return apr1("decoy", "decoysal")
 
 
 def _check_hash(password: str, hashed: str) -> bool:
@@ -154,12 +190,15 @@ class Htpasswd:
                 except ConfigError:
                     self._users = {}
                 self._verified = set()
+                self._decoy_hash = None
                 self._stamp = stamp
 
-    def _decoy(self) -> str:
+    def decoy(self) -> str:
+        """The hash an unknown user name is checked against (see :func:`decoy_for`)."""
+        self._reload_if_changed()
         with self._lock:
             if self._decoy_hash is None:
-                self._decoy_hash = bcrypt.hashpw(b"decoy", bcrypt.gensalt()).decode()
+                self._decoy_hash = decoy_for(list(self._users.values()))
             return self._decoy_hash
 
     def users(self) -> frozenset[str]:
@@ -182,7 +221,7 @@ class Htpasswd:
         if hashed is None:
             # Spend what a real check costs, so the answer time does not tell which
             # user names exist.
-            _check_hash(password, self._decoy())
+            _check_hash(password, self.decoy())
             return False
         if not _check_hash(password, hashed):
             return False
