@@ -2,11 +2,12 @@
 
 Plain HTML that needs no JavaScript: the filter is a GET form (``/?q=text``) answered on
 the server from the per-snapshot model list (:mod:`modelpack_registry.models`). Every
-value is HTML-escaped; a model card (the README from METADATA) is rendered by
-markdown-it-py with raw HTML disabled, whose link validation also drops
-``javascript:``/``vbscript:``/``data:`` URLs. The app sends :data:`CSP` with each page,
-so even a missed hole could not run a script. Links are relative, so the pages work
-under any prefix.
+value is HTML-escaped; a model card (the README from METADATA) is rendered once per
+file, outside the request, by markdown-it-py with raw HTML disabled, whose link
+validation also drops ``javascript:``/``vbscript:``/``data:`` URLs (see
+:mod:`modelpack_registry.cards`). The app sends :data:`CSP` with each page, so even a
+missed hole could not run a script. Links are relative, so the pages work under any
+prefix.
 """
 
 from __future__ import annotations
@@ -16,19 +17,17 @@ import json
 from typing import Any
 from urllib.parse import quote
 
-from markdown_it import MarkdownIt
-
+from modelpack_registry.cards import card_for_view
 from modelpack_registry.index import Snapshot
 from modelpack_registry.models import (
     ModelSummary,
     describe_model,
     filter_models,
     latest_version,
-    read_description,
     summaries,
     version_records,
 )
-from modelpack_registry.storage import DataDir
+from modelpack_registry.storage import DataDir, Record
 
 __all__ = ["CSP", "latest_version", "render_catalog", "render_model"]
 
@@ -43,7 +42,6 @@ _STYLE = (
     ".card{border:1px solid #ddd;padding:0 1em;margin:1em 0}.muted{color:#666}"
     "input[type=search]{width:24em;padding:.3em}"
 )
-_md = MarkdownIt("commonmark", {"html": False}).enable("table")
 
 
 def _esc(value: object) -> str:
@@ -128,12 +126,16 @@ def render_catalog(snap: Snapshot, query: str | None, script: str = "") -> bytes
     return _page("modelpack registry", f"<h1>Models</h1>\n{form}\n{count}\n{table}")
 
 
-def _card(text: str, ctype: str) -> str:
-    if not text.strip():
-        return '<p class="muted">This model has no model card (README).</p>'
-    if ctype in ("", "text/markdown"):
-        return str(_md.render(text))
-    return f"<pre>{_esc(text)}</pre>"
+def _card(snap: Snapshot, data: DataDir, record: Record) -> str:
+    """The stored card of ``record``, cached per snapshot once it exists."""
+    key = ("card", record.filename)
+    cached = snap.cache.get(key)
+    if isinstance(cached, str):
+        return cached
+    card, final = card_for_view(data, record)
+    if final:
+        snap.cached(key, lambda: card)
+    return card
 
 
 def _install_lines(name: str, version: str, base: str, stages: dict[str, Any]) -> str:
@@ -177,7 +179,7 @@ def render_model(snap: Snapshot, data: DataDir, name: str, base: str, script: st
     latest = detail["latest"]
     records = version_records(snap, name, latest)
     main = next((r for r in records if r.filename.endswith(".whl")), records[0])
-    card = snap.cached(("card", main.filename), lambda: _card(*read_description(data, main)))
+    card = _card(snap, data, main)
     parts = [
         '<p><a href="../../">← all models</a></p>',
         f"<h1>{_esc(name)} <small>{_esc(latest)}</small></h1>",

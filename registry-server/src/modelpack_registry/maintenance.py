@@ -2,8 +2,9 @@
 
 Both treat ``packages/`` as the whole state. ``reindex`` rewrites every ``meta/`` file
 from the distributions alone (keeping each record's ``upload_time`` and uploader when a
-valid one is there, else the file's mtime), removes orphaned records and derived temp
-files, and bumps ``generation`` so running servers reload. ``state/`` is never touched.
+valid one is there, else the file's mtime), re-renders every model card
+(:mod:`~modelpack_registry.cards`), removes orphaned records and derived temp files,
+and bumps ``generation`` so running servers reload. ``state/`` is never touched.
 The CLI's ``verify`` also reads ``state/`` (and an htpasswd file) with
 :mod:`~modelpack_registry.verify_access`, :mod:`~modelpack_registry.verify_tokens` and
 :mod:`~modelpack_registry.verify_state`.
@@ -18,6 +19,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from modelpack_registry.cards import read_card, store_cards
 from modelpack_registry.errors import BadRequest
 from modelpack_registry.storage import DataDir, Record
 from modelpack_registry.validate import describe, inspect_distribution
@@ -83,7 +85,7 @@ def derive_record(
 
 
 def _derived_owner(name: str) -> str | None:
-    for suffix in (".json", ".metadata"):
+    for suffix in (".json", ".metadata", ".card.html"):
         if name.endswith(suffix):
             return name[: -len(suffix)]
     return None
@@ -121,6 +123,9 @@ def verify(data: DataDir) -> list[str]:
             else:
                 if on_disk != metadata:
                     problems.append(f"stale metadata: meta/{filename}.metadata (run reindex)")
+            card = data.meta / f"{filename}.card.html"
+            if card.exists() and read_card(data, record) is None:
+                problems.append(f"stale card: meta/{filename}.card.html (run reindex)")
     listed = set(packages)
     for name in sorted(os.listdir(data.meta)) if data.meta.is_dir() else []:
         owner = _derived_owner(name)
@@ -150,6 +155,7 @@ def reindex(data: DataDir) -> ReindexResult:
     """
     data.ensure()
     result = ReindexResult()
+    cards: list[tuple[Record, bytes | None]] = []
     with data.locked():
         packages = sorted(os.listdir(data.packages))
         valid: set[str] = set()
@@ -164,6 +170,7 @@ def reindex(data: DataDir) -> ReindexResult:
                         path.unlink()
                 continue
             data.write_derived(record, metadata)
+            cards.append((record, metadata))
             valid.add(filename)
             result.indexed += 1
         for name in sorted(os.listdir(data.meta)):
@@ -173,5 +180,6 @@ def reindex(data: DataDir) -> ReindexResult:
                     (data.meta / name).unlink()
                 result.removed.append(f"meta/{name}")
         data.bump_generation()
+    store_cards(data, cards)  # outside the lock: uploads go on meanwhile
     result.removed.extend(f"tmp/{name}" for name in data.clean_tmp())
     return result

@@ -3,28 +3,25 @@
 Both the catalog pages (:mod:`catalog`) and the JSON API (:mod:`api`) read these, so
 they always agree. Everything comes from the :class:`~modelpack_registry.index.Snapshot`
 (records carry the manifest and METADATA fields extracted at upload), and results are
-cached per snapshot: with 1,000 models a request filters a precomputed list. Only a
-model's README is read from disk (``meta/<file>.metadata``, never a distribution), once
-per snapshot.
+cached per snapshot: with 1,000 models a request filters a precomputed list. A model's
+card is rendered once per file and stored (:mod:`modelpack_registry.cards`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from email.parser import BytesParser
 from typing import Any
 
 from packaging.version import InvalidVersion, Version
 
 from modelpack_registry.index import Snapshot
-from modelpack_registry.storage import DataDir, Record
+from modelpack_registry.storage import Record
 
 __all__ = [
     "ModelSummary",
     "describe_model",
     "filter_models",
     "latest_version",
-    "read_description",
     "summaries",
     "summary_json",
     "version_records",
@@ -249,24 +246,3 @@ def describe_model(snap: Snapshot, name: str, script: str = "") -> dict[str, Any
     value = snap.cached(("model-detail", name, script), make)
     assert isinstance(value, dict)
     return value
-
-
-def read_description(data: DataDir, record: Record | None) -> tuple[str, str]:
-    """The README of a wheel (METADATA body or ``Description``) and its content type.
-
-    Reads ``meta/<file>.metadata`` (the copy stored at upload); ("", "") if none.
-    """
-    if record is None or not record.core_metadata_sha256:
-        return "", ""
-    try:
-        raw = data.metadata_path(record.filename).read_bytes()
-    except OSError:
-        return "", ""
-    msg = BytesParser().parsebytes(raw, headersonly=True)
-    normalized = raw.replace(b"\r\n", b"\n")
-    body = normalized.split(b"\n\n", 1)[1] if b"\n\n" in normalized else b""
-    text = body.decode("utf-8", "replace")
-    if not text.strip():
-        text = str(msg.get("Description") or "")
-    ctype = str(msg.get("Description-Content-Type") or "text/markdown")
-    return text, ctype.split(";")[0].strip().lower()

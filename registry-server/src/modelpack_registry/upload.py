@@ -33,6 +33,7 @@ from typing import Any
 from packaging.utils import canonicalize_name
 
 from modelpack_registry.access import Principal
+from modelpack_registry.cards import render_and_store
 from modelpack_registry.errors import (
     BadRequest,
     Conflict,
@@ -161,6 +162,7 @@ def _receive_and_publish(environ: dict[str, Any], data: DataDir, index: Index,
     )
     data.publish(temp, record, info.metadata)
     index.invalidate()
+    render_and_store(data, record, info.metadata)  # the model card, once, off the page views
     by = f" by {who.user}" if who else ""
     if who and who.token_id:
         by += f" (token {who.token_id})"

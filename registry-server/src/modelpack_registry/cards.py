@@ -1,0 +1,318 @@
+"""Model cards: each README rendered once, in a child process with a CPU budget, and stored.
+
+A README is rendered by markdown-it-py (raw HTML disabled; its link validation drops
+``javascript:``/``vbscript:``/``data:`` URLs). Rendering costs CPU that grows with
+the input, and some inputs are pathological: ``"![" * 250_000`` (0.5 MB) takes about
+7 s of CPU, against 0.1 s for 300 KB of ordinary Markdown. Rendering on a page view held
+the GIL for all of that, so 16 first views of such a page stalled ``/health`` for
+minutes. So:
+
+- **Never on a page view.** The HTML is made when the file is uploaded (after it is
+  published, in the upload request), stored as ``meta/<file>.card.html`` beside the
+  record, and served from there (once read, cached per snapshot). A view that finds no
+  card (a file placed by hand, a card from an older renderer, a deleted one) answers a
+  short note at once and asks the background thread of its process to render it.
+- **In a child process, with a budget.** :class:`Renderer` runs
+  ``python -m modelpack_registry.cards``, which renders each text under a CPU-time
+  timer (``ITIMER_PROF``, :data:`CPU_BUDGET` seconds), at a lower priority (``nice``
+  10), with a memory cap. A text over budget is stored as escaped plain text with a
+  note, so it is never tried again; request threads never render at all.
+- **Once per file.** A render holds ``flock`` on ``tmp/card-<file>.lock`` and checks
+  again for a card first, so two processes (or a view and the upload) do not render
+  the same file twice. A card starts with a header naming the METADATA sha256 and
+  :data:`CARD_VERSION`; one that does not match its record is treated as missing.
+  ``reindex`` re-renders every card (:func:`store_cards`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import html
+import logging
+import os
+import queue
+import subprocess
+import sys
+import threading
+from collections.abc import Iterable, Iterator
+from email.parser import BytesParser
+
+from modelpack_registry.storage import DataDir, Record
+
+__all__ = [
+    "CARD_VERSION",
+    "CPU_BUDGET",
+    "Renderer",
+    "card_for_view",
+    "card_html",
+    "read_card",
+    "render_and_store",
+    "split_description",
+    "store_cards",
+]
+
+log = logging.getLogger(__name__)
+
+CARD_VERSION = "1"
+CPU_BUDGET = 1.0
+"""CPU seconds a card may take to render (ordinary Markdown: about 0.35 s per MiB)."""
+_MEMORY_CAP = 1 << 30  # bytes of address space for the child
+_WALL_LIMIT = 30.0  # seconds before a child that stopped answering is killed
+_HEADER = "<!-- modelpack-card v{version} metadata-sha256={sha} -->\n"
+NO_CARD = '<p class="muted">This model has no model card (README).</p>'
+PENDING = '<p class="muted">The model card is being prepared; reload the page in a moment.</p>'
+
+
+def split_description(metadata: bytes) -> tuple[str, str]:
+    """The README of a METADATA file (its body, else ``Description``) and its content type."""
+    msg = BytesParser().parsebytes(metadata, headersonly=True)
+    normalized = metadata.replace(b"\r\n", b"\n")
+    body = normalized.split(b"\n\n", 1)[1] if b"\n\n" in normalized else b""
+    text = body.decode("utf-8", "replace")
+    if not text.strip():
+        text = str(msg.get("Description") or "")
+    ctype = str(msg.get("Description-Content-Type") or "text/markdown")
+    return text, ctype.split(";")[0].strip().lower()
+
+
+def _plain(text: str, note: str = "") -> str:
+    return (f'<p class="muted">{note}</p>' if note else "") + f"<pre>{html.escape(text)}</pre>"
+
+
+class Renderer:
+    """A child process that renders Markdown, each text under :data:`CPU_BUDGET`.
+
+    Started on first use; a child that dies or stops answering is replaced on the next
+    call. Not thread-safe: callers serialise (:func:`render_and_store` gives each
+    upload its own).
+    """
+
+    def __init__(self) -> None:
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def _start(self) -> subprocess.Popen[bytes]:
+        if self._proc is None or self._proc.poll() is not None:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", "modelpack_registry.cards"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+            )
+        return self._proc
+
+    def render(self, text: str) -> str | None:
+        """The HTML of ``text``; None if it went over budget or the child failed."""
+        proc = self._start()
+        assert proc.stdin is not None and proc.stdout is not None
+        data = text.encode("utf-8", "replace")
+        watchdog = threading.Timer(_WALL_LIMIT, proc.kill)  # a child that hangs in C code
+        watchdog.daemon = True
+        watchdog.start()
+        try:
+            proc.stdin.write(len(data).to_bytes(8, "big") + data)
+            proc.stdin.flush()
+            head = proc.stdout.read(9)
+            if len(head) != 9:
+                raise OSError("the card renderer exited")
+            body = proc.stdout.read(int.from_bytes(head[1:], "big"))
+        except OSError as exc:
+            log.warning("card renderer failed: %s", exc)
+            self.close()
+            return None
+        finally:
+            watchdog.cancel()
+        return body.decode("utf-8", "replace") if head[0] == 0 else None
+
+    def close(self) -> None:
+        """Stop the child (idempotent)."""
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            with contextlib.suppress(OSError):
+                proc.kill()
+            proc.wait()
+            for stream in (proc.stdin, proc.stdout):
+                if stream is not None:
+                    with contextlib.suppress(OSError):
+                        stream.close()
+
+
+def card_html(metadata: bytes, renderer: Renderer) -> str:
+    """The card of a wheel's METADATA (rendered, plain or a note; never raises)."""
+    text, ctype = split_description(metadata)
+    if not text.strip():
+        return NO_CARD
+    if ctype not in ("", "text/markdown"):
+        return _plain(text)
+    rendered = renderer.render(text)
+    if rendered is None:
+        return _plain(
+            text,
+            f"This model card could not be rendered within its budget ({CPU_BUDGET:g} s of "
+            "CPU, 1 GiB of memory), so it is shown as plain text.",
+        )
+    return rendered
+
+
+def _card_path(data: DataDir, filename: str) -> str:
+    return str(data.meta / f"{filename}.card.html")
+
+
+def read_card(data: DataDir, record: Record) -> str | None:
+    """The stored card of ``record``; None if missing or made for other METADATA."""
+    header = _HEADER.format(version=CARD_VERSION, sha=record.core_metadata_sha256)
+    try:
+        with open(_card_path(data, record.filename), encoding="utf-8") as f:
+            if f.readline() != header:
+                return None
+            return f.read()
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+@contextlib.contextmanager
+def _claim(data: DataDir, filename: str, wait: bool) -> Iterator[bool]:
+    """Hold ``tmp/card-<filename>.lock``; yields False if another holds it and not ``wait``."""
+    path = data.tmp / f"card-{filename}.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+    finally:
+        os.close(fd)
+
+
+def _store(data: DataDir, record: Record, metadata: bytes, renderer: Renderer) -> None:
+    header = _HEADER.format(version=CARD_VERSION, sha=record.core_metadata_sha256)
+    card = card_html(metadata, renderer)
+    data.atomic_write(data.meta / f"{record.filename}.card.html", (header + card).encode())
+
+
+def render_and_store(data: DataDir, record: Record, metadata: bytes | None,
+                     renderer: Renderer | None = None, wait: bool = True) -> None:  # fmt: skip
+    """Render and store the card of ``record`` unless it is there already.
+
+    ``wait``: wait for another process rendering the same file (else return at once).
+    Never raises: a card that cannot be stored is rendered again on a later view.
+    """
+    if metadata is None or record.core_metadata_sha256 is None:
+        return
+    own = renderer is None
+    renderer = renderer or Renderer()
+    try:
+        with _claim(data, record.filename, wait) as claimed:
+            if claimed and read_card(data, record) is None:
+                _store(data, record, metadata, renderer)
+    except OSError as exc:
+        log.warning("cannot store the model card of %s: %s", record.filename, exc)
+    finally:
+        if own:
+            renderer.close()
+
+
+def store_cards(data: DataDir, items: Iterable[tuple[Record, bytes | None]]) -> None:
+    """Re-render the card of every ``(record, metadata)`` (``reindex``), in one child."""
+    renderer = Renderer()
+    try:
+        for record, metadata in items:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(_card_path(data, record.filename))
+            render_and_store(data, record, metadata, renderer)
+    finally:
+        renderer.close()
+
+
+class _Background:
+    """One thread per process rendering the cards that views found missing."""
+
+    def __init__(self) -> None:
+        self._queue: queue.Queue[tuple[DataDir, Record]] = queue.Queue()
+        self._pending: set[str] = set()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def submit(self, data: DataDir, record: Record) -> None:
+        with self._lock:
+            if record.filename in self._pending:
+                return
+            self._pending.add(record.filename)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="cards", daemon=True)
+                self._thread.start()
+        self._queue.put((data, record))
+
+    def _run(self) -> None:
+        renderer = Renderer()
+        while True:
+            data, record = self._queue.get()
+            try:
+                metadata = data.metadata_path(record.filename).read_bytes()
+                render_and_store(data, record, metadata, renderer, wait=False)
+            except OSError:
+                pass  # the file was removed, or meta/ is unreadable: a later view retries
+            finally:
+                with self._lock:
+                    self._pending.discard(record.filename)
+
+
+_background = _Background()
+
+
+def card_for_view(data: DataDir, record: Record) -> tuple[str, bool]:
+    """``(html, final)`` for a model page: the stored card, or a note and a background
+    render when there is none yet (``final`` False: do not cache it)."""
+    if record.core_metadata_sha256 is None:
+        return NO_CARD, True
+    card = read_card(data, record)
+    if card is not None:
+        return card, True
+    _background.submit(data, record)
+    return PENDING, False
+
+
+def _child() -> None:
+    """The renderer process: length-prefixed texts in, status + length-prefixed HTML out."""
+    import resource
+    import signal
+
+    from markdown_it import MarkdownIt
+
+    with contextlib.suppress(OSError):
+        os.nice(10)  # the registry's request threads come first
+    with contextlib.suppress(OSError, ValueError):
+        resource.setrlimit(resource.RLIMIT_AS, (_MEMORY_CAP, _MEMORY_CAP))
+    md = MarkdownIt("commonmark", {"html": False}).enable("table")
+
+    class OverBudget(Exception):
+        pass
+
+    def expired(signum: int, frame: object) -> None:
+        raise OverBudget
+
+    signal.signal(signal.SIGPROF, expired)
+    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    while len(head := stdin.read(8)) == 8:
+        text = stdin.read(int.from_bytes(head, "big")).decode("utf-8", "replace")
+        status, out = 0, b""
+        try:
+            signal.setitimer(signal.ITIMER_PROF, CPU_BUDGET)
+            out = md.render(text).encode()
+        except (OverBudget, RecursionError, MemoryError):
+            status = 1
+        finally:
+            signal.setitimer(signal.ITIMER_PROF, 0)
+        stdout.write(bytes([status]) + len(out).to_bytes(8, "big") + out)
+        stdout.flush()
+
+
+if __name__ == "__main__":
+    _child()

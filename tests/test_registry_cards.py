@@ -1,0 +1,107 @@
+"""Model cards are rendered once per file, outside page views, under a CPU budget.
+
+A README of ``"![" * 250_000`` (0.5 MB) cost seconds of CPU on every first view of its
+page, in the request thread: 16 concurrent views held ``/health`` for minutes. Its cost
+is measured in benchmarks/render.py; here the bounds are loose on purpose.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import requests
+from test_registry_catalog import model_wheel, upload
+
+from support import Registry
+
+HOSTILE = "![" * 250_000
+BUDGET_NOTE = "could not be rendered within its budget"
+PENDING_NOTE = "The model card is being prepared"
+
+
+def _card(data: Path, wheel: Path) -> Path:
+    return data / "meta" / f"{wheel.name}.card.html"
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    st = path.stat()
+    return st.st_ino, st.st_mtime_ns
+
+
+def _registry_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "modelpack_registry", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+
+
+def test_a_hostile_readme_costs_page_views_nothing(registry: Registry, tmp_path: Path) -> None:
+    wheel = model_wheel(tmp_path / "dist", "model-evil", "1.0", readme=HOSTILE)
+    upload(registry, wheel)  # renders the card once, in a child process, over budget
+    card = _card(registry.data, wheel)
+    assert BUDGET_NOTE in card.read_text()
+    stamp = _stamp(card)
+
+    def view(_: int) -> requests.Response:
+        return requests.get(f"{registry.url}/models/model-evil/", timeout=20)
+
+    def health(_: int) -> float:
+        started = time.monotonic()
+        assert requests.get(f"{registry.url}/health", timeout=20).status_code == 200
+        return time.monotonic() - started
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(24) as pool:
+        views = pool.map(view, range(16))
+        probes = pool.map(health, range(8))
+        pages, waits = list(views), list(probes)
+    # Loose: rendering on each view took minutes here; reading the stored card, no time.
+    assert time.monotonic() - started < 15, "16 views of a hostile card stalled the registry"
+    assert max(waits) < 10
+    for page in pages:
+        assert page.status_code == 200
+        assert BUDGET_NOTE in page.text and "<pre>![![![" in page.text
+    assert _stamp(card) == stamp  # served, never rendered again
+
+
+def test_a_card_is_rendered_once_and_rebuilt_by_reindex(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    dist = tmp_path / "dist"
+    wheel = model_wheel(dist, "model-foo", "1.0", readme="# Fraud model\n\n| a |\n|---|\n| 1 |\n")
+    with Registry(data) as reg:
+        page_url = f"{reg.url}/models/model-foo/"
+        upload(reg, wheel)
+        card = _card(data, wheel)
+        assert "<h1>Fraud model</h1>" in card.read_text()
+        stamp = _stamp(card)
+        assert "<h1>Fraud model</h1>" in requests.get(page_url).text
+        upload(reg, model_wheel(dist, "model-bar", "1.0"))  # a new generation
+        assert "<h1>Fraud model</h1>" in requests.get(page_url).text
+        assert _stamp(card) == stamp  # not rendered again for the new generation
+
+        card.unlink()  # as after an upgrade, or a file placed by hand
+        upload(reg, model_wheel(dist, "model-baz", "1.0"))  # a new snapshot reads it again
+        assert PENDING_NOTE in requests.get(page_url).text  # answered at once
+        deadline = time.monotonic() + 30
+        while not card.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert "<h1>Fraud model</h1>" in requests.get(page_url).text  # rendered behind
+        stamp = _stamp(card)
+        for _ in range(5):
+            requests.get(page_url).raise_for_status()
+        assert _stamp(card) == stamp
+
+    text = card.read_text()
+    card.write_text(text.replace("metadata-sha256=", "metadata-sha256=0"))  # stale
+    verify = _registry_cli("verify", "--data", str(data))
+    assert verify.returncode == 1 and f"stale card: meta/{wheel.name}.card.html" in verify.stdout
+    (data / "meta" / "model_gone-1.0-py3-none-any.whl.card.html").write_text("orphan")
+    reindex = _registry_cli("reindex", "--data", str(data))
+    assert reindex.returncode == 0, reindex.stderr
+    assert "removed meta/model_gone-1.0-py3-none-any.whl.card.html" in reindex.stdout
+    assert card.read_text() == text  # rebuilt, as the upload made it
+    assert _registry_cli("verify", "--data", str(data)).returncode == 0
+    assert not [n for n in os.listdir(data / "tmp") if n.startswith("card-")]
