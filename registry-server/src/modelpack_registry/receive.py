@@ -2,7 +2,8 @@
 
 The body is fed in 1 MiB blocks to ``multipart.PushMultipartParser``; the ``content``
 part goes straight into a locked temp file in ``DATA/tmp``, so memory stays flat
-whatever the size. Other form fields are capped (64 KiB each, 100 fields). When the body
+whatever the size. Other form fields are capped (64 KiB each, the description 1 MiB,
+100 fields; :mod:`modelpack_registry.limits` then caps each metadata field). When the body
 ends early (the client went away) or is malformed, :class:`ClientGone` or ``BadRequest``
 is raised and the caller (:mod:`modelpack_registry.upload`) deletes the temp file.
 :func:`receive` calls back when the file part's headers arrive, so that the caller can
@@ -35,6 +36,7 @@ from typing import Any
 from multipart import MultipartError, MultipartSegment, PushMultipartParser, parse_options_header
 
 from modelpack_registry.errors import BadRequest, PayloadTooLarge
+from modelpack_registry.limits import form_field_limit
 from modelpack_registry.storage import TempUpload
 
 __all__ = [
@@ -316,9 +318,10 @@ def _parse_body(stream: Any, parser: PushMultipartParser, form: Form, temp: Temp
                     flusher.wrote(len(event))
                 else:
                     buffer += event
-                    if len(buffer) > limits.max_field:
-                        name = current.name if current else "?"
-                        raise BadRequest(f"form field {name!r} is larger than 64 KiB")
+                    name = current.name if current else "?"
+                    cap = form_field_limit(name, limits.max_field)
+                    if len(buffer) > cap:
+                        raise BadRequest(f"form field {name!r} is larger than {cap} bytes")
             if parser.closed or not chunk:
                 break
         if expected >= 0 and form.received < expected:

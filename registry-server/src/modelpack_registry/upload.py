@@ -42,6 +42,7 @@ from modelpack_registry.errors import (
     PayloadTooLarge,
 )
 from modelpack_registry.index import Index, Snapshot
+from modelpack_registry.limits import check_form, check_upload
 from modelpack_registry.maintenance import utc_now
 from modelpack_registry.receive import (
     IDLE_TIMEOUT,
@@ -122,6 +123,7 @@ def _receive_and_publish(environ: dict[str, Any], data: DataDir, index: Index,
         check_filename(filename)
         name, version = name_and_version(filename)
         _check_form_matches(got.fields, name, version, filename)
+        check_form(got.fields)
         _check_unpublished(index.snapshot(), filename, name)
         data.check_publish(filename, name)
 
@@ -143,6 +145,7 @@ def _receive_and_publish(environ: dict[str, Any], data: DataDir, index: Index,
     temp.file.flush()
     os.fsync(temp.file.fileno())
     info = inspect_distribution(temp.path, filename)
+    check_upload(form.fields, temp.path, filename, info.metadata)
     _check_form_matches(form.fields, info.name, info.version, filename)
     _check_unpublished(index.snapshot(), filename, info.name)
     record = Record(
