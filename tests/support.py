@@ -59,8 +59,12 @@ class Registry:
         port: int | None = None,
         args: Sequence[str] = (),
         log: Path | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
+        """``env``: added to the server's environment; with ``SCRIPT_NAME`` (gunicorn
+        serves everything under that path prefix) :attr:`url` ends with it."""
         self.data = Path(data)
+        self.env = dict(env or {})
         self.host = host
         self.port = port or free_port(host)
         self.args = list(args)
@@ -69,7 +73,7 @@ class Registry:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"http://{self.host}:{self.port}{self.env.get('SCRIPT_NAME', '')}"
 
     @property
     def index_url(self) -> str:
@@ -86,8 +90,9 @@ class Registry:
         self.log.parent.mkdir(parents=True, exist_ok=True)
         logf = self.log.open("ab")
         self.proc = subprocess.Popen(
-            self.command(), stdout=logf, stderr=subprocess.STDOUT, start_new_session=True
-        )
+            self.command(), stdout=logf, stderr=subprocess.STDOUT, start_new_session=True,
+            env={**os.environ, **self.env},
+        )  # fmt: skip
         logf.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

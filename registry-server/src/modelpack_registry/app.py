@@ -177,8 +177,14 @@ class RegistryApp:
         :raises HTTPFailure: for every answer that is not a success.
         """
         path = environ.get("PATH_INFO", "") or "/"
+        script = environ.get("SCRIPT_NAME", "")
         if method in ("GET", "HEAD") and path != "/health":
             self.access.check_read(environ)
+            if script and not environ.get("PATH_INFO"):
+                # ``/prefix`` is the catalog without its slash, where its relative links
+                # would resolve outside the prefix.
+                query = environ.get("QUERY_STRING", "")
+                return _redirect(f"{script}/" + (f"?{query}" if query else ""))
         if path.startswith(PREFIX + "/"):
             return handle_api(environ, method, path, self.index, self.access)
         if method not in ("GET", "HEAD"):
@@ -200,8 +206,8 @@ class RegistryApp:
             return "200 OK", headers, [body]
         if path == "/":
             query = parse_qs(environ.get("QUERY_STRING", "")).get("q", [None])[0]
-            script = environ.get("SCRIPT_NAME", "")
-            return _html(render_catalog(self.index.snapshot(), query, script))
+            snap = self.index.snapshot()
+            return _html(render_catalog(snap, query, script, _base_url(environ)))
         if path == "/models" or path.startswith("/models/"):
             return self._model_page(environ, path)
         if path == "/simple" or path.startswith("/simple/"):
@@ -253,7 +259,10 @@ class RegistryApp:
         if raw != name or not path.endswith("/"):
             return _redirect(f"{script}/models/{quote(name)}/")
         if name not in snap.projects:
-            raise NotFound(f"no model named {name!r} in this registry; see the catalog at /")
+            raise NotFound(
+                f"no model named {name!r} in this registry; `modelpack list` or the catalog "
+                f"at {script}/ shows them"
+            )
         return _html(render_model(snap, self.data, name, _base_url(environ), script))
 
     def _simple(self, environ: dict[str, Any], path: str, stage: str | None = None) -> Response:

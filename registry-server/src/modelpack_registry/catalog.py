@@ -88,8 +88,19 @@ def _row(m: ModelSummary, script: str) -> str:
     )
 
 
-def render_catalog(snap: Snapshot, query: str | None, script: str = "") -> bytes:
-    """The catalog page, filtered by ``query`` (rows are rendered once per snapshot)."""
+def _who(user: str | None) -> str:
+    """A "By" cell: the user, or that nobody was recorded."""
+    if user:
+        return _esc(user)
+    return (
+        '<span class="muted" title="no user was recorded: the registry took anonymous '
+        'writes (no --htpasswd), or the file was placed in its folder by hand">anonymous</span>'
+    )
+
+
+def render_catalog(snap: Snapshot, query: str | None, script: str = "", base: str = "") -> bytes:
+    """The catalog page, filtered by ``query`` (rows are rendered once per snapshot);
+    ``base`` is the registry's absolute URL, as the client reached it."""
     rows = snap.cached(
         ("catalog-rows", script), lambda: {m.name: _row(m, script) for m in summaries(snap)}
     )
@@ -109,7 +120,7 @@ def render_catalog(snap: Snapshot, query: str | None, script: str = "") -> bytes
         f"<p>{len(shown)} of {len(everything)} models match <code>{_esc(q)}</code>.</p>"
         if q
         else f"<p>{len(everything)} models. Install one with "
-        "<code>pip install --index-url &lt;this registry&gt;/simple/ NAME</code>.</p>"
+        f"<code>pip install --index-url {_esc(base)}/simple/ NAME</code>.</p>"
     )
     if shown:
         table = (
@@ -122,7 +133,10 @@ def render_catalog(snap: Snapshot, query: str | None, script: str = "") -> bytes
     elif everything:
         table = "<p>No model matches this filter.</p>"
     else:
-        table = "<p>No models published yet. Publish one with <code>modelpack publish</code>.</p>"
+        table = (
+            "<p>No models published yet. Publish one with "
+            f"<code>modelpack publish --registry {_esc(base)}</code>.</p>"
+        )
     return _page("modelpack registry", f"<h1>Models</h1>\n{form}\n{count}\n{table}")
 
 
@@ -192,7 +206,7 @@ def render_model(snap: Snapshot, data: DataDir, name: str, base: str, script: st
     if detail["stages"]:
         rows = "".join(
             f"<tr><td>{_esc(s)}</td><td>{_esc(e['version'])}</td>"
-            f"<td>{_esc(e['promoted_by'] or '')}</td><td>{_esc(e['promoted_at'])}</td></tr>"
+            f"<td>{_who(e['promoted_by'])}</td><td>{_esc(e['promoted_at'])}</td></tr>"
             for s, e in detail["stages"].items()
         )
         parts.append(
@@ -214,7 +228,7 @@ def render_model(snap: Snapshot, data: DataDir, name: str, base: str, script: st
         vrows.append(
             f'<tr class="version"><td>{_esc(v["version"])}{mark}</td>'
             f"<td>{_esc(v['upload_time'][:19].replace('T', ' '))}</td>"
-            f"<td>{_esc(v['uploaded_by'] or '')}</td><td>{files}</td></tr>"
+            f"<td>{_who(v['uploaded_by'])}</td><td>{files}</td></tr>"
         )
     parts.append(
         "<h2>Versions</h2><table><tr><th>Version</th><th>Uploaded (UTC)</th><th>By</th>"
@@ -236,7 +250,7 @@ def render_model(snap: Snapshot, data: DataDir, name: str, base: str, script: st
         hrows = [
             f"<tr><td>{_esc(h['at'])}</td><td>{_esc(h['stage'])}</td>"
             f"<td>{_esc(h['from'] or '—')} → {_esc(h['to'] or 'removed')}</td>"
-            f"<td>{_esc(h['by'] or '')}</td></tr>"
+            f"<td>{_who(h['by'])}</td></tr>"
             for h in reversed(detail["history"])
         ]
         parts.append(
