@@ -106,7 +106,7 @@ def _read_json(environ: dict[str, Any]) -> dict[str, Any]:
 def _model(snap: Snapshot, raw: str) -> str:
     name = canonicalize_name(unquote(raw))
     if name not in snap.projects:
-        raise NotFound(f"no model named {name!r} in this registry; GET {PREFIX}/models lists them")
+        raise NotFound(f"no model named {name!r} in this registry; `modelpack list` shows them")
     return name
 
 
@@ -118,7 +118,8 @@ def _version(snap: Snapshot, name: str, wanted: object) -> str:
         if versions_equal(version, wanted):
             return version
     raise NotFound(
-        f"model {name!r} has no version {wanted!r}; existing versions: {', '.join(versions)}"
+        f"model {name!r} has no version {wanted!r}; existing versions: {', '.join(versions)} "
+        f"(`modelpack show {name}`)"
     )
 
 
@@ -192,8 +193,8 @@ def _stage(environ: dict[str, Any], method: str, raw_name: str, stage: str, acce
         if version in yanked_versions(snap, name):
             raise Conflict(
                 f"{name} {version} is yanked and cannot be promoted to {stage!r}; "
-                f"un-yank it first (DELETE {PREFIX}/models/{name}/versions/{version}/yank) "
-                "or promote another version"
+                f"un-yank it first (`modelpack yank {name}=={version} --undo`) or promote "
+                "another version"
             )
     else:
         current = snap.stages.get(name, {}).get("stages", {})
@@ -235,7 +236,7 @@ def _known(name: str, access: Access, index: Index) -> bool:
 def _get_owners(raw_name: str, access: Access, index: Index) -> Response:
     name = model_name(unquote(raw_name))
     if not _known(name, access, index):
-        raise NotFound(f"no model named {name!r} in this registry; GET {PREFIX}/models lists them")
+        raise NotFound(f"no model named {name!r} in this registry; `modelpack list` shows them")
     return json_response("200 OK", _owners_doc(name, access))
 
 

@@ -138,8 +138,8 @@ def revoke(access: Access, who: Principal, name: str, token_id: str) -> dict[str
     if who.token_id is not None and who.token_id != token_id:
         raise Forbidden(f"an API token may revoke only itself; to revoke another, {_SIGN_IN}")
     unknown = NotFound(
-        f"{name} has no API token with id {token_id!r}; GET /api/v1/models/{name}/tokens "
-        "(`modelpack token list`) shows the ones you may revoke"
+        f"{name} has no API token with id {token_id!r}; `modelpack token list {name}` "
+        "shows the ones you may revoke"
     )
     token = get_token(access.data, token_id)
     if token is None or token.model != name:

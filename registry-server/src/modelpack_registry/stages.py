@@ -126,7 +126,8 @@ def check_reason(reason: object) -> str:
     """
     if not isinstance(reason, str) or not reason.strip():
         raise BadRequest(
-            'a yank needs a reason: send {"reason": "why this version must not be installed"}'
+            "a yank needs a reason, which pip and uv show: `modelpack yank NAME==VERSION "
+            '--reason TEXT` (in the API: {"reason": "why this version must not be installed"})'
         )
     if len(reason) > MAX_REASON:
         raise BadRequest(f"the reason is {len(reason)} characters long; keep it under 500")
