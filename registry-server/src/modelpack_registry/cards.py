@@ -3,7 +3,7 @@
 A README is rendered by markdown-it-py (raw HTML disabled; its link validation drops
 ``javascript:``/``vbscript:``/``data:`` URLs). Rendering costs CPU that grows with
 the input, and some inputs are pathological: ``"![" * 250_000`` (0.5 MB) takes about
-7 s of CPU, against 0.1 s for 300 KB of ordinary Markdown. Rendering on a page view held
+8 s of CPU, against 0.1 to 0.7 s for 300 KB of ordinary Markdown. Rendering on a page view held
 the GIL for all of that, so 16 first views of such a page stalled ``/health`` for
 minutes. So:
 
@@ -14,8 +14,9 @@ minutes. So:
   short note at once and asks the background thread of its process to render it.
 - **In a child process, with a budget.** :class:`Renderer` runs
   ``python -m modelpack_registry.cards``, which renders each text under a CPU-time
-  timer (``ITIMER_PROF``, :data:`CPU_BUDGET` seconds), at a lower priority (``nice``
-  10), with a memory cap. A text over budget is stored as escaped plain text with a
+  timer (``ITIMER_PROF``: :func:`budget`, 1 s plus 3 s per MiB, so at most 4 s for
+  the largest README :mod:`.limits` accepts), at a lower priority (``nice`` 10), with
+  a memory cap. A text over budget is stored as escaped plain text with a
   note, so it is never tried again; request threads never render at all.
 - **Once per file.** A render holds ``flock`` on ``tmp/card-<file>.lock`` and checks
   again for a card first, so two processes (or a view and the upload) do not render
@@ -43,7 +44,9 @@ from modelpack_registry.storage import DataDir, Record
 __all__ = [
     "CARD_VERSION",
     "CPU_BUDGET",
+    "CPU_PER_MIB",
     "Renderer",
+    "budget",
     "card_for_view",
     "card_html",
     "read_card",
@@ -56,9 +59,12 @@ log = logging.getLogger(__name__)
 
 CARD_VERSION = "1"
 CPU_BUDGET = 1.0
-"""CPU seconds a card may take to render (ordinary Markdown: about 0.35 s per MiB)."""
+"""CPU seconds a card may take to render, plus :data:`CPU_PER_MIB` for each MiB of it."""
+CPU_PER_MIB = 3.0
+"""Markup-dense Markdown (a table, a list, links and emphasis every few lines) takes
+about 2.3 s per MiB, prose far less; ``"![" * 250_000`` takes 16 s per MiB."""
 _MEMORY_CAP = 1 << 30  # bytes of address space for the child
-_WALL_LIMIT = 30.0  # seconds before a child that stopped answering is killed
+_WALL_LIMIT = 60.0  # seconds before a child that stopped answering is killed
 _HEADER = "<!-- modelpack-card v{version} metadata-sha256={sha} -->\n"
 NO_CARD = '<p class="muted">This model has no model card (README).</p>'
 PENDING = '<p class="muted">The model card is being prepared; reload the page in a moment.</p>'
@@ -76,12 +82,17 @@ def split_description(metadata: bytes) -> tuple[str, str]:
     return text, ctype.split(";")[0].strip().lower()
 
 
+def budget(size: int) -> float:
+    """The CPU seconds a text of ``size`` bytes may take to render."""
+    return CPU_BUDGET + CPU_PER_MIB * size / (1024 * 1024)
+
+
 def _plain(text: str, note: str = "") -> str:
     return (f'<p class="muted">{note}</p>' if note else "") + f"<pre>{html.escape(text)}</pre>"
 
 
 class Renderer:
-    """A child process that renders Markdown, each text under :data:`CPU_BUDGET`.
+    """A child process that renders Markdown, each text within its :func:`budget`.
 
     Started on first use; a child that dies or stops answering is replaced on the next
     call. Not thread-safe: callers serialise (:func:`render_and_store` gives each
@@ -149,8 +160,9 @@ def card_html(metadata: bytes, renderer: Renderer) -> str:
     if rendered is None:
         return _plain(
             text,
-            f"This model card could not be rendered within its budget ({CPU_BUDGET:g} s of "
-            "CPU, 1 GiB of memory), so it is shown as plain text.",
+            "This model card could not be rendered within its budget "
+            f"({budget(len(text.encode())):.1f} s of CPU, 1 GiB of memory), so it is shown as "
+            "plain text.",
         )
     return rendered
 
@@ -304,7 +316,7 @@ def _child() -> None:
         text = stdin.read(int.from_bytes(head, "big")).decode("utf-8", "replace")
         status, out = 0, b""
         try:
-            signal.setitimer(signal.ITIMER_PROF, CPU_BUDGET)
+            signal.setitimer(signal.ITIMER_PROF, budget(len(text.encode())))
             out = md.render(text).encode()
         except (OverBudget, RecursionError, MemoryError):
             status = 1
