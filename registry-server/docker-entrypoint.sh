@@ -22,6 +22,8 @@
 #   MODELPACK_ACCESS_LOG       "1": one line per request on stdout (never a secret)
 #   MODELPACK_INSECURE         "1": serve WITHOUT credentials when the htpasswd file is
 #                              missing (anonymous uploads; trusted networks only)
+#   SCRIPT_NAME                a path prefix such as /models: gunicorn then serves every
+#                              path under it only (the healthcheck asks $SCRIPT_NAME/health)
 #
 # The server refuses anonymous uploads on a non-loopback address. This script never
 # falls back to --insecure by itself: a missing, unreadable or empty htpasswd secret
@@ -82,10 +84,10 @@ serve() {
 healthcheck() {
     case "$HOST" in 0.0.0.0 | :: | "[::]") check_host=127.0.0.1 ;; *) check_host=$HOST ;; esac
     exec python -c '
-import sys, urllib.request
+import os, sys, urllib.request
 host, port = sys.argv[1:3]
 host = "[%s]" % host.strip("[]") if ":" in host else host
-url = "http://%s:%s/health" % (host, port)
+url = "http://%s:%s%s/health" % (host, port, os.environ.get("SCRIPT_NAME", ""))
 try:
     with urllib.request.urlopen(url, timeout=5) as resp:
         sys.exit(0 if resp.status == 200 else 1)

@@ -57,7 +57,7 @@ class Container:
 
     def __init__(self, env: dict[str, str], log: Path) -> None:
         self.env = env
-        self.url = f"http://127.0.0.1:{env['MODELPACK_PORT']}"
+        self.url = f"http://127.0.0.1:{env['MODELPACK_PORT']}{env.get('SCRIPT_NAME', '')}"
         self.log = log
         with log.open("wb") as out:
             self.proc = subprocess.Popen(
@@ -146,6 +146,18 @@ def test_serves_on_all_interfaces_with_the_mounted_htpasswd(
     assert container.stop() == 0
     unhealthy = run_entrypoint(env, "healthcheck")
     assert unhealthy.returncode == 1 and "unhealthy" in unhealthy.stderr
+
+
+def test_the_healthcheck_follows_a_path_prefix(tmp_path: Path, htpasswd: Path) -> None:
+    env = entrypoint_env(tmp_path, free_port(), SCRIPT_NAME="/team/models")
+    box = Container(env, tmp_path / "container.log")  # healthy at /team/models/health
+    try:
+        assert box.url.endswith("/team/models")
+        checked = run_entrypoint(env, "healthcheck")
+        assert checked.returncode == 0, checked.stderr
+        assert "pip install --index-url " + box.url in requests.get(f"{box.url}/").text
+    finally:
+        box.stop()
 
 
 def test_missing_secret_stops_the_container_with_a_message(tmp_path: Path) -> None:

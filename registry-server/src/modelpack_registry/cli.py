@@ -37,7 +37,11 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     data_help = "the data folder (default: ./registry-data)"
 
-    serve = sub.add_parser("serve", help="serve the index, uploads and the catalog")
+    serve = sub.add_parser(
+        "serve", help="serve the index, uploads and the catalog",
+        description="Serve the index, uploads and the catalog. To serve under a path "
+        "prefix (behind a proxy that keeps it), set SCRIPT_NAME=/prefix in the environment.",
+    )  # fmt: skip
     serve.add_argument("--data", type=Path, default=Path("registry-data"), help=data_help)
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
     serve.add_argument("--port", type=int, default=8080, help="port (default: 8080)")
