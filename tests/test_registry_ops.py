@@ -186,7 +186,7 @@ def test_verify_and_reindex(registry: Registry, tmp_path: Path) -> None:
     rebuilt = run_cli("reindex", "--data", data)
     assert rebuilt.returncode == 0, rebuilt.stdout + rebuilt.stderr
     assert sorted(listing(registry.data, "meta")) == sorted(
-        f"{w.name}{ext}" for w in (good, bad) for ext in (".json", ".metadata")
+        f"{w.name}{ext}" for w in (good, bad) for ext in (".json", ".metadata", ".card.html")
     )
     assert run_cli("verify", "--data", data).returncode == 0
     page = requests.get(registry.index_url + "good-model/", timeout=10)
