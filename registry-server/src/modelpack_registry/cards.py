@@ -1,10 +1,10 @@
 """Model cards: each README rendered once, in a child process with a CPU budget, and stored.
 
 A README is rendered by markdown-it-py (raw HTML disabled; its link validation drops
-``javascript:``/``vbscript:``/``data:`` URLs). Rendering costs CPU that grows with
-the input, and some inputs are pathological: ``"![" * 250_000`` (0.5 MB) takes about
-8 s of CPU, against 0.1 to 0.7 s for 300 KB of ordinary Markdown. Rendering on a page view held
-the GIL for all of that, so 16 first views of such a page stalled ``/health`` for
+``javascript:``/``vbscript:``/``data:`` URLs). Rendering costs CPU that grows with the
+input, and some inputs are pathological: ``"![" * 250_000`` (0.5 MB) takes about 8 s of
+CPU, against 0.1 to 0.7 s for 300 KB of ordinary Markdown. Rendering on a page view
+held the GIL for all of that, so 16 first views of such a page stalled ``/health`` for
 minutes. So:
 
 - **Never on a page view.** The HTML is made when the file is uploaded (after it is
@@ -14,10 +14,10 @@ minutes. So:
   short note at once and asks the background thread of its process to render it.
 - **In a child process, with a budget.** :class:`Renderer` runs
   ``python -m modelpack_registry.cards``, which renders each text under a CPU-time
-  timer (``ITIMER_PROF``: :func:`budget`, 1 s plus 3 s per MiB, so at most 4 s for
-  the largest README :mod:`.limits` accepts), at a lower priority (``nice`` 10), with
-  a memory cap. A text over budget is stored as escaped plain text with a
-  note, so it is never tried again; request threads never render at all.
+  timer (``ITIMER_PROF``: :func:`budget`, 1 s plus 3 s per MiB, so at most 4 s for the
+  largest README :mod:`.limits` accepts), at a lower priority (``nice`` 10), with 512 MiB
+  of memory, two at a time per server process. A text over budget is stored as escaped
+  plain text with a note, so it is never tried again; request threads never render.
 - **Once per file.** A render holds ``flock`` on ``tmp/card-<file>.lock`` and checks
   again for a card first, so two processes (or a view and the upload) do not render
   the same file twice. A card starts with a header naming the METADATA sha256 and
@@ -63,7 +63,8 @@ CPU_BUDGET = 1.0
 CPU_PER_MIB = 3.0
 """Markup-dense Markdown (a table, a list, links and emphasis every few lines) takes
 about 2.3 s per MiB, prose far less; ``"![" * 250_000`` takes 16 s per MiB."""
-_MEMORY_CAP = 1 << 30  # bytes of address space for the child
+_MEMORY_CAP = 512 << 20  # bytes of address space for a child (1 MiB of dense Markdown: ~250)
+_SLOTS = threading.BoundedSemaphore(2)  # children rendering at once, per server process
 _WALL_LIMIT = 60.0  # seconds before a child that stopped answering is killed
 _HEADER = "<!-- modelpack-card v{version} metadata-sha256={sha} -->\n"
 NO_CARD = '<p class="muted">This model has no model card (README).</p>'
@@ -120,6 +121,12 @@ class Renderer:
         data = text.encode("utf-8", "replace")
         watchdog = threading.Timer(_WALL_LIMIT, proc.kill)  # a child that hangs in C code
         watchdog.daemon = True
+        with _SLOTS:
+            return self._exchange(proc, data, watchdog)
+
+    def _exchange(self, proc: subprocess.Popen[bytes], data: bytes,
+                  watchdog: threading.Timer) -> str | None:  # fmt: skip
+        assert proc.stdin is not None and proc.stdout is not None
         watchdog.start()
         try:
             proc.stdin.write(len(data).to_bytes(8, "big") + data)
@@ -161,8 +168,8 @@ def card_html(metadata: bytes, renderer: Renderer) -> str:
         return _plain(
             text,
             "This model card could not be rendered within its budget "
-            f"({budget(len(text.encode())):.1f} s of CPU, 1 GiB of memory), so it is shown as "
-            "plain text.",
+            f"({budget(len(text.encode())):.1f} s of CPU, {_MEMORY_CAP >> 20} MiB of memory), "
+            "so it is shown as plain text.",
         )
     return rendered
 
@@ -274,6 +281,8 @@ class _Background:
             finally:
                 with self._lock:
                     self._pending.discard(record.filename)
+                if self._queue.empty():
+                    renderer.close()  # no idle child per server process; restarted on demand
 
 
 _background = _Background()
