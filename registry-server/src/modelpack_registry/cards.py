@@ -233,6 +233,8 @@ def render_and_store(data: DataDir, record: Record, metadata: bytes | None,
                 _store(data, record, metadata, renderer)
     except OSError as exc:
         log.warning("cannot store the model card of %s: %s", record.filename, exc)
+    except Exception:  # the file is published already: its upload must not fail now
+        log.exception("cannot render the model card of %s", record.filename)
     finally:
         if own:
             renderer.close()
