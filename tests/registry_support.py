@@ -9,6 +9,7 @@ import os
 import socket
 import subprocess
 import sys
+import tarfile
 import zipfile
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -190,3 +191,24 @@ def send_half_upload(host: str, port: int, filename: str, content: bytes) -> soc
 def listing(data: Path, sub: str) -> list[str]:
     folder = data / sub
     return sorted(os.listdir(folder)) if folder.is_dir() else []
+
+
+def make_sdist(folder: Path, filename: str, extra: list[tarfile.TarInfo] | None = None) -> Path:
+    """Write a .tar.gz sdist named ``filename`` (PKG-INFO, setup.py) plus ``extra`` members
+    (links, devices: TarInfo entries without data)."""
+    stem = filename.removesuffix(".tar.gz")
+    name, _, version = stem.rpartition("-")
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / filename
+    files = {
+        f"{stem}/PKG-INFO": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode(),
+        f"{stem}/setup.py": b"from setuptools import setup\nsetup()\n",
+    }
+    with tarfile.open(path, "w:gz") as tf:
+        for member, data in files.items():
+            info = tarfile.TarInfo(member)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+        for info in extra or []:
+            tf.addfile(info)
+    return path

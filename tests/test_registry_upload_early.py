@@ -36,6 +36,9 @@ BIG = 256 * 1024**2
 REFUSED = re.compile(r"refused (\S+) after (\d+) of (\d+) bytes: (\d{3}) (.*)")
 
 
+BIG_WHEEL_SHA256 = "f" * 64  # what a client would announce: not the small wheel's
+
+
 @pytest.fixture(scope="module")
 def big_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """model_foo-2.0-py3-none-any.whl with 256 MiB of weights (a model wheel for modelpack)."""
@@ -104,7 +107,10 @@ def test_an_existing_file_is_refused_before_its_body(tmp_path: Path, big_wheel: 
         assert post_upload(reg.url, small.name, small.read_bytes(), fields).status_code == 200
         before = state(reg.data)
 
-        # Plain requests (no client-side existence check), fields first as twine sends.
+        # Plain requests (no client-side existence check), fields first as twine sends,
+        # with the sha256_digest that tells the registry these are other bytes (the
+        # same bytes again would be a success, known only after the body).
+        fields["sha256_digest"] = BIG_WHEEL_SHA256
         resp = stream_upload(reg.url, big_wheel, fields)
         assert resp.status_code == 409, resp.text
         assert resp.headers["Connection"] == "close"
@@ -141,7 +147,8 @@ def test_a_refused_client_that_stops_sending_does_not_hold_the_worker(tmp_path: 
         assert post_upload(reg.url, small.name, small.read_bytes()).status_code == 200
         # Announce 256 MiB, send the fields, the file's headers and 64 KiB, then go quiet
         # with the connection open.
-        head = multipart_head(small.name, {"name": "model-foo", "version": "1.0"})
+        fields = {"name": "model-foo", "version": "1.0", "sha256_digest": BIG_WHEEL_SHA256}
+        head = multipart_head(small.name, fields)
         request = (
             f"POST / HTTP/1.1\r\nHost: {reg.host}:{reg.port}\r\nContent-Type: {MULTIPART_TYPE}"
             f"\r\nContent-Length: {len(head) + BIG}\r\n\r\n"

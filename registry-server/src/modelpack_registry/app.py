@@ -65,7 +65,7 @@ from modelpack_registry.simple import (
     stage_view,
 )
 from modelpack_registry.stages import STAGE_RE
-from modelpack_registry.storage import DataDir
+from modelpack_registry.storage import DataDir, disk_full, full_disk_error
 from modelpack_registry.upload import UploadLimits, handle_upload
 
 __all__ = ["RegistryApp", "legacy_app"]
@@ -158,9 +158,16 @@ class RegistryApp:
                 result = _text(_status_line(exc), exc.message, extra)
             if method not in ("GET", "HEAD"):
                 result[1].append(("Connection", "close"))  # the body may not have been read
-        except Exception:
-            log.exception("internal error on %s %s", method, environ.get("PATH_INFO"))
-            result = _text("500 Internal Server Error", "internal server error (see server log)")
+        except Exception as exc:
+            if disk_full(exc):  # e.g. a state/ file (stage, owners, token) on a full disk
+                full = full_disk_error(exc)
+                log.error("%s %s: %s", method, environ.get("PATH_INFO"), full.message)
+                result = _text(_status_line(full), full.message)
+            else:
+                log.exception("internal error on %s %s", method, environ.get("PATH_INFO"))
+                result = _text(
+                    "500 Internal Server Error", "internal server error (see server log)"
+                )
         status, headers, body = result
         if method not in ("GET", "HEAD") and not status.startswith("2"):
             # A refused write may leave most of its body unsent: close without losing

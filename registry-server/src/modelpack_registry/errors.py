@@ -14,7 +14,8 @@ subclasses to a status code and a plain-text message::
         ├── NotFound             404
         ├── MethodNotAllowed     405
         ├── Conflict             409: the file exists (immutable), or the last owner
-        └── PayloadTooLarge      413: the body is over ``--max-upload-size``
+        ├── PayloadTooLarge      413: the body is over ``--max-upload-size``
+        └── InsufficientStorage  507: the data folder is out of space or inodes
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ __all__ = [
     "Conflict",
     "Forbidden",
     "HTTPFailure",
+    "InsufficientStorage",
     "MethodNotAllowed",
     "NotFound",
     "PayloadTooLarge",
@@ -98,3 +100,9 @@ class PayloadTooLarge(HTTPFailure):
     """413: the request body is larger than the configured limit."""
 
     status, reason = 413, "Payload Too Large"
+
+
+class InsufficientStorage(HTTPFailure):
+    """507: the data folder is out of space or inodes; nothing was published."""
+
+    status, reason = 507, "Insufficient Storage"

@@ -40,6 +40,7 @@ from modelpack_registry.limits import form_field_limit
 from modelpack_registry.storage import TempUpload
 
 __all__ = [
+    "DIGEST_FIELDS",
     "IDLE_TIMEOUT",
     "READ_BLOCK",
     "ClientGone",
@@ -87,17 +88,27 @@ class UploadLimits:
     max_fields: int = 100
 
 
+# The digests a client may announce as form fields (twine sends all three), and how to
+# compute each. Only sha256 is always computed; the others only when announced.
+DIGEST_FIELDS: dict[str, Callable[[], Any]] = {
+    "sha256_digest": hashlib.sha256,
+    "md5_digest": lambda: hashlib.md5(usedforsecurity=False),
+    "blake2_256_digest": lambda: hashlib.blake2b(digest_size=32),
+}
+
+
 class _Hasher:
-    """sha256 of the uploaded file, computed by a helper thread once blocks are large.
+    """A digest of the uploaded file, computed by a helper thread once blocks are large.
 
     Small uploads are hashed inline (no thread). :meth:`close` must always be called: it
-    waits for the queued blocks and ends the thread.
+    waits for the queued blocks and ends the thread. Each announced digest has its own
+    hasher, so each runs on its own thread.
     """
 
     INLINE_BELOW = 256 * 1024
 
-    def __init__(self) -> None:
-        self._digest = hashlib.sha256()
+    def __init__(self, new: Callable[[], Any] = hashlib.sha256) -> None:
+        self._digest = new()
         self._queue: queue.Queue[bytes | None] = queue.Queue(_HASH_QUEUE)
         self._thread: threading.Thread | None = None
 
@@ -107,7 +118,7 @@ class _Hasher:
             if len(block) < self.INLINE_BELOW:
                 self._digest.update(block)
                 return
-            self._thread = threading.Thread(target=self._run, name="upload-sha256", daemon=True)
+            self._thread = threading.Thread(target=self._run, name="upload-hash", daemon=True)
             self._thread.start()
         self._queue.put(block)
 
@@ -125,7 +136,7 @@ class _Hasher:
     def hexdigest(self) -> str:
         """The digest of everything given to :meth:`update`."""
         self.close()
-        return self._digest.hexdigest()
+        return str(self._digest.hexdigest())
 
 
 class _Flusher:
@@ -184,6 +195,8 @@ class Form:
     filename: str | None = None
     size: int = 0
     sha256: _Hasher = field(default_factory=_Hasher)
+    # Other digests announced in fields sent before the file (md5_digest, ...).
+    digests: dict[str, _Hasher] = field(default_factory=dict)
     received: int = 0  # bytes of the body read so far
     expected: int = -1  # Content-Length, -1 when unknown (chunked)
 
@@ -278,7 +291,8 @@ def receive(environ: dict[str, Any], temp: TempUpload, limits: UploadLimits, for
     try:
         _parse_body(stream, parser, form, temp, limits, flusher, on_file)
     finally:
-        form.sha256.close()
+        for hasher in (form.sha256, *form.digests.values()):
+            hasher.close()
         flusher.close()
 
 
@@ -286,6 +300,7 @@ def _parse_body(stream: Any, parser: PushMultipartParser, form: Form, temp: Temp
                 limits: UploadLimits, flusher: _Flusher,
                 on_file: Callable[[Form], None]) -> None:  # fmt: skip
     current: MultipartSegment | None = None
+    in_file = False  # inside the one 'content' part that carries a filename
     buffer = bytearray()
     expected = form.expected
     chunk = b""
@@ -300,20 +315,21 @@ def _parse_body(stream: Any, parser: PushMultipartParser, form: Form, temp: Temp
                 if isinstance(event, MultipartSegment):
                     current = event
                     buffer.clear()
-                    if event.name == "content" and event.filename is not None:
-                        if form.filename is not None:
-                            raise BadRequest("more than one file in the upload")
-                        form.filename = event.filename
+                    in_file = event.name == "content"
+                    if in_file:
+                        _start_file(form, event)
                         on_file(form)
                 elif event is None:
-                    if current is not None and current.name != "content":
+                    if current is not None and not in_file:
                         if len(form.fields) >= limits.max_fields:
                             raise BadRequest(f"more than {limits.max_fields} form fields")
                         form.fields[current.name or ""] = buffer.decode("utf-8", "replace")
-                    current = None
-                elif current is not None and current.name == "content":
+                    current, in_file = None, False
+                elif in_file:
                     temp.file.write(event)
                     form.sha256.update(event)
+                    for hasher in form.digests.values():
+                        hasher.update(event)
                     form.size += len(event)
                     flusher.wrote(len(event))
                 else:
@@ -331,6 +347,22 @@ def _parse_body(stream: Any, parser: PushMultipartParser, form: Form, temp: Temp
         if not chunk:
             raise ClientGone(f"incomplete multipart body: {exc}") from exc
         raise BadRequest(f"malformed multipart body: {exc}") from exc
+
+
+def _start_file(form: Form, segment: MultipartSegment) -> None:
+    """Take the one ``content`` part that is the file; start the announced digests."""
+    if segment.filename is None:
+        # Its bytes must not become part of the file, nor pass for a form field.
+        raise BadRequest(
+            "the upload has a 'content' part without a filename; send the file as the "
+            "only 'content' part, with its filename (as twine does)"
+        )
+    if form.filename is not None:
+        raise BadRequest("more than one file in the upload")
+    form.filename = segment.filename
+    for name, new in DIGEST_FIELDS.items():
+        if name != "sha256_digest" and form.fields.get(name, "").strip():
+            form.digests[name] = _Hasher(new)
 
 
 def too_large(limits: UploadLimits) -> str:

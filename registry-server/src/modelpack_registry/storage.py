@@ -30,6 +30,10 @@ Rules that keep it consistent:
   :class:`PublishGuard` (see :meth:`DataDir.guarded` and :mod:`modelpack_registry.access`),
   which also records the first uploader of a new name as its owner: of two first uploads
   of one name through two servers, exactly one becomes the owner and the other is refused.
+  So are the version rules (:mod:`modelpack_registry.immutable`): of four uploads of one
+  version under four spellings of the name, exactly one wins.
+- Publishing is all or nothing: records, owners file, link, generation. If a step fails
+  (the disk is full: 507), the steps already done are undone before the lock is released.
 - A writer holds ``flock(LOCK_EX)`` on its temp file while writing it. At start-up a
   server removes every temp file whose lock it can take: its writer is dead (a killed
   server or an aborted upload), while another live server's upload is left alone.
@@ -42,7 +46,9 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import errno
 import fcntl
+import hashlib
 import json
 import os
 import secrets
@@ -51,10 +57,11 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
-from modelpack_registry.errors import BadRequest, Conflict, StorageError
-from modelpack_registry.validate import describe, name_and_version
+from modelpack_registry.errors import BadRequest, Conflict, InsufficientStorage, StorageError
+from modelpack_registry.immutable import promoted_to, version_conflict
+from modelpack_registry.validate import describe, name_and_version, versions_equal
 
-__all__ = ["DataDir", "PublishGuard", "Record", "TempUpload"]
+__all__ = ["DataDir", "PublishGuard", "Record", "TempUpload", "disk_full", "full_disk_error"]
 
 TEMP_PREFIX = "upload-"
 TEMP_SUFFIX = ".part"
@@ -151,7 +158,9 @@ class PublishGuard(Protocol):
     def authorize_publish(self, data: DataDir, name: str) -> Callable[[], None] | None:
         """Raise :class:`~modelpack_registry.errors.Forbidden` to refuse (nothing is written).
 
-        May return an action, run (still under the lock) once the file is published.
+        May return an action (claiming a new name), run still under the lock after the
+        records are written and before the file is linked; its file is removed again if
+        publishing then fails.
         """
 
     def check_publish(self, data: DataDir, name: str) -> None:
@@ -254,6 +263,8 @@ class DataDir:
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
         except OSError as exc:
+            if disk_full(exc):
+                raise full_disk_error(exc) from exc
             raise StorageError(f"cannot create a temp file in {self.tmp}: {exc}") from exc
         fcntl.flock(fd, fcntl.LOCK_EX)
         return TempUpload(path, os.fdopen(fd, "w+b"))
@@ -347,44 +358,103 @@ class DataDir:
                 self.metadata_path(record.filename).unlink()
         self.atomic_write(self.record_path(record.filename), record.to_json())
 
-    def publish(self, temp: TempUpload, record: Record, metadata: bytes | None) -> None:
+    def publish(self, temp: TempUpload, record: Record, metadata: bytes | None) -> bool:
         """Make a validated temp file visible as ``packages/<record.filename>``.
 
         The record is completed here with what :func:`validate.describe` reads from the
         file (manifest, Requires-Dist, Keywords, ...), so every upload path gets it.
+        Everything is decided holding ``DATA/.lock``: the file name, the version rules of
+        :mod:`modelpack_registry.immutable`, and :attr:`guard`. Publishing is all or
+        nothing: if any step fails (a full disk), the record, the owners file it created
+        and the link are removed again before the error is raised.
 
-        :raises Conflict: if that filename is already published (nothing is changed).
+        Returns False, changing nothing, if these very bytes are already published
+        under this name (a client's re-run); True once published.
+
+        :raises Conflict: the file name exists with other bytes, or the version rules
+            refuse the file (nothing is changed).
         :raises Forbidden: if :attr:`guard` refuses it (nothing is changed).
         """
         if record.manifest is None and not record.requires_dist and not record.keywords:
             record = replace(record, **describe(temp.path, record.filename, metadata))
-        target = self.packages / record.filename
         with self.locked():
-            if os.path.lexists(target):
-                raise Conflict(_exists_message(record.filename))
+            if os.path.lexists(self.packages / record.filename):
+                if not self._same_bytes(record.filename, record.sha256):
+                    raise Conflict(_exists_message(record.filename))
+                if self.guard is not None:
+                    self.guard.authorize_publish(self, record.name)  # 403 still applies
+                return False
+            self._check_version(record.filename, record.name, record.version)
             after = self.guard.authorize_publish(self, record.name) if self.guard else None
+            self._commit(temp, record, metadata, after)
+        temp.discard()
+        return True
+
+    def _check_version(self, filename: str, name: str, version: str) -> None:
+        """Refuse what :func:`immutable.version_conflict` refuses (409)."""
+        others = [f for f, n, v in self.distributions() if n == name and versions_equal(v, version)]
+        if others:
+            stage = promoted_to(self.stages / f"{name}.json", version)
+            why = version_conflict(filename, others, stage)
+            if why is not None:
+                raise Conflict(why)
+
+    def _same_bytes(self, filename: str, sha256: str) -> bool:
+        """True if ``packages/<filename>`` has this sha256 (its record's, else hashed)."""
+        stored = self.load_record(filename)
+        if stored is not None:
+            return stored.sha256 == sha256
+        try:
+            with open(self.packages / filename, "rb") as f:
+                return hashlib.file_digest(f, "sha256").hexdigest() == sha256
+        except OSError:
+            return False
+
+    def _commit(self, temp: TempUpload, record: Record, metadata: bytes | None,
+                after: Callable[[], None] | None) -> None:  # fmt: skip
+        """Records, the guard's action, the link and the generation; undone on failure.
+
+        The caller holds the lock. The link is the commit point: a listed file always
+        has its record and, for a new name, its owners file.
+        """
+        target = self.packages / record.filename
+        owners_file = self.owners / f"{record.name}.json"
+        had_owners = os.path.lexists(owners_file)
+        linked = False
+        try:
             self.write_derived(record, metadata)
+            if after is not None:
+                after()
             try:
                 os.link(temp.path, target)
             except FileExistsError:
                 raise Conflict(_exists_message(record.filename)) from None
+            linked = True
             _fsync_dir(self.packages)
-            if after is not None:
-                after()
             self.bump_generation()
-        temp.discard()
+        except BaseException:
+            for path in (target if linked else None, self.record_path(record.filename),
+                         self.metadata_path(record.filename),
+                         None if had_owners else owners_file):  # fmt: skip
+                if path is not None:
+                    with contextlib.suppress(FileNotFoundError):
+                        path.unlink()
+            raise
 
-    def check_publish(self, filename: str, name: str) -> None:
+    def check_publish(self, filename: str, name: str, sha256: str | None = None) -> None:
         """Raise now what :meth:`publish` would raise for ``filename`` of project ``name``.
 
         Read-only and without the lock, so that an upload can be refused before its
-        body is received; :meth:`publish` still decides, under the lock.
+        body is received; :meth:`publish` still decides, under the lock. ``sha256`` is
+        the digest the client announced, if any: an existing file name is refused only
+        when that digest says its bytes differ (the same bytes again are a success).
 
-        :raises Conflict: if that filename is already published.
+        :raises Conflict: if that filename is published with other bytes.
         :raises Forbidden: if :attr:`guard` would refuse it.
         """
-        if os.path.lexists(self.packages / filename):
-            raise Conflict(_exists_message(filename))
+        if sha256 and os.path.lexists(self.packages / filename):
+            if not self._same_bytes(filename, sha256):
+                raise Conflict(_exists_message(filename))
         if self.guard is not None:
             self.guard.check_publish(self, name)
 
@@ -398,6 +468,21 @@ class DataDir:
             return ""
         reason = raw.get("reason") if isinstance(raw, dict) else None
         return str(reason) if reason else ""
+
+
+def disk_full(exc: BaseException) -> bool:
+    """True if ``exc`` says the filesystem is out of blocks or inodes (or over quota)."""
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def full_disk_error(exc: BaseException) -> InsufficientStorage:
+    """The 507 answer for a full data folder (nothing was changed)."""
+    why = getattr(exc, "strerror", None) or exc
+    return InsufficientStorage(
+        f"the registry's data folder is full ({why}); nothing was changed. "
+        "Free disk space or inodes on the registry's server (or ask its operator), then "
+        "try again"
+    )
 
 
 def _exists_message(filename: str) -> str:

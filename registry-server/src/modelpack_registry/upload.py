@@ -41,10 +41,12 @@ from modelpack_registry.errors import (
     MethodNotAllowed,
     PayloadTooLarge,
 )
+from modelpack_registry.immutable import promoted_to, version_conflict
 from modelpack_registry.index import Index, Snapshot
 from modelpack_registry.limits import check_form, check_upload
 from modelpack_registry.maintenance import utc_now
 from modelpack_registry.receive import (
+    DIGEST_FIELDS,
     IDLE_TIMEOUT,
     ClientGone,
     Form,
@@ -53,13 +55,12 @@ from modelpack_registry.receive import (
     receive,
     too_large,
 )
-from modelpack_registry.storage import DataDir, Record, TempUpload
+from modelpack_registry.storage import DataDir, Record, TempUpload, disk_full, full_disk_error
 from modelpack_registry.validate import (
     check_filename,
     inspect_distribution,
     name_and_version,
     versions_equal,
-    wheel_key,
 )
 
 __all__ = ["UploadLimits", "handle_upload", "parse_size"]  # the last two from receive.py
@@ -98,7 +99,12 @@ def handle_upload(environ: dict[str, Any], data: DataDir, index: Index, limits: 
             # A client that stalls mid-body must not hold a worker thread forever.
             sock.settimeout(IDLE_TIMEOUT)
         temp = data.new_temp()
-        return _receive_and_publish(environ, data, index, limits, form, temp, who)
+        try:
+            return _receive_and_publish(environ, data, index, limits, form, temp, who)
+        except OSError as exc:  # the temp file, the records or the link
+            if not disk_full(exc):
+                raise
+            raise full_disk_error(exc) from exc
     except ClientGone as exc:
         log.warning("upload aborted by the client: %s", exc)
         raise BadRequest("the upload was incomplete (connection closed)") from exc
@@ -124,8 +130,9 @@ def _receive_and_publish(environ: dict[str, Any], data: DataDir, index: Index,
         name, version = name_and_version(filename)
         _check_form_matches(got.fields, name, version, filename)
         check_form(got.fields)
-        _check_unpublished(index.snapshot(), filename, name)
-        data.check_publish(filename, name)
+        claimed = got.fields.get("sha256_digest", "").strip().lower() or None
+        _check_unpublished(index.snapshot(), data, filename, name, version, claimed)
+        data.check_publish(filename, name, claimed)
 
     receive(environ, temp, limits, form, refuse_early)
     _check_action(form.fields)
@@ -135,19 +142,13 @@ def _receive_and_publish(environ: dict[str, Any], data: DataDir, index: Index,
     check_filename(filename)
     if form.size == 0:
         raise BadRequest(f"{filename} is empty")
-    digest = form.sha256.hexdigest()
-    claimed = form.fields.get("sha256_digest", "").strip().lower()
-    if claimed and claimed != digest:
-        raise BadRequest(
-            f"sha256_digest {claimed} does not match the received file ({digest}); "
-            "the upload was corrupted in transit"
-        )
     temp.file.flush()
     os.fsync(temp.file.fileno())
+    digest = form.sha256.hexdigest()
+    _check_digests(form, temp, digest)
     info = inspect_distribution(temp.path, filename)
     check_upload(form.fields, temp.path, filename, info.metadata)
     _check_form_matches(form.fields, info.name, info.version, filename)
-    _check_unpublished(index.snapshot(), filename, info.name)
     record = Record(
         filename=filename,
         name=info.name,
@@ -163,12 +164,15 @@ def _receive_and_publish(environ: dict[str, Any], data: DataDir, index: Index,
         uploaded_by=who.user if who else None,
         upload_token=who.token_id if who else None,
     )
-    data.publish(temp, record, info.metadata)
-    index.invalidate()
-    render_and_store(data, record, info.metadata)  # the model card, once, off the page views
+    published = data.publish(temp, record, info.metadata)
     by = f" by {who.user}" if who else ""
     if who and who.token_id:
         by += f" (token {who.token_id})"
+    if not published:
+        log.info("%s uploaded again with the same sha256 %s%s: nothing to do", filename, digest, by)
+        return f"OK: {filename} is already published with these exact bytes; nothing changed\n"
+    index.invalidate()
+    render_and_store(data, record, info.metadata)  # the model card, once, off the page views
     log.info("published %s (%d bytes, sha256 %s)%s", filename, form.size, digest, by)
     return f"OK: {filename} published\n"
 
@@ -181,17 +185,47 @@ def _check_action(fields: dict[str, str]) -> None:
         )
 
 
-def _check_unpublished(snap: Snapshot, filename: str, name: str) -> None:
-    if filename in snap.records:
-        raise Conflict(
-            f"{filename} already exists; published versions are immutable: bump the version"
-        )
-    key = wheel_key(filename)
-    for other in snap.projects.get(name, []):
-        if wheel_key(other.filename) == key:
+def _check_unpublished(snap: Snapshot, data: DataDir, filename: str, name: str, version: str,
+                       sha256: str | None) -> None:  # fmt: skip
+    """Refuse early, from the index, what :meth:`DataDir.publish` will refuse (409).
+
+    An existing file name is refused only when the announced ``sha256`` differs: the
+    same bytes again are a success, which needs the whole body to confirm.
+    """
+    existing = snap.records.get(filename)
+    if existing is not None:
+        if sha256 and sha256 != existing.sha256:
             raise Conflict(
-                f"{filename} already exists as {other.filename}; published versions "
-                "are immutable: bump the version"
+                f"{filename} already exists; published versions are immutable: bump the version"
+            )
+        return
+    others = [r.filename for r in snap.projects.get(name, []) if versions_equal(r.version, version)]
+    if others:
+        why = version_conflict(filename, others, promoted_to(data.stages / f"{name}.json", version))
+        if why is not None:
+            raise Conflict(why)
+
+
+def _check_digests(form: Form, temp: TempUpload, sha256: str) -> None:
+    """Compare each digest the client announced with the received file's (400 if off)."""
+    for field_name, new in DIGEST_FIELDS.items():
+        claimed = form.fields.get(field_name, "").strip().lower()
+        if not claimed:
+            continue
+        if field_name == "sha256_digest":
+            actual = sha256
+        elif field_name in form.digests:
+            actual = form.digests[field_name].hexdigest()
+        else:  # announced after the file: hash what was stored
+            digest = new()
+            with open(temp.path, "rb") as f:
+                while block := f.read(1 << 20):
+                    digest.update(block)
+            actual = digest.hexdigest()
+        if claimed != actual:
+            raise BadRequest(
+                f"{field_name} {claimed} does not match the received file ({actual}); "
+                "the upload was corrupted in transit"
             )
 
 

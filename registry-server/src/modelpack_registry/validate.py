@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import json
 import re
+import stat
+import string
 import tarfile
+import unicodedata
 import zipfile
 from dataclasses import dataclass
 from email.message import Message
-from email.parser import BytesParser
+from email.parser import BytesParser, Parser
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -30,13 +33,18 @@ from modelpack_registry.errors import BadRequest
 __all__ = [
     "DistInfo",
     "check_filename",
+    "check_project_name",
     "describe",
     "inspect_distribution",
     "read_manifest",
-    "wheel_key",
 ]
 
 KNOWN_SUFFIXES = (".whl", ".tar.gz", ".zip")
+_NAME_CHARS = frozenset(string.ascii_letters + string.digits + "._-")
+_FILENAME_CHARS = _NAME_CHARS | {"+", "!"}
+# packaging's (PEP 508) rule, spelled in ASCII: with re.IGNORECASE, [A-Z] would also
+# match the Kelvin sign and the long s.
+_PROJECT_NAME_RE = re.compile(r"[A-Za-z0-9]|[A-Za-z0-9][A-Za-z0-9._-]*[A-Za-z0-9]")
 MAX_METADATA_SIZE = 16 * 1024 * 1024
 MAX_MANIFEST_SIZE = 1024 * 1024
 _METADATA_RE = re.compile(r"^[^/]+\.dist-info/METADATA$")
@@ -73,8 +81,46 @@ def check_filename(filename: str) -> str:
         raise BadRequest(
             f"unsupported file type {filename!r}: upload a wheel (.whl) or an sdist (.tar.gz, .zip)"
         )
+    raw_name = filename[: -len(suffix)]
+    raw_name = raw_name.split("-")[0] if suffix == ".whl" else raw_name.rpartition("-")[0]
+    check_project_name(raw_name, f"file name {filename!r}")
+    bad = next((ch for ch in filename if ch not in _FILENAME_CHARS), None)
+    if bad is not None:
+        raise BadRequest(
+            f"invalid file name {filename!r}: {_describe_char(bad)} is not allowed; a "
+            "distribution's file name uses only ASCII letters, digits and '._-+!'"
+        )
     name_and_version(filename)
     return suffix
+
+
+def check_project_name(raw: str, where: str) -> None:
+    """Refuse ``raw`` unless it is a valid PEP 508 project name (ASCII only).
+
+    ``where`` says where the name was found, for the message.
+
+    :raises BadRequest: naming the offending character and the rule.
+    """
+    if _PROJECT_NAME_RE.fullmatch(raw):
+        return
+    bad = next((ch for ch in raw if ch not in _NAME_CHARS), None)
+    what = (
+        f"{_describe_char(bad)} is not allowed"
+        if bad
+        else "it must start and end with a letter or digit"
+    )
+    raise BadRequest(
+        f"invalid project name {raw!r} in the {where}: {what}. A project name uses only "
+        "ASCII letters, digits, '.', '_' and '-', and starts and ends with a letter or "
+        "digit (PEP 508); rename the project"
+    )
+
+
+def _describe_char(ch: str) -> str:
+    """``'U+FF4D FULLWIDTH LATIN SMALL LETTER M'`` (or ``"';'"`` for printable ASCII)."""
+    if " " < ch < "\x7f":
+        return repr(ch)
+    return f"U+{ord(ch):04X} {unicodedata.name(ch, 'unnamed character')}"
 
 
 def name_and_version(filename: str) -> tuple[str, str]:
@@ -90,18 +136,6 @@ def name_and_version(filename: str) -> tuple[str, str]:
     except (InvalidWheelFilename, InvalidSdistFilename, InvalidVersion) as exc:
         raise BadRequest(f"invalid distribution file name {filename!r}: {exc}") from exc
     return str(name), str(version)
-
-
-def wheel_key(filename: str) -> tuple[str, ...]:
-    """A key equal for two filenames that denote the same file after normalization."""
-    try:
-        if filename.endswith(".whl"):
-            name, version, build, tags = parse_wheel_filename(filename)
-            return (name, str(version), repr(build), *sorted(str(t) for t in tags))
-        name, version = parse_sdist_filename(filename)
-        return (name, str(version), "sdist", filename.rsplit(".", 2)[-1])
-    except (InvalidWheelFilename, InvalidSdistFilename, InvalidVersion):
-        return (filename,)
 
 
 def inspect_distribution(path: Path, filename: str) -> DistInfo:
@@ -139,12 +173,14 @@ def _check_member_name(member: str, filename: str) -> None:
         raise BadRequest(f"{filename} has an unsafe member name {member!r}")
 
 
-def _check_zip_members(path: Path, filename: str) -> list[str]:
+def _check_zip_members(path: Path, filename: str) -> None:
     with _open_zip(path, filename) as zf:
-        names = zf.namelist()
-    for member in names:
-        _check_member_name(member, filename)
-    return names
+        members = zf.infolist()
+    for info in members:
+        _check_member_name(info.filename, filename)
+        kind = _KINDS.get(stat.S_IFMT(info.external_attr >> 16))  # Unix mode, if any
+        if kind is not None:
+            _refuse_member_type(filename, info.filename, kind)
 
 
 def _check_tar(path: Path, filename: str) -> None:
@@ -152,8 +188,27 @@ def _check_tar(path: Path, filename: str) -> None:
         with tarfile.open(path, "r:gz") as tf:
             for member in tf:
                 _check_member_name(member.name, filename)
+                if not (member.isreg() or member.isdir()):
+                    kind = _TAR_KINDS.get(member.type, "special file")
+                    link = member.linkname if member.issym() or member.islnk() else ""
+                    _refuse_member_type(filename, member.name, kind, link)
     except (tarfile.TarError, OSError, EOFError) as exc:
         raise BadRequest(f"{filename} is not a valid .tar.gz archive: {exc}") from exc
+
+
+_KINDS = {stat.S_IFLNK: "symbolic link", stat.S_IFCHR: "character device",
+          stat.S_IFBLK: "block device", stat.S_IFIFO: "FIFO", stat.S_IFSOCK: "socket"}  # fmt: skip
+_TAR_KINDS = {tarfile.SYMTYPE: "symbolic link", tarfile.LNKTYPE: "hard link",
+              tarfile.CHRTYPE: "character device", tarfile.BLKTYPE: "block device",
+              tarfile.FIFOTYPE: "FIFO"}  # fmt: skip
+
+
+def _refuse_member_type(filename: str, member: str, kind: str, link: str = "") -> None:
+    to = f" to {link!r}" if link else ""
+    raise BadRequest(
+        f"{filename} has a {kind}, {member!r}{to}; an sdist may hold only regular files "
+        "and folders: replace links with copies of the files"
+    )
 
 
 def _inspect_wheel(path: Path, filename: str, name: str, version: str) -> DistInfo:
@@ -171,10 +226,12 @@ def _inspect_wheel(path: Path, filename: str, name: str, version: str) -> DistIn
             metadata = zf.read(found[0])
         except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
             raise BadRequest(f"{filename}: cannot read METADATA: {exc}") from exc
-    msg = BytesParser().parsebytes(metadata, headersonly=True)
+    # Core metadata is UTF-8 (BytesParser would turn a non-ASCII name into U+FFFD).
+    msg = Parser().parsestr(metadata.decode("utf-8", "replace"), headersonly=True)
     meta_name, meta_version = _header(msg, "Name"), _header(msg, "Version")
     if not meta_name or not meta_version:
         raise BadRequest(f"{filename}: METADATA has no Name or no Version")
+    check_project_name(meta_name, f"METADATA of {filename}")
     if canonicalize_name(meta_name) != name:
         raise BadRequest(
             f"{filename}: METADATA names project {meta_name!r}, the file name says {name!r}"
