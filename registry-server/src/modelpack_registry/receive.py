@@ -89,7 +89,10 @@ class UploadLimits:
 
 
 # The digests a client may announce as form fields (twine sends all three), and how to
-# compute each. Only sha256 is always computed; the others only when announced.
+# compute each. sha256 is always computed. md5 and blake2 are computed only when announced
+# without a sha256_digest: a matching sha256 already proves the bytes are the ones the
+# client hashed, and computing all three halved twine's upload throughput here
+# (benchmarks/upload_digests.py).
 DIGEST_FIELDS: dict[str, Callable[[], Any]] = {
     "sha256_digest": hashlib.sha256,
     "md5_digest": lambda: hashlib.md5(usedforsecurity=False),
@@ -360,6 +363,8 @@ def _start_file(form: Form, segment: MultipartSegment) -> None:
     if form.filename is not None:
         raise BadRequest("more than one file in the upload")
     form.filename = segment.filename
+    if form.fields.get("sha256_digest", "").strip():
+        return
     for name, new in DIGEST_FIELDS.items():
         if name != "sha256_digest" and form.fields.get(name, "").strip():
             form.digests[name] = _Hasher(new)

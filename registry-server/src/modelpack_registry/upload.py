@@ -5,12 +5,17 @@ part goes straight into a locked temp file in ``DATA/tmp``, so memory stays flat
 whatever the size. Other form fields are capped (64 KiB each, 100 fields). When the body
 ends early (the client went away) or is malformed, the temp file is deleted and nothing
 is listed. A complete upload is fsynced, validated (:mod:`modelpack_registry.validate`)
-and then published atomically by :meth:`DataDir.publish` (409 if the filename exists).
+and then published atomically by :meth:`DataDir.publish`: 409 if the file name exists
+with other bytes or the version rules of :mod:`modelpack_registry.immutable` refuse it,
+200 with nothing changed for the same bytes again (a client's re-run), 507 if the data
+folder is full (nothing is left behind).
 
 Refusing before the body arrives: twine sends every form field (``name``, ``version``,
 ``:action``, ...) before the ``content`` part, and that part's headers carry the file
 name. As soon as they are parsed, the checks that need only those run: ``:action``, the
-file name, the form's name and version against it, "already published" (409) and
+file name, the form's name and version against it, "already published" (409: the
+version rules, or a file name that exists while the announced ``sha256_digest``
+differs) and
 :meth:`DataDir.check_publish`, which asks the data folder's guard whether this uploader
 could publish that name (403), reading without the lock. Each raises what the same check
 would raise after the whole body, so a refused 6 GiB upload is told after the first
@@ -207,10 +212,17 @@ def _check_unpublished(snap: Snapshot, data: DataDir, filename: str, name: str, 
 
 
 def _check_digests(form: Form, temp: TempUpload, sha256: str) -> None:
-    """Compare each digest the client announced with the received file's (400 if off)."""
+    """Compare the digests the client announced with the received file's (400 if off).
+
+    A ``sha256_digest`` is always compared, and when it matches it settles the question
+    (see :data:`receive.DIGEST_FIELDS`); without one, an announced ``md5_digest`` and
+    ``blake2_256_digest`` are compared instead.
+    """
     for field_name, new in DIGEST_FIELDS.items():
         claimed = form.fields.get(field_name, "").strip().lower()
-        if not claimed:
+        if not claimed or (
+            field_name != "sha256_digest" and form.fields.get("sha256_digest", "").strip()
+        ):
             continue
         if field_name == "sha256_digest":
             actual = sha256
