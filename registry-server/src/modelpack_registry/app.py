@@ -51,7 +51,13 @@ from modelpack_registry.access import Access
 from modelpack_registry.api import PREFIX, handle_api, json_error
 from modelpack_registry.auth import Htpasswd
 from modelpack_registry.catalog import CSP, render_catalog, render_model
-from modelpack_registry.errors import HTTPFailure, MethodNotAllowed, NotFound
+from modelpack_registry.errors import (
+    HTTPFailure,
+    MethodNotAllowed,
+    NotFound,
+    disk_full,
+    full_disk_error,
+)
 from modelpack_registry.files import Response, serve_file
 from modelpack_registry.index import Index, Snapshot, make_deriver
 from modelpack_registry.linger import close_after
@@ -65,7 +71,7 @@ from modelpack_registry.simple import (
     stage_view,
 )
 from modelpack_registry.stages import STAGE_RE
-from modelpack_registry.storage import DataDir, disk_full, full_disk_error
+from modelpack_registry.storage import DataDir
 from modelpack_registry.upload import UploadLimits, handle_upload
 
 __all__ = ["RegistryApp", "legacy_app"]

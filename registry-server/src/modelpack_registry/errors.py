@@ -20,6 +20,8 @@ subclasses to a status code and a plain-text message::
 
 from __future__ import annotations
 
+import errno
+
 __all__ = [
     "BadRequest",
     "ConfigError",
@@ -33,6 +35,8 @@ __all__ = [
     "RegistryError",
     "StorageError",
     "Unauthorized",
+    "disk_full",
+    "full_disk_error",
 ]
 
 
@@ -106,3 +110,18 @@ class InsufficientStorage(HTTPFailure):
     """507: the data folder is out of space or inodes; nothing was published."""
 
     status, reason = 507, "Insufficient Storage"
+
+
+def disk_full(exc: BaseException) -> bool:
+    """True if ``exc`` says the filesystem is out of blocks or inodes (or over quota)."""
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def full_disk_error(exc: BaseException) -> InsufficientStorage:
+    """The 507 answer for a full data folder (nothing was changed)."""
+    why = getattr(exc, "strerror", None) or exc
+    return InsufficientStorage(
+        f"the registry's data folder is full ({why}); nothing was changed. "
+        "Free disk space or inodes on the registry's server (or ask its operator), then "
+        "try again"
+    )

@@ -45,6 +45,8 @@ from modelpack_registry.errors import (
     HTTPFailure,
     MethodNotAllowed,
     PayloadTooLarge,
+    disk_full,
+    full_disk_error,
 )
 from modelpack_registry.immutable import promoted_to, version_conflict
 from modelpack_registry.index import Index, Snapshot
@@ -60,7 +62,7 @@ from modelpack_registry.receive import (
     receive,
     too_large,
 )
-from modelpack_registry.storage import DataDir, Record, TempUpload, disk_full, full_disk_error
+from modelpack_registry.storage import DataDir, Record, TempUpload
 from modelpack_registry.validate import (
     check_filename,
     inspect_distribution,
