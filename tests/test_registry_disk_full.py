@@ -101,6 +101,16 @@ def test_out_of_inodes_an_upload_is_all_or_nothing(small_fs: Path, tmp_path: Pat
         # Every step was reached: refused at first, published once enough was free.
         assert answers[0] == 507 and answers[-1] == 200, answers
         assert answers.count(507) >= 4, answers
+
+        # Any other write on a full disk: 507 too, in the API's JSON form.
+        fill_inodes(filler, leave=0)
+        stage = requests.put(f"{reg.url}/api/v1/models/model-k7/stages/production",
+                             json={"version": "1.0"}, auth=alice, timeout=10)  # fmt: skip
+        assert stage.status_code == 507 and FULL in stage.json()["error"], stage.text
+        shutil.rmtree(filler)
+        stage = requests.put(f"{reg.url}/api/v1/models/model-k7/stages/production",
+                             json={"version": "1.0"}, auth=alice, timeout=10)  # fmt: skip
+        assert stage.status_code == 200, stage.text
     assert "Traceback" not in (tmp_path / "registry.log").read_text()
 
 

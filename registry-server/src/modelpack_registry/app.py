@@ -168,7 +168,8 @@ class RegistryApp:
             if disk_full(exc):  # e.g. a state/ file (stage, owners, token) on a full disk
                 full = full_disk_error(exc)
                 log.error("%s %s: %s", method, environ.get("PATH_INFO"), full.message)
-                result = _text(_status_line(full), full.message)
+                api = environ.get("PATH_INFO", "").startswith(PREFIX + "/")
+                result = json_error(full) if api else _text(_status_line(full), full.message)
             else:
                 log.exception("internal error on %s %s", method, environ.get("PATH_INFO"))
                 result = _text(
