@@ -40,8 +40,12 @@ def make_wheel(
     summary: str = "A tiny test model",
     payload: bytes = b"",
     extra_members: dict[str, bytes] | None = None,
+    requires: tuple[str, ...] = (),
 ) -> Path:
-    """Write a valid (installable) pure-Python wheel and return its path."""
+    """Write a valid (installable) pure-Python wheel and return its path.
+
+    ``requires``: its ``Requires-Dist`` lines (dependencies pip and uv resolve).
+    """
     dist = name.replace("-", "_")
     filename = f"{dist}-{version}-py3-none-any.whl"
     distinfo = f"{dist}-{version}.dist-info"
@@ -51,6 +55,7 @@ def make_wheel(
         f"Version: {meta_version or version}\n"
         f"Summary: {summary}\n"
         + (f"Requires-Python: {requires_python}\n" if requires_python else "")
+        + "".join(f"Requires-Dist: {r}\n" for r in requires)
         + "\n"
     ).encode()
     files = {

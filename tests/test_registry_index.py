@@ -227,4 +227,4 @@ def test_catalog_and_health(shared: Registry, tmp_path: Path) -> None:
     assert 'href="/simple/catalog-model/"' in page.text
     assert "&lt;b&gt;not bold&lt;/b&gt;" in page.text and "<b>not bold" not in page.text
     health = requests.get(shared.url + "/health")
-    assert health.status_code == 200 and health.json() == {"status": "ok"}
+    assert health.status_code == 200 and health.json() == {"status": "ok", "upstream": None}

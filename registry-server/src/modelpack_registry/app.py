@@ -15,7 +15,11 @@ Endpoints (all under the WSGI ``SCRIPT_NAME``)::
     GET  /simple/<project>/     files of a project (301 to the normalized name)
     GET  /packages/<file>       a distribution (Range, ETag, 304)         files.py
     GET  /packages/<file>.metadata  its core metadata (PEP 658)
-    GET  /health                {"status": "ok"}, 503 if the data folder is unreadable
+    GET  /upstream/files/<project>/<sha256>/<file>[.metadata]   with --upstream: a file
+                                of a non-private project, fetched, checked and cached
+                                under DATA/mirror               upstream/web.py
+    GET  /health                {"status": "ok", "upstream": null | {...}}, 503 if the
+                                data folder is unreadable
     GET  /metrics               what the registry holds, Prometheus text      metrics.py
     GET  anything else          pypiserver's legacy routes (``/favicon.ico``,
                                 ``/<project>/`` redirect, ``/<project>/json``)
@@ -42,7 +46,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote
 
 from packaging.utils import canonicalize_name
@@ -73,6 +77,9 @@ from modelpack_registry.simple import (
 from modelpack_registry.stages import STAGE_RE
 from modelpack_registry.storage import DataDir
 from modelpack_registry.upload import UploadLimits, handle_upload
+
+if TYPE_CHECKING:
+    from modelpack_registry.upstream import Upstream
 
 __all__ = ["RegistryApp", "legacy_app"]
 
@@ -132,6 +139,9 @@ def _base_url(environ: dict[str, Any]) -> str:
     return f"{scheme}://{host}{environ.get('SCRIPT_NAME', '')}"
 
 
+_PRIVATE = ("X-Modelpack-Source", "private")
+
+
 def _redirect(location: str) -> Response:
     return "301 Moved Permanently", [("Location", location), ("Content-Length", "0")], []
 
@@ -141,8 +151,10 @@ class RegistryApp:
 
     def __init__(self, data: DataDir, *, htpasswd: Htpasswd | None = None,
                  limits: UploadLimits | None = None, legacy: WSGIApp | None = None,
-                 access: Access | None = None) -> None:  # fmt: skip
+                 access: Access | None = None,
+                 upstream: Upstream | None = None) -> None:  # fmt: skip
         self.data = data
+        self.upstream = upstream
         self.access = access or Access(data, htpasswd)
         self.limits = limits or UploadLimits()
         self.index = Index(data, make_deriver(data))
@@ -205,8 +217,9 @@ class RegistryApp:
             who = self.access.authenticate(environ, "to upload")
             if path == "/" and method == "POST":
                 data = self.access.upload_data(who)
-                message = handle_upload(environ, data, self.index, self.limits, who)
-                return _text("200 OK", message)
+                before = self._private_names()
+                message, name = handle_upload(environ, data, self.index, self.limits, who)
+                return _text("200 OK", message, self._first_upload(name, before))
             raise MethodNotAllowed(
                 f"{method} {path} is not supported; upload with POST / (twine upload)",
                 [("Allow", "GET, HEAD" + (", POST" if path == "/" else ""))],
@@ -215,6 +228,10 @@ class RegistryApp:
             return self._health()
         if path == "/metrics":
             body = render_metrics(self.data, self.index.snapshot())
+            if self.upstream is not None:
+                from modelpack_registry.upstream.web import metrics_lines
+
+                body += ("\n".join(metrics_lines(self.upstream)) + "\n").encode()
             headers = [("Content-Type", METRICS_TYPE), ("Content-Length", str(len(body))),
                        ("Cache-Control", "no-cache")]  # fmt: skip
             return "200 OK", headers, [body]
@@ -231,6 +248,11 @@ class RegistryApp:
             if not STAGE_RE.match(stage) or not (rest == "simple" or rest.startswith("simple/")):
                 raise NotFound("not found; a stage index is at /stages/<stage>/simple/")
             return self._simple(environ, "/" + rest, stage)
+        if path.startswith("/upstream/") and self.upstream is not None:
+            from modelpack_registry.upstream.web import serve_upstream_file
+
+            snap = self.index.snapshot()
+            return serve_upstream_file(environ, self.upstream, self.data, snap, path)
         if path == "/packages" or path.startswith("/packages/"):
             name = path[len("/packages/") :]
             if not name or "/" in name or "\\" in name or "\x00" in name or name[0] == ".":
@@ -251,7 +273,28 @@ class RegistryApp:
                 [("Content-Type", "application/json")],
                 [body.encode()],
             )
-        return "200 OK", [("Content-Type", "application/json")], [b'{"status": "ok"}']
+        upstream = self.upstream.status.as_dict() if self.upstream is not None else None
+        doc = json.dumps({"status": "ok", "upstream": upstream}).encode()
+        return "200 OK", [("Content-Type", "application/json")], [doc]
+
+    def _private_names(self) -> frozenset[str]:
+        if self.upstream is None:
+            return frozenset()
+        from modelpack_registry.reserved import private_names
+
+        return private_names(self.data, self.index.snapshot())
+
+    def _first_upload(self, name: str, before: frozenset[str]) -> list[tuple[str, str]]:
+        """``X-Modelpack-Warning`` when a name first published here exists upstream."""
+        if self.upstream is None or name in before:
+            return []
+        from modelpack_registry.upstream.web import first_upload_warning
+
+        warning = first_upload_warning(self.upstream, name)
+        if warning is None:
+            return []
+        log.warning("%s", warning)
+        return [("X-Modelpack-Warning", warning.encode("ascii", "replace").decode())]
 
     def _page(self, snap: Snapshot, key: object, render: Callable[..., bytes], ctype: str,
               *args: Any) -> Response:  # fmt: skip
@@ -295,7 +338,7 @@ class RegistryApp:
                 "supported: application/vnd.pypi.simple.v1+json, "
                 "application/vnd.pypi.simple.v1+html, text/html",
             )
-        snap = self.index.snapshot()
+        snap = full = self.index.snapshot()
         packages = "../../packages/"
         if stage is not None:
             view = snap.cached(("stage-view", stage), lambda: stage_view(snap, stage))
@@ -309,10 +352,17 @@ class RegistryApp:
         canonical = canonicalize_name(project)
         if project != canonical or not rest.endswith("/"):
             return _redirect(f"{script}{mount}/{quote(canonical)}/{suffix}")
+        if self.upstream is not None and canonical not in snap.projects:
+            from modelpack_registry.reserved import is_private
+            from modelpack_registry.upstream.web import serve_page
+
+            if not is_private(self.data, full, canonical):
+                root = "../../../../" if stage else "../../"
+                return serve_page(self.upstream, canonical, media, content_type(media), root)
         if canonical not in snap.projects:
             where = f"stage {stage!r}" if stage else "this registry"
-            raise NotFound(f"no project named {canonical!r} in {where}")
-        return self._page(
+            raise NotFound(f"no project named {canonical!r} in {where}", [_PRIVATE])
+        status, headers, body = self._page(
             snap,
             ("project", canonical, media),
             render_project,
@@ -321,3 +371,4 @@ class RegistryApp:
             media,
             packages,
         )
+        return status, [*headers, _PRIVATE], body

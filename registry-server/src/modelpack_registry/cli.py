@@ -7,6 +7,7 @@ stderr, no traceback unless ``-v``), 2 a usage error.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import traceback
 from collections.abc import Sequence
@@ -25,6 +26,16 @@ def _size(text: str) -> int:
         return parse_size(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds (e.g. 600)")
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -61,6 +72,13 @@ def _parser() -> argparse.ArgumentParser:
                        help="on SIGTERM, let in-flight requests (an upload) finish this long (30)")  # fmt: skip
     serve.add_argument("--access-log", action="store_true",
                        help="log one line per request on stdout (never a password or token)")  # fmt: skip
+    serve.add_argument("--upstream", metavar="URL", default=os.environ.get("MODELPACK_UPSTREAM") or None,
+                       help="a simple index (e.g. https://pypi.org/simple/) to proxy and cache for "
+                       "every name that is not private; env MODELPACK_UPSTREAM (default: none)")  # fmt: skip
+    serve.add_argument("--upstream-ttl", type=_seconds, metavar="SECONDS",
+                       default=os.environ.get("MODELPACK_UPSTREAM_TTL") or "600",
+                       help="serve a cached upstream page this long before asking again; env "
+                       "MODELPACK_UPSTREAM_TTL (600)")  # fmt: skip
 
     verify = sub.add_parser(
         "verify",
@@ -71,6 +89,16 @@ def _parser() -> argparse.ArgumentParser:
                         help="check this file too, and that owners and tokens name its users")  # fmt: skip
     reindex = sub.add_parser("reindex", help="rebuild every derived file from the wheels")
     reindex.add_argument("--data", type=Path, default=Path("registry-data"), help=data_help)
+    reserve = sub.add_parser(
+        "reserve",
+        help="claim model names before their first upload: with --upstream, a reserved "
+        "name is never looked up on the upstream index",
+    )
+    reserve.add_argument("--data", type=Path, default=Path("registry-data"), help=data_help)
+    reserve.add_argument("names", nargs="*", metavar="NAME", help="model (distribution) names")
+    reserve.add_argument("--release", action="store_true",
+                         help="remove the reservations instead (a name with files stays private)")  # fmt: skip
+    reserve.add_argument("--list", action="store_true", help="list the reserved names")
     add_access_commands(sub, data_help)
     return parser
 
@@ -84,7 +112,7 @@ def _serve(args: argparse.Namespace) -> int:
             insecure=args.insecure, workers=args.workers, threads=args.threads,
             max_upload_size=args.max_upload_size, admins=tuple(args.admin),
             protect_reads=args.protect_reads, graceful_timeout=args.graceful_timeout,
-            access_log=args.access_log,
+            access_log=args.access_log, upstream=args.upstream, upstream_ttl=args.upstream_ttl,
         )
     )  # fmt: skip
     return 0
@@ -100,7 +128,9 @@ def _verify(args: argparse.Namespace) -> int:
     data = DataDir(args.data)
     access = verify_access(data, args.htpasswd)
     verify_state(data, access)
-    problems = verify(data) + access.errors
+    from modelpack_registry.upstream.cache import verify_mirror
+
+    problems = verify(data) + verify_mirror(data.root / "mirror") + access.errors
     for line in problems + access.warnings:
         print(line)
     warned = f"{len(access.warnings)} warning(s)" if access.warnings else ""
@@ -126,7 +156,30 @@ def _reindex(args: argparse.Namespace) -> int:
     return 1 if result.invalid else 0
 
 
-_COMMANDS = {"serve": _serve, "verify": _verify, "reindex": _reindex, **ACCESS_COMMANDS}
+def _reserve(args: argparse.Namespace) -> int:
+    from modelpack_registry.owners import cli_actor, model_name
+    from modelpack_registry.reserved import release, reserve, reserved_names
+    from modelpack_registry.storage import DataDir
+
+    check_data(args.data)
+    data = DataDir(args.data)
+    if not args.names and not args.list:
+        raise RegistryError("give the NAME(s) to reserve (or --list)")
+    for name in [model_name(raw) for raw in args.names]:
+        if args.release:
+            done = release(data, name)
+            print(f"released {name}" if done else f"{name} was not reserved")
+        else:
+            done = reserve(data, name, cli_actor())
+            print(f"reserved {name}" if done else f"{name} was already reserved")
+    if args.list:
+        for name in reserved_names(data):
+            print(name)
+    return 0
+
+
+_COMMANDS = {"serve": _serve, "verify": _verify, "reindex": _reindex, "reserve": _reserve,
+             **ACCESS_COMMANDS}  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -15,7 +15,9 @@ subclasses to a status code and a plain-text message::
         ├── MethodNotAllowed     405
         ├── Conflict             409: the file exists (immutable), or the last owner
         ├── PayloadTooLarge      413: the body is over ``--max-upload-size``
-        └── InsufficientStorage  507: the data folder is out of space or inodes
+        ├── InsufficientStorage  507: the data folder is out of space or inodes
+        └── BadGateway           502: the upstream index failed, or sent bytes that do
+                                 not match its own hash (``--upstream``)
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from __future__ import annotations
 import errno
 
 __all__ = [
+    "BadGateway",
     "BadRequest",
     "ConfigError",
     "Conflict",
@@ -125,3 +128,9 @@ def full_disk_error(exc: BaseException) -> InsufficientStorage:
         "Free disk space or inodes on the registry's server (or ask its operator), then "
         "try again"
     )
+
+
+class BadGateway(HTTPFailure):
+    """502: the upstream index (``--upstream``) cannot answer, or answered wrongly."""
+
+    status, reason = 502, "Bad Gateway"

@@ -19,7 +19,7 @@ from typing import Any
 from modelpack_registry.errors import NotFound
 from modelpack_registry.index import Snapshot
 
-__all__ = ["Response", "serve_file"]
+__all__ = ["Response", "content_type", "serve_file", "serve_path"]
 
 BLOCK = 1 << 20
 Response = tuple[str, list[tuple[str, str]], Iterable[bytes]]
@@ -64,6 +64,22 @@ def serve_file(environ: dict[str, Any], snap: Snapshot, name: str, data_meta: Pa
         ctype = "text/plain; charset=utf-8"
     else:
         raise NotFound(f"no such file: {name}")
+    return serve_path(environ, path, etag_hex, ctype, name)
+
+
+def content_type(filename: str) -> str:
+    """The ``Content-Type`` of a distribution or ``.metadata`` file."""
+    if filename.endswith(".metadata"):
+        return "text/plain; charset=utf-8"
+    return "application/zip" if filename.endswith((".whl", ".zip")) else "application/gzip"
+
+
+def serve_path(environ: dict[str, Any], path: Path, etag_hex: str, ctype: str,
+               name: str) -> Response:  # fmt: skip
+    """Answer a GET/HEAD with the file at ``path`` (a path the caller built safely).
+
+    :raises NotFound: if it cannot be opened.
+    """
     try:
         f = open(path, "rb")  # closed by the WSGI server via file_wrapper
     except OSError:

@@ -52,6 +52,10 @@ class ServeConfig:
     """Seconds a stopping worker lets in-flight requests (a large upload) finish."""
     access_log: bool = False
     """One line per request on stdout, in :data:`ACCESS_LOG_FORMAT`."""
+    upstream: str | None = None
+    """A simple index to proxy for every name that is not private (upstream/)."""
+    upstream_ttl: float = 600.0
+    """Seconds an upstream project page is served from the cache before it is asked again."""
 
 
 #: client address, Basic-auth user (``__token__`` for a token; never the password),
@@ -104,6 +108,15 @@ def prepare(config: ServeConfig) -> tuple[DataDir, Htpasswd | None]:
     if config.htpasswd is None and (config.admins or config.protect_reads):
         flag = "--admin" if config.admins else "--protect-reads"
         raise ConfigError(f"{flag} needs --htpasswd FILE (the users to check)")
+    if config.upstream is not None:
+        from modelpack_registry.upstream import check_url
+
+        try:
+            check_url(config.upstream)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        if config.upstream_ttl < 0:
+            raise ConfigError("--upstream-ttl must be 0 or more seconds")
     if config.workers < 1 or config.threads < 1:
         raise ConfigError("--workers and --threads must be at least 1")
     htpasswd = Htpasswd(config.htpasswd) if config.htpasswd is not None else None
@@ -135,7 +148,15 @@ class _Gunicorn(BaseApplication):  # type: ignore[misc]
         htpasswd = Htpasswd(self.config.htpasswd) if self.config.htpasswd else None
         limits = UploadLimits(max_body=self.config.max_upload_size)
         access = Access(data, htpasswd, self.config.admins, self.config.protect_reads)
-        return RegistryApp(data, limits=limits, legacy=legacy_app(data), access=access)
+        upstream = None
+        if self.config.upstream is not None:
+            from modelpack_registry.upstream import Limits, Upstream
+
+            upstream = Upstream(self.config.upstream, data.root / "mirror",
+                                self.config.upstream_ttl,
+                                Limits(file_size=self.config.max_upload_size))  # fmt: skip
+        return RegistryApp(data, limits=limits, legacy=legacy_app(data), access=access,
+                           upstream=upstream)  # fmt: skip
 
 
 def serve(config: ServeConfig) -> None:

@@ -76,8 +76,9 @@ log = logging.getLogger(__name__)
 
 
 def handle_upload(environ: dict[str, Any], data: DataDir, index: Index, limits: UploadLimits,
-                  who: Principal | None = None) -> str:  # fmt: skip
-    """Receive, validate and publish one upload; return a success message.
+                  who: Principal | None = None) -> tuple[str, str]:  # fmt: skip
+    """Receive, validate and publish one upload; return a success message and the
+    (canonical) project name.
 
     ``who``: the authenticated uploader, recorded with the file (its user, and the id of
     the API token used, if any); None on an anonymous registry.
@@ -127,7 +128,7 @@ def handle_upload(environ: dict[str, Any], data: DataDir, index: Index, limits: 
 
 def _receive_and_publish(environ: dict[str, Any], data: DataDir, index: Index,
                          limits: UploadLimits, form: Form, temp: TempUpload,
-                         who: Principal | None) -> str:  # fmt: skip
+                         who: Principal | None) -> tuple[str, str]:  # fmt: skip
     def refuse_early(got: Form) -> None:
         """The checks below that need only the fields sent so far and the file name."""
         filename = got.filename
@@ -181,7 +182,7 @@ def _receive_and_publish(environ: dict[str, Any], data: DataDir, index: Index,
     index.invalidate()
     render_and_store(data, record, info.metadata)  # the model card, once, off the page views
     log.info("published %s (%d bytes, sha256 %s)%s", filename, form.size, digest, by)
-    return f"OK: {filename} published\n"
+    return f"OK: {filename} published\n", info.name
 
 
 def _check_action(fields: dict[str, str]) -> None:

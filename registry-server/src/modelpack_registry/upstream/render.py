@@ -1,0 +1,105 @@
+"""An upstream project page as the registry re-serves it (PEP 503 HTML or PEP 691 JSON).
+
+The same shape as the private pages (:mod:`modelpack_registry.simple`): hashes,
+``requires-python``, PEP 592 yank, PEP 658/714 core metadata (only when the upstream gave
+its sha256, so it can be checked), PEP 700 ``size``/``upload-time``/``versions`` where
+known. Every file URL is rewritten to go through the registry, relative to the page::
+
+    <root>upstream/files/<project>/<sha256>/<filename>[.metadata]
+
+where ``<root>`` leads from the page back to the registry's root (``../../`` from
+``/simple/<project>/``), so the registry works behind any prefix or host.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import quote
+
+from packaging.utils import parse_sdist_filename, parse_wheel_filename
+
+from modelpack_registry.upstream.client import Link
+
+__all__ = ["FILES_ROUTE", "file_url", "render_page", "versions_of"]
+
+API_VERSION = "1.1"
+JSON = "application/vnd.pypi.simple.v1+json"
+FILES_ROUTE = "/upstream/files/"
+
+
+def file_url(root: str, project: str, link: Link) -> str:
+    """The registry URL of ``link``, relative to a page ``root`` levels down."""
+    return f"{root}upstream/files/{quote(project)}/{link.sha256}/{quote(link.filename)}"
+
+
+def versions_of(links: Sequence[Link]) -> list[str]:
+    """Distinct versions named by the file names, in page order."""
+    seen: dict[str, None] = {}
+    for link in links:
+        try:
+            if link.filename.endswith(".whl"):
+                version = parse_wheel_filename(link.filename)[1]
+            else:
+                version = parse_sdist_filename(link.filename)[1]
+        except ValueError:
+            continue
+        seen.setdefault(str(version), None)
+    return list(seen)
+
+
+def render_page(project: str, links: Sequence[Link], versions: Sequence[str], media: str,
+                root: str) -> bytes:  # fmt: skip
+    """The page of ``project`` in ``media`` (JSON, or HTML for anything else)."""
+    if media == JSON:
+        # PEP 700 (1.1) makes "size" mandatory; an HTML upstream does not give it.
+        known = all(link.size is not None for link in links)
+        doc = {
+            "meta": {"api-version": API_VERSION if known else "1.0"},
+            "name": project,
+            "versions": list(versions) or versions_of(links),
+            "files": [_json_file(project, link, root) for link in links],
+        }
+        return json.dumps(doc).encode()
+    esc = html.escape
+    lines = [
+        "<!DOCTYPE html>",
+        "<html><head>",
+        f'<meta name="pypi:repository-version" content="{API_VERSION}">',
+        f"<title>Links for {esc(project)}</title></head><body>",
+        f"<h1>Links for {esc(project)}</h1>",
+    ]
+    for link in links:
+        attrs = [f'href="{esc(file_url(root, project, link))}#sha256={link.sha256}"']
+        if link.requires_python:
+            attrs.append(f'data-requires-python="{esc(link.requires_python)}"')
+        if link.core_metadata:
+            value = f"sha256={link.core_metadata}"
+            attrs.append(f'data-core-metadata="{value}" data-dist-info-metadata="{value}"')
+        if link.yanked is not False:
+            reason = link.yanked if isinstance(link.yanked, str) else ""
+            attrs.append(f'data-yanked="{esc(reason)}"')
+        lines.append(f"<a {' '.join(attrs)}>{esc(link.filename)}</a><br>")
+    lines.append("</body></html>")
+    return ("\n".join(lines) + "\n").encode()
+
+
+def _json_file(project: str, link: Link, root: str) -> dict[str, Any]:
+    core: dict[str, str] | bool = {"sha256": link.core_metadata} if link.core_metadata else False
+    entry: dict[str, Any] = {
+        "filename": link.filename,
+        "url": file_url(root, project, link),
+        "hashes": {"sha256": link.sha256},
+        "core-metadata": core,
+        "dist-info-metadata": core,
+        "yanked": link.yanked,
+    }
+    if link.requires_python:
+        entry["requires-python"] = link.requires_python
+    if link.size is not None:
+        entry["size"] = link.size
+    if link.upload_time is not None:
+        entry["upload-time"] = link.upload_time
+    return entry

@@ -1,0 +1,191 @@
+"""`serve --upstream`: one index for consumers, private names never answered from outside.
+
+The upstream is a second index server on loopback: another `modelpack-registry serve`
+(PEP 691 JSON, PEP 658 metadata) or stock pypiserver (PEP 503 HTML only), holding real
+wheels. pip and uv are confined to the one index they are given (PIP_CONFIG_FILE=/dev/null,
+no find-links, uv --no-config), so the machine's own extra index cannot help them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+from registry_support import make_wheel, post_upload, twine_upload
+
+from support import BIN, Registry, Venv, clean_env, uv_bin
+
+JSON = "application/vnd.pypi.simple.v1+json"
+
+
+def confined_env() -> dict[str, str]:
+    env = clean_env()
+    for key in list(env):
+        if key.startswith(("PIP_EXTRA", "PIP_INDEX", "UV_")):
+            del env[key]
+    env["PIP_CONFIG_FILE"] = os.devnull
+    return env
+
+
+def install(venv: Venv, *reqs: str, index_url: str, check: bool = True) -> subprocess.CompletedProcess[str]:  # fmt: skip
+    """pip or uv, confined to ``index_url`` alone."""
+    if venv.tool == "pip":
+        cmd = [str(venv.python), "-m", "pip", "install", "--no-cache-dir", "--index-url", index_url, *reqs]  # fmt: skip
+    else:
+        cmd = [uv_bin(), "pip", "install", "--no-config", "--no-cache", "--python", str(venv.python),
+               "--index-url", index_url, *reqs]  # fmt: skip
+    result = subprocess.run(cmd, capture_output=True, text=True, env=confined_env(), timeout=300)
+    if check:
+        assert result.returncode == 0, f"{cmd}\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+def upload(reg: Registry, path: Path) -> None:
+    result = twine_upload(reg.url, path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def version_in(venv: Venv, module: str) -> str:
+    return venv.run(f"import {module}; print({module}.VERSION)").stdout.strip()
+
+
+def requested(log: Path, start: int = 0) -> str:
+    """The upstream's access log from byte ``start``: every path it was asked for."""
+    return log.read_bytes()[start:].decode(errors="replace")
+
+
+@pytest.fixture
+def upstream(tmp_path: Path) -> Iterator[Registry]:
+    """A second registry holding the public package `tinydep` (1.0 and 2.0)."""
+    reg = Registry(tmp_path / "up-data", args=["--access-log"], log=tmp_path / "upstream.log")
+    with reg:
+        for version in ("1.0", "2.0"):
+            upload(reg, make_wheel(tmp_path / "public", "tinydep", version,
+                                   requires_python=">=3.8"))  # fmt: skip
+        yield reg
+
+
+def proxy(tmp_path: Path, upstream_url: str, *args: str) -> Registry:
+    return Registry(tmp_path / "data", args=["--upstream", upstream_url, *args],
+                    log=tmp_path / "proxy.log")  # fmt: skip
+
+
+def test_a_model_with_a_public_dependency_installs_from_one_index(
+    tmp_path: Path, upstream: Registry
+) -> None:
+    with proxy(tmp_path, upstream.index_url) as reg:
+        model = make_wheel(tmp_path / "dist", "model-foo", "1.0", requires=("tinydep>=1,<2",))
+        upload(reg, model)
+        promoted = requests.put(f"{reg.url}/api/v1/models/model-foo/stages/production",
+                                json={"version": "1.0"}, timeout=10)  # fmt: skip
+        assert promoted.status_code == 200, promoted.text
+
+        private = requests.get(f"{reg.index_url}model-foo/", headers={"Accept": JSON})
+        public = requests.get(f"{reg.index_url}tinydep/", headers={"Accept": JSON})
+        assert private.headers["X-Modelpack-Source"] == "private"
+        assert public.headers["X-Modelpack-Source"] == "upstream"
+        html = requests.get(f"{reg.index_url}tinydep/")
+        assert html.headers["X-Modelpack-Source"] == "upstream"
+        assert 'data-requires-python="&gt;=3.8"' in html.text
+        files = public.json()["files"]
+        assert [f["filename"] for f in files] == [
+            "tinydep-1.0-py3-none-any.whl", "tinydep-2.0-py3-none-any.whl"]  # fmt: skip
+        upstream_files = requests.get(upstream.index_url + "tinydep/", headers={"Accept": JSON})
+        for ours, theirs in zip(files, upstream_files.json()["files"]):
+            assert (
+                ours["hashes"] == theirs["hashes"]
+                and ours["core-metadata"] == theirs["core-metadata"]
+            )
+            assert ours["requires-python"] == ">=3.8"
+            assert ours["url"].startswith("../../upstream/files/tinydep/")
+        # PEP 658: the metadata file comes through the registry too, and matches its hash.
+        meta = requests.get(f"{reg.index_url}tinydep/{files[0]['url']}.metadata")
+        assert meta.status_code == 200
+        assert hashlib.sha256(meta.content).hexdigest() == files[0]["core-metadata"]["sha256"]
+
+        for tool in ("pip", "uv"):
+            for index in (reg.index_url, f"{reg.url}/stages/production/simple/"):
+                venv = Venv(tmp_path / f"{tool}-{len(index)}", tool=tool)
+                install(venv, "model-foo", index_url=index)
+                assert version_in(venv, "model_foo") == "1.0"
+                assert version_in(venv, "tinydep") == "1.0"
+        # The cache holds the checked file, under its sha256; nothing went into packages/.
+        sha = files[0]["hashes"]["sha256"]
+        cached = reg.data / "mirror" / "files" / sha[:2] / sha / "tinydep-1.0-py3-none-any.whl"
+        assert hashlib.sha256(cached.read_bytes()).hexdigest() == sha
+        assert sorted(os.listdir(reg.data / "packages")) == ["model_foo-1.0-py3-none-any.whl"]
+        assert requests.get(f"{reg.url}/api/v1/models").json()  # only private models listed
+        names = [m["name"] for m in requests.get(f"{reg.url}/api/v1/models").json()["models"]]
+        assert names == ["model-foo"]
+        health = requests.get(f"{reg.url}/health").json()
+        assert health["upstream"]["url"] == upstream.index_url and health["upstream"]["ok"] is True
+
+
+def test_an_html_only_upstream_works_too(tmp_path: Path, plain_index: str) -> None:
+    make_wheel(tmp_path / "pkgs", "tinydep", "1.5")
+    with proxy(tmp_path, f"{plain_index}/simple/") as reg:
+        upload(reg, make_wheel(tmp_path / "dist", "model-foo", "1.0", requires=("tinydep",)))
+        page = requests.get(f"{reg.index_url}tinydep/", headers={"Accept": JSON})
+        assert page.status_code == 200 and page.headers["X-Modelpack-Source"] == "upstream"
+        assert page.json()["files"][0]["url"].startswith("../../upstream/files/tinydep/")
+        for tool in ("pip", "uv"):
+            venv = Venv(tmp_path / tool, tool=tool)
+            install(venv, "model-foo", index_url=reg.index_url)
+            assert version_in(venv, "tinydep") == "1.5"
+
+
+def test_private_names_are_never_answered_or_asked_upstream(
+    tmp_path: Path, upstream: Registry
+) -> None:
+    # Impostors on the upstream: a higher version, and the same version with other bytes.
+    for version, marker in (("99.0", b"impostor"), ("1.0", b"impostor")):
+        upload(upstream, make_wheel(tmp_path / "evil", "model-foo", version, payload=marker))
+    upload(upstream, make_wheel(tmp_path / "evil", "model-bar", "5.0", payload=b"impostor"))
+    page = requests.get(upstream.index_url + "model-foo/", headers={"Accept": JSON}).json()
+    evil = page["files"][-1]
+    looked_up = upstream.log.stat().st_size  # the test's own look-ups end here
+    with proxy(tmp_path, upstream.index_url) as reg:
+        reserved = subprocess.run(
+            [str(BIN / "modelpack-registry"), "reserve", "model-bar", "--data", str(reg.data)],
+            capture_output=True, text=True,
+        )  # fmt: skip
+        assert reserved.returncode == 0 and "reserved model-bar" in reserved.stdout
+        # The first upload of a name the upstream has is allowed, with a warning.
+        model = make_wheel(tmp_path / "dist", "model-foo", "1.0", payload=b"private")
+        answer = post_upload(reg.url, model.name, model.read_bytes())
+        assert answer.status_code == 200, answer.text
+        warning = answer.headers["X-Modelpack-Warning"]
+        assert "model-foo also exists on the upstream" in warning
+        assert "modelpack-registry reserve model-foo" in warning
+        assert "model-foo also exists on the upstream" in (tmp_path / "proxy.log").read_text()
+        asked_before = upstream.log.stat().st_size
+        # A second version is not a first upload: no warning, and nothing asked upstream.
+        second = make_wheel(tmp_path / "dist", "model-foo", "1.1", payload=b"private")
+        later = post_upload(reg.url, second.name, second.read_bytes())
+        assert later.status_code == 200 and "X-Modelpack-Warning" not in later.headers
+
+        for tool in ("pip", "uv"):
+            for req in ("model-foo", "model-foo==1.0"):
+                venv = Venv(tmp_path / f"{tool}-{req}", tool=tool)
+                install(venv, req, index_url=reg.index_url)
+                weights = "import importlib.resources as r; print(r.files('model_foo').joinpath('weights.bin').read_text())"  # fmt: skip
+                assert venv.run(weights).stdout.strip() == "private"
+            venv = Venv(tmp_path / f"{tool}-bar", tool=tool)
+            refused = install(venv, "model-bar", index_url=reg.index_url, check=False)
+            assert refused.returncode != 0
+        page = requests.get(f"{reg.index_url}model-bar/")
+        assert page.status_code == 404 and page.headers["X-Modelpack-Source"] == "private"
+        staged = requests.get(f"{reg.url}/stages/production/simple/model-foo/")
+        assert staged.status_code == 404 and staged.headers["X-Modelpack-Source"] == "private"
+        # Not even an impostor's file URL, made up by hand, reaches the upstream.
+        path = f"/upstream/files/model-foo/{evil['hashes']['sha256']}/{evil['filename']}"
+        assert requests.get(reg.url + path).status_code == 404
+    after = requested(upstream.log, asked_before)
+    assert "model-foo" not in after and "model_foo" not in after
+    log = requested(upstream.log, looked_up)
+    assert "model-bar" not in log and "model_bar" not in log
