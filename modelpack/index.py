@@ -171,6 +171,11 @@ class IndexClient:
         resp = self.get(f"{self.simple}/{canonicalize_name(name)}/", headers={"Accept": ACCEPT})
         if resp.status_code == 404:
             return []
+        if resp.headers.get("X-Modelpack-Source") == "upstream":
+            # The registry passes this name through from its upstream index (serve
+            # --upstream): none of those files are the registry's own, so none of them
+            # make a version "already published" here.
+            return []
         if resp.status_code != 200:
             raise RegistryError(
                 f"{redact(resp.url)} answered HTTP {resp.status_code}; is "

@@ -118,6 +118,11 @@ def test_a_model_with_a_public_dependency_installs_from_one_index(
         sha = files[0]["hashes"]["sha256"]
         cached = reg.data / "mirror" / "files" / sha[:2] / sha / "tinydep-1.0-py3-none-any.whl"
         assert hashlib.sha256(cached.read_bytes()).hexdigest() == sha
+        part = requests.get(
+            f"{reg.index_url}tinydep/{files[0]['url']}", headers={"Range": "bytes=0-9"}
+        )
+        assert part.status_code == 206 and part.content == cached.read_bytes()[:10]
+        assert part.headers["ETag"] == f'"{sha}"'
         assert sorted(os.listdir(reg.data / "packages")) == ["model_foo-1.0-py3-none-any.whl"]
         assert requests.get(f"{reg.url}/api/v1/models").json()  # only private models listed
         names = [m["name"] for m in requests.get(f"{reg.url}/api/v1/models").json()["models"]]
@@ -189,3 +194,86 @@ def test_private_names_are_never_answered_or_asked_upstream(
     assert "model-foo" not in after and "model_foo" not in after
     log = requested(upstream.log, looked_up)
     assert "model-bar" not in log and "model_bar" not in log
+
+
+def test_publish_checks_only_private_files(tmp_path: Path, upstream: Registry) -> None:
+    """`modelpack publish` asks "is this version taken?": the upstream's files never count."""
+    from registry_support import make_big_wheel
+
+    from support import modelpack, ok
+
+    public = make_big_wheel(tmp_path / "public", "model-baz", "1.0", 1024)
+    assert post_upload(upstream.url, public.name, public.read_bytes()).status_code == 200
+    with proxy(tmp_path, upstream.index_url) as reg:
+        assert (
+            requests.get(f"{reg.index_url}model-baz/").headers["X-Modelpack-Source"] == "upstream"
+        )
+        ok(modelpack("publish", make_big_wheel(tmp_path / "dist", "model-baz", "1.0", 2048), "--registry", reg.url))  # fmt: skip
+        page = requests.get(f"{reg.index_url}model-baz/", headers={"Accept": JSON})
+        assert page.headers["X-Modelpack-Source"] == "private"
+        assert [f["url"] for f in page.json()["files"]] == ["../../packages/model_baz-1.0-py3-none-any.whl"]  # fmt: skip
+
+
+def test_offline_installs_come_from_the_cache_and_bad_bytes_are_refused(
+    tmp_path: Path, upstream: Registry
+) -> None:
+    # --upstream-ttl 0: every page request asks the upstream, so its failure is exercised.
+    with proxy(tmp_path, upstream.index_url, "--upstream-ttl", "0") as reg:
+        upload(reg, make_wheel(tmp_path / "dist", "model-foo", "1.0", requires=("tinydep",)))
+        first = Venv(tmp_path / "first", tool="pip")
+        install(first, "model-foo", "tinydep==2.0", index_url=reg.index_url)
+
+        # bytes that do not match the upstream's own hash: 502, and nothing kept
+        bad = make_wheel(tmp_path / "public", "tinydep", "3.0")
+        upload(upstream, bad)
+        listed = requests.get(f"{reg.index_url}tinydep/", headers={"Accept": JSON}).json()
+        entry = next(f for f in listed["files"] if f["filename"] == bad.name)
+        (upstream.data / "packages" / bad.name).write_bytes(b"not the listed wheel")
+        refused = requests.get(f"{reg.index_url}tinydep/{entry['url']}")
+        assert refused.status_code == 502 and "but its index lists" in refused.text
+        assert "refused, not cached" in (tmp_path / "proxy.log").read_text()
+        sha = entry["hashes"]["sha256"]
+        assert not (reg.data / "mirror" / "files" / sha[:2] / sha).exists()
+        assert os.listdir(reg.data / "mirror" / "tmp") == []
+        assert install(Venv(tmp_path / "bad", tool="pip"), "tinydep==3.0",
+                       index_url=reg.index_url, check=False).returncode != 0  # fmt: skip
+
+        upstream.stop()
+        for tool in ("pip", "uv"):
+            venv = Venv(tmp_path / f"offline-{tool}", tool=tool)
+            install(venv, "model-foo", "tinydep==2.0", index_url=reg.index_url)
+            assert version_in(venv, "tinydep") == "2.0"
+        health = requests.get(f"{reg.url}/health")
+        assert health.status_code == 200
+        status = health.json()["upstream"]
+        assert status["ok"] is False and "cannot be reached" in status["last_error"]
+        assert status["last_success"].endswith("Z")
+        metrics = requests.get(f"{reg.url}/metrics").text
+        assert "modelpack_registry_upstream_up 0" in metrics
+        kept = [p for p in (reg.data / "mirror" / "files").rglob("*") if p.is_file()]
+        assert len(kept) >= 2 and f"modelpack_registry_mirror_files {len(kept)}\n" in metrics
+        log = (tmp_path / "proxy.log").read_text()
+        assert log.count("(serving cached pages and files)") == 1  # logged once, not per request
+        never = requests.get(f"{reg.index_url}never-fetched/")
+        assert never.status_code == 502 and "no copy is cached" in never.text
+
+    # verify re-hashes the cache; a corrupt file is reported, deleting it is the fix.
+    registry_cli = str(BIN / "modelpack-registry")
+    cached = next((reg.data / "mirror" / "files").glob("*/*/tinydep-2.0-py3-none-any.whl"))
+    clean = subprocess.run([registry_cli, "verify", "--data", str(reg.data)], capture_output=True, text=True)  # fmt: skip
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    cached.write_bytes(b"rotten")
+    rotten = subprocess.run([registry_cli, "verify", "--data", str(reg.data)], capture_output=True, text=True)  # fmt: skip
+    assert rotten.returncode == 1 and "corrupt: mirror/files/" in rotten.stdout
+
+
+def test_bad_upstream_options_are_refused_with_a_clear_message(tmp_path: Path) -> None:
+    registry_cli = str(BIN / "modelpack-registry")
+    for args, expected in (
+        (["--upstream", "ftp://mirror.example/simple/"], "is not an http(s) URL of a simple index"),
+        (["--upstream", "http://127.0.0.1:1/simple/", "--upstream-ttl", "soon"], "is not a number of seconds"),
+    ):  # fmt: skip
+        result = subprocess.run([registry_cli, "serve", "--data", str(tmp_path / "d"), *args],
+                                capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert result.returncode != 0 and expected in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr
