@@ -13,6 +13,7 @@ import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urljoin
 
 import pytest
 import requests
@@ -277,3 +278,22 @@ def test_bad_upstream_options_are_refused_with_a_clear_message(tmp_path: Path) -
                                 capture_output=True, text=True, timeout=60)  # fmt: skip
         assert result.returncode != 0 and expected in result.stderr, result.stderr
         assert "Traceback" not in result.stderr
+
+
+def test_one_fetch_per_page_and_file_however_many_clients_ask(
+    tmp_path: Path, upstream: Registry
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    with proxy(tmp_path, upstream.index_url) as reg:
+        asked = upstream.log.stat().st_size
+        with ThreadPoolExecutor(12) as pool:
+            pages = list(pool.map(lambda _: requests.get(f"{reg.index_url}tinydep/", headers={"Accept": JSON}), range(12)))  # fmt: skip
+        assert {p.status_code for p in pages} == {200}
+        url = urljoin(f"{reg.index_url}tinydep/", pages[0].json()["files"][1]["url"])
+        with ThreadPoolExecutor(12) as pool:
+            bodies = list(pool.map(lambda _: requests.get(url, timeout=60), range(12)))
+        assert {b.status_code for b in bodies} == {200} and len({b.content for b in bodies}) == 1
+        log = requested(upstream.log, asked)
+        assert log.count("GET /simple/tinydep/") == 1, log
+        assert log.count("GET /packages/tinydep-2.0-py3-none-any.whl ") == 1, log

@@ -91,8 +91,9 @@ def is_private(data: DataDir, snap: Snapshot, name: str) -> bool:
     if name in snap.projects or name in private_names(data, snap):
         return True
     # A change made in the last 0.25 s (before the next generation check) still counts.
+    filename = f"{name}.json"
     with contextlib.suppress(OSError):
-        return (data.owners / f"{name}.json").exists() or (
-            data.state / "reserved" / f"{name}.json"
-        ).exists()
+        return os.path.exists(os.path.join(data.owners, filename)) or os.path.exists(
+            os.path.join(data.state, "reserved", filename)
+        )
     return True

@@ -165,6 +165,8 @@ class Upstream:
         """The newest copy: this process's, or the cache file if another process's is newer."""
         with self._lock:
             page = self._pages.get(name)
+        if page is not None and time.time() - page.fetched_at < self.ttl:
+            return page  # fresh: no need to look at the disk
         mtime = self.cache.page_mtime(name)
         if mtime is not None and (page is None or mtime > page.fetched_at + 0.5):
             doc = self.cache.read_page(name)
