@@ -46,7 +46,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import parse_qs, quote
 
 from packaging.utils import canonicalize_name
@@ -67,6 +67,7 @@ from modelpack_registry.index import Index, Snapshot, make_deriver
 from modelpack_registry.linger import close_after
 from modelpack_registry.metrics import CONTENT_TYPE as METRICS_TYPE
 from modelpack_registry.metrics import render_metrics
+from modelpack_registry.reserved import is_private, private_names
 from modelpack_registry.simple import (
     content_type,
     negotiate,
@@ -77,9 +78,13 @@ from modelpack_registry.simple import (
 from modelpack_registry.stages import STAGE_RE
 from modelpack_registry.storage import DataDir
 from modelpack_registry.upload import UploadLimits, handle_upload
-
-if TYPE_CHECKING:
-    from modelpack_registry.upstream import Upstream
+from modelpack_registry.upstream import Upstream
+from modelpack_registry.upstream.web import (
+    first_upload_warning,
+    metrics_lines,
+    serve_page,
+    serve_upstream_file,
+)
 
 __all__ = ["RegistryApp", "legacy_app"]
 
@@ -229,8 +234,6 @@ class RegistryApp:
         if path == "/metrics":
             body = render_metrics(self.data, self.index.snapshot())
             if self.upstream is not None:
-                from modelpack_registry.upstream.web import metrics_lines
-
                 body += ("\n".join(metrics_lines(self.upstream)) + "\n").encode()
             headers = [("Content-Type", METRICS_TYPE), ("Content-Length", str(len(body))),
                        ("Cache-Control", "no-cache")]  # fmt: skip
@@ -249,8 +252,6 @@ class RegistryApp:
                 raise NotFound("not found; a stage index is at /stages/<stage>/simple/")
             return self._simple(environ, "/" + rest, stage)
         if path.startswith("/upstream/") and self.upstream is not None:
-            from modelpack_registry.upstream.web import serve_upstream_file
-
             snap = self.index.snapshot()
             return serve_upstream_file(environ, self.upstream, self.data, snap, path)
         if path == "/packages" or path.startswith("/packages/"):
@@ -280,16 +281,12 @@ class RegistryApp:
     def _private_names(self) -> frozenset[str]:
         if self.upstream is None:
             return frozenset()
-        from modelpack_registry.reserved import private_names
-
         return private_names(self.data, self.index.snapshot())
 
     def _first_upload(self, name: str, before: frozenset[str]) -> list[tuple[str, str]]:
         """``X-Modelpack-Warning`` when a name first published here exists upstream."""
         if self.upstream is None or name in before:
             return []
-        from modelpack_registry.upstream.web import first_upload_warning
-
         warning = first_upload_warning(self.upstream, name)
         if warning is None:
             return []
@@ -353,9 +350,6 @@ class RegistryApp:
         if project != canonical or not rest.endswith("/"):
             return _redirect(f"{script}{mount}/{quote(canonical)}/{suffix}")
         if self.upstream is not None and canonical not in snap.projects:
-            from modelpack_registry.reserved import is_private
-            from modelpack_registry.upstream.web import serve_page
-
             if not is_private(self.data, full, canonical):
                 root = "../../../../" if stage else "../../"
                 return serve_page(self.upstream, canonical, media, content_type(media), root)

@@ -30,7 +30,7 @@ __all__ = ["Client", "Fetched", "Limits", "Link", "UpstreamError", "check_url", 
 
 JSON = "application/vnd.pypi.simple.v1+json"
 ACCEPT = f"{JSON}, application/vnd.pypi.simple.v1+html;q=0.2, text/html;q=0.1"
-BLOCK = 1 << 16
+BLOCK = 1 << 20
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _FILENAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+!~-]{0,254}$")
 
