@@ -20,6 +20,8 @@
 #   MODELPACK_PROTECT_READS    "1": every read needs credentials too (not /health)
 #   MODELPACK_GRACEFUL_TIMEOUT seconds a stopping pod lets uploads finish         30
 #   MODELPACK_ACCESS_LOG       "1": one line per request on stdout (never a secret)
+#   MODELPACK_UPSTREAM         a simple index to proxy for non-private names (read by
+#                              `modelpack-registry serve` itself; MODELPACK_UPSTREAM_TTL too)
 #   MODELPACK_INSECURE         "1": serve WITHOUT credentials when the htpasswd file is
 #                              missing (anonymous uploads; trusted networks only)
 #   SCRIPT_NAME                a path prefix such as /models: gunicorn then serves every
