@@ -128,6 +128,10 @@ def test_a_model_with_a_public_dependency_installs_from_one_index(
         assert requests.get(f"{reg.url}/api/v1/models").json()  # only private models listed
         names = [m["name"] for m in requests.get(f"{reg.url}/api/v1/models").json()["models"]]
         assert names == ["model-foo"]
+        # A name that is not a valid project name is never sent upstream.
+        odd = requests.get(f"{reg.index_url}-/")
+        assert odd.status_code == 404 and odd.headers["X-Modelpack-Source"] == "upstream"
+        assert "GET /simple/-/" not in upstream.log.read_text()
         health = requests.get(f"{reg.url}/health").json()
         assert health["upstream"]["url"] == upstream.index_url and health["upstream"]["ok"] is True
 

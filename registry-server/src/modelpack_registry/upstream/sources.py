@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import re
+import shutil
 import threading
 import time
 from collections import OrderedDict
@@ -39,6 +40,14 @@ DEFAULT_TTL = 600.0
 MAX_METADATA = 10 * 1024**2
 MEMORY_PAGES = 2000
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_NAME = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
+DISK_RESERVE = 1024**3
+"""Free space the cache never eats into: a download that would leave less is refused."""
+
+
+def valid_name(name: str) -> bool:
+    """True for a canonical project name the upstream may be asked about."""
+    return len(name) <= 200 and bool(_NAME.match(name))
 
 
 @dataclass
@@ -132,6 +141,8 @@ class Upstream:
 
         :raises BadGateway: the upstream fails and no copy of the page was ever kept.
         """
+        if not valid_name(name):
+            return None, False  # never sent upstream (and cannot name a cache file)
         now = time.time()
         page = self._latest(name)
         if page is not None and now - page.fetched_at < self.ttl:
@@ -230,7 +241,7 @@ class Upstream:
         """
         metadata = filename.endswith(".metadata")
         dist = filename[: -len(".metadata")] if metadata else filename
-        if not _SHA256.match(sha256) or not safe_filename(dist):
+        if not _SHA256.match(sha256) or not safe_filename(dist) or not valid_name(name):
             raise NotFound(f"no such upstream file: {filename}")
         if not metadata:
             cached = self.cache.file_path(sha256, dist)
@@ -262,8 +273,14 @@ class Upstream:
             if not got:
                 raise BadGateway(f"{filename} is still being fetched from the upstream; try again")
             with self.cache.temp_file() as (temp, f):
+                free = shutil.disk_usage(self.cache.tmp).free - DISK_RESERVE
+                if free < min(cap, MAX_METADATA):
+                    log.error("no room left in %s to cache %s from the upstream (keeping %d "
+                              "bytes free)", temp.parent, filename, DISK_RESERVE)  # fmt: skip
+                    raise BadGateway(f"no room left to cache {filename} from the upstream")
                 try:
-                    actual, size = self.client.download(url, f, cap)
+                    # never more than the disk can take while keeping DISK_RESERVE free
+                    actual, size = self.client.download(url, f, min(cap, free))
                 except UpstreamError as exc:
                     self.status.failure(str(exc))
                     raise BadGateway(f"cannot fetch {filename} from the upstream: {exc}") from None
