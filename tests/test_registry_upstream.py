@@ -79,6 +79,9 @@ def proxy(tmp_path: Path, upstream_url: str, *args: str) -> Registry:
 def test_a_model_with_a_public_dependency_installs_from_one_index(
     tmp_path: Path, upstream: Registry
 ) -> None:
+    yanked = requests.put(f"{upstream.url}/api/v1/models/tinydep/versions/2.0/yank",
+                          json={"reason": "broken build"}, timeout=10)  # fmt: skip
+    assert yanked.status_code == 200, yanked.text
     with proxy(tmp_path, upstream.index_url) as reg:
         model = make_wheel(tmp_path / "dist", "model-foo", "1.0", requires=("tinydep>=1,<2",))
         upload(reg, model)
@@ -93,6 +96,9 @@ def test_a_model_with_a_public_dependency_installs_from_one_index(
         html = requests.get(f"{reg.index_url}tinydep/")
         assert html.headers["X-Modelpack-Source"] == "upstream"
         assert 'data-requires-python="&gt;=3.8"' in html.text
+        assert 'data-yanked="broken build">tinydep-2.0-py3-none-any.whl<' in html.text
+        assert public.json()["files"][1]["yanked"] == "broken build"
+        assert public.json()["files"][0]["yanked"] is False
         files = public.json()["files"]
         assert [f["filename"] for f in files] == [
             "tinydep-1.0-py3-none-any.whl", "tinydep-2.0-py3-none-any.whl"]  # fmt: skip
