@@ -8,9 +8,11 @@ no find-links, uv --no-config), so the machine's own extra index cannot help the
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urljoin
@@ -307,3 +309,47 @@ def test_one_fetch_per_page_and_file_however_many_clients_ask(
         log = requested(upstream.log, asked)
         assert log.count("GET /simple/tinydep/") == 1, log
         assert log.count("GET /packages/tinydep-2.0-py3-none-any.whl ") == 1, log
+
+
+def test_a_static_index_is_asked_with_a_conditional_get(tmp_path: Path) -> None:
+    """A plain web server holding a PEP 503 tree (python -m http.server): Last-Modified."""
+    import signal
+    import time
+
+    from support import free_port
+
+    wheel = make_wheel(tmp_path / "static" / "files", "tinydep", "1.7")
+    digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
+    page = tmp_path / "static" / "simple" / "tinydep" / "index.html"
+    page.parent.mkdir(parents=True)
+    page.write_text(f'<a href="../../files/{wheel.name}#sha256={digest}">{wheel.name}</a>\n')
+    port = free_port()
+    log = tmp_path / "static.log"
+    with log.open("wb") as out:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
+             "--directory", str(tmp_path / "static")],
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    try:
+        for _ in range(200):
+            with contextlib.suppress(requests.ConnectionError):
+                requests.get(f"http://127.0.0.1:{port}/", timeout=1)
+                break
+            time.sleep(0.05)
+        with proxy(tmp_path, f"http://127.0.0.1:{port}/simple/", "--upstream-ttl", "0") as reg:
+            for _ in range(2):
+                answer = requests.get(f"{reg.index_url}tinydep/", headers={"Accept": JSON})
+                assert (
+                    answer.status_code == 200
+                    and answer.json()["files"][0]["filename"] == wheel.name
+                )
+            venv = Venv(tmp_path / "venv", tool="uv")
+            install(venv, "tinydep", index_url=reg.index_url)
+            assert version_in(venv, "tinydep") == "1.7"
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=10)
+    asked = log.read_text()
+    assert '"GET /simple/tinydep/ HTTP/1.1" 200' in asked
+    assert '"GET /simple/tinydep/ HTTP/1.1" 304' in asked  # unchanged: not sent again

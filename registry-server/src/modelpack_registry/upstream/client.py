@@ -85,6 +85,7 @@ class Fetched:
     etag: str | None = None
     serial: int | None = None
     dropped: int = 0  # links left out (no sha256, unsafe file name or URL)
+    last_modified: str | None = None
 
 
 def check_url(url: str) -> str:
@@ -148,9 +149,10 @@ class Client:
             request.add_unredirected_header("Authorization", self._auth)
         return self._opener.open(request, timeout=self.limits.timeout)
 
-    def fetch_page(self, name: str, etag: str | None = None,
-                   total: float | None = None) -> Fetched:  # fmt: skip
-        """Ask for project ``name`` (canonical); ``etag`` makes it a conditional GET.
+    def fetch_page(self, name: str, etag: str | None = None, total: float | None = None,
+                   last_modified: str | None = None) -> Fetched:  # fmt: skip
+        """Ask for project ``name`` (canonical); ``etag`` (``If-None-Match``) or else
+        ``last_modified`` (``If-Modified-Since``) makes it a conditional GET.
 
         :raises UpstreamError: unreachable, timed out, too large, or not an index page.
         """
@@ -158,6 +160,8 @@ class Client:
         headers = {"Accept": ACCEPT, "User-Agent": "modelpack-registry (upstream proxy)"}
         if etag:
             headers["If-None-Match"] = etag
+        elif last_modified:
+            headers["If-Modified-Since"] = last_modified
         url = self.page_url(name)
         try:
             with self._open(url, headers) as resp:
@@ -165,6 +169,7 @@ class Client:
                 final = resp.geturl()
                 ctype = resp.headers.get("Content-Type", "").split(";")[0].strip().lower()
                 new_etag = resp.headers.get("ETag")
+                modified = resp.headers.get("Last-Modified")
                 serial = _int(resp.headers.get("X-PyPI-Last-Serial"))
         except urllib.error.HTTPError as exc:
             exc.close()
@@ -185,7 +190,8 @@ class Client:
                 f"{self.display_url} answered {ctype or 'no content type'} for {name}, "
                 "not a simple index page"
             )
-        return Fetched(200, fetched.links, fetched.versions, new_etag, serial, fetched.dropped)
+        return Fetched(200, fetched.links, fetched.versions, new_etag, serial, fetched.dropped,
+                       modified)  # fmt: skip
 
     def download(self, url: str, out: IO[bytes], max_size: int) -> tuple[str, int]:
         """Copy the file at ``url`` into ``out``; return its (sha256, size).

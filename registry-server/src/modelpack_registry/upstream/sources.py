@@ -61,12 +61,14 @@ class Page:
     etag: str | None = None
     serial: int | None = None
     missing: bool = False
+    last_modified: str | None = None
     rendered: dict[tuple[str, str], bytes] = field(default_factory=dict, compare=False)
 
     def to_doc(self) -> dict[str, Any]:
         return {"name": self.name, "links": [link.to_dict() for link in self.links],
                 "versions": list(self.versions), "fetched_at": self.fetched_at,
-                "etag": self.etag, "serial": self.serial, "missing": self.missing}  # fmt: skip
+                "etag": self.etag, "serial": self.serial, "missing": self.missing,
+                "last_modified": self.last_modified}  # fmt: skip
 
     @classmethod
     def from_doc(cls, doc: dict[str, Any]) -> Page | None:
@@ -74,7 +76,7 @@ class Page:
             return cls(str(doc["name"]), tuple(Link.from_dict(d) for d in doc["links"]),
                        tuple(str(v) for v in doc.get("versions") or ()),
                        float(doc["fetched_at"]), doc.get("etag"), doc.get("serial"),
-                       bool(doc.get("missing")))  # fmt: skip
+                       bool(doc.get("missing")), doc.get("last_modified"))  # fmt: skip
         except (KeyError, TypeError, ValueError):
             return None
 
@@ -195,7 +197,9 @@ class Upstream:
         return page
 
     def _refresh(self, name: str, old: Page | None) -> Page:
-        fetched = self.client.fetch_page(name, old.etag if old and not old.missing else None)
+        known = old is not None and not old.missing
+        fetched = self.client.fetch_page(name, old.etag if known and old else None,
+                                         last_modified=old.last_modified if known and old else None)  # fmt: skip
         now = time.time()
         if fetched.status == 304 and old is not None:
             page = replace(old, fetched_at=now, rendered={})
@@ -210,7 +214,8 @@ class Upstream:
             if fetched.dropped:
                 log.info("upstream page of %s: left out %d link(s) without a sha256 or with an "
                          "unsafe file name or URL", name, fetched.dropped)  # fmt: skip
-            page = Page(name, fetched.links, fetched.versions, now, fetched.etag, fetched.serial)
+            page = Page(name, fetched.links, fetched.versions, now, fetched.etag, fetched.serial,
+                        last_modified=fetched.last_modified)  # fmt: skip
         if not page.missing:  # "no such project" is kept in memory only: cannot fill the disk
             try:
                 self.cache.write_page(name, page.to_doc())
