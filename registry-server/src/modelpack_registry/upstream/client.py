@@ -21,6 +21,7 @@ import re
 import time
 import urllib.error
 import urllib.request
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from html.parser import HTMLParser
 from typing import IO, Any
@@ -201,8 +202,16 @@ class Client:
         started = time.monotonic()
         deadline = started + self.limits.page_time + max_size / self.limits.min_rate
         digest, size = hashlib.sha256(), 0
+
+        def keep(block: bytes) -> None:
+            digest.update(block)
+            out.write(block)
+
+        # Hash and write block n on a second thread while block n+1 is read (both release
+        # the GIL): at most two blocks in memory.
+        pending: Future[None] | None = None
         try:
-            with self._open(url, {"User-Agent": "modelpack-registry (upstream proxy)"}) as resp:
+            with ThreadPoolExecutor(1) as pool, self._open(url, {"User-Agent": "modelpack-registry (upstream proxy)"}) as resp:  # fmt: skip
                 declared = _int(resp.headers.get("Content-Length"))
                 if declared is not None and declared > max_size:
                     raise UpstreamError(f"{url} is {declared} bytes, over the {max_size} cap")
@@ -214,8 +223,11 @@ class Client:
                         raise UpstreamError(f"{url} is over the {max_size} byte cap")
                     if time.monotonic() > deadline:
                         raise UpstreamError(f"{url} is too slow (timed out after {size} bytes)")
-                    digest.update(block)
-                    out.write(block)
+                    if pending is not None:
+                        pending.result()
+                    pending = pool.submit(keep, block)
+                if pending is not None:
+                    pending.result()
         except urllib.error.HTTPError as exc:
             exc.close()
             raise UpstreamError(f"the upstream answered HTTP {exc.code} for {url}") from None
