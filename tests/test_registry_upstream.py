@@ -353,3 +353,13 @@ def test_a_static_index_is_asked_with_a_conditional_get(tmp_path: Path) -> None:
     asked = log.read_text()
     assert '"GET /simple/tinydep/ HTTP/1.1" 200' in asked
     assert '"GET /simple/tinydep/ HTTP/1.1" 304' in asked  # unchanged: not sent again
+
+
+def test_proxied_files_resolve_under_a_path_prefix(tmp_path: Path, upstream: Registry) -> None:
+    reg = Registry(tmp_path / "data", args=["--upstream", upstream.index_url],
+                   env={"SCRIPT_NAME": "/models-registry"})  # fmt: skip
+    with reg:
+        assert reg.index_url.endswith("/models-registry/simple/")
+        venv = Venv(tmp_path / "venv", tool="pip")
+        install(venv, "tinydep==2.0", index_url=reg.index_url)
+        assert version_in(venv, "tinydep") == "2.0"
