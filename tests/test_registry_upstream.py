@@ -271,6 +271,7 @@ def test_offline_installs_come_from_the_cache_and_bad_bytes_are_refused(
         assert log.count("(serving cached pages and files)") == 1  # logged once, not per request
         never = requests.get(f"{reg.index_url}never-fetched/")
         assert never.status_code == 502 and "no copy is cached" in never.text
+        assert never.headers["X-Modelpack-Source"] == "upstream"
 
     # verify re-hashes the cache; a corrupt file is reported, deleting it is the fix.
     registry_cli = str(BIN / "modelpack-registry")

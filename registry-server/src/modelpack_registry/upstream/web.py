@@ -13,7 +13,7 @@ from urllib.parse import unquote
 
 from packaging.utils import canonicalize_name
 
-from modelpack_registry.errors import NotFound
+from modelpack_registry.errors import BadGateway, NotFound
 from modelpack_registry.files import Response, content_type, serve_path
 from modelpack_registry.index import Snapshot
 from modelpack_registry.reserved import is_private
@@ -34,7 +34,11 @@ def serve_page(upstream: Upstream, name: str, media: str, ctype: str, root: str)
     :raises NotFound: the upstream has no such project.
     :raises BadGateway: the upstream fails and nothing is cached.
     """
-    page, stale = upstream.page(name)
+    try:
+        page, stale = upstream.page(name)
+    except BadGateway as exc:
+        exc.headers.append((SOURCE, "upstream"))
+        raise
     if page is None:
         raise NotFound(
             f"no project named {name!r} in this registry or its upstream index",
