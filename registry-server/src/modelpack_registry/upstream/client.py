@@ -44,7 +44,7 @@ class UpstreamError(Exception):
 class Limits:
     """Bounds on what one upstream response may cost."""
 
-    timeout: float = 15.0
+    timeout: float = 10.0
     """Seconds to connect, and between two reads of a response."""
     page_time: float = 60.0
     """Total seconds for one project page."""

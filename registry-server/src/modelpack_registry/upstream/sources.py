@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 DEFAULT_TTL = 600.0
 MAX_METADATA = 10 * 1024**2
 MEMORY_PAGES = 2000
+BACKOFF = 30.0
+"""After a failure, seconds during which stale pages are served without asking again."""
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _NAME = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 DISK_RESERVE = 1024**3
@@ -93,6 +95,7 @@ class Status:
     def __init__(self, url: str) -> None:
         self.url = url
         self.ok = True
+        self.failed_at = 0.0
         self.last_error: str | None = None
         self.last_success: float | None = None
         self.errors = 0
@@ -108,9 +111,15 @@ class Status:
         with self._lock:
             self.errors += 1
             if self.ok or message != self.last_error:
-                log.error("upstream %s failed: %s (serving cached pages and files)",
-                          self.url, message)  # fmt: skip
-            self.ok, self.last_error = False, message
+                log.error("upstream %s failed: %s (serving cached pages and files; retrying "
+                          "at most every %d s)", self.url, message, BACKOFF)  # fmt: skip
+            self.ok, self.last_error, self.failed_at = False, message, time.time()
+
+    def backing_off(self) -> bool:
+        """True shortly after a failure: a stale copy is served without asking again, so
+        an upstream that drops packets costs one timeout per :data:`BACKOFF`, not one per
+        request."""
+        return not self.ok and time.time() - self.failed_at < BACKOFF
 
     def as_dict(self) -> dict[str, Any]:
         success = self.last_success
@@ -149,6 +158,8 @@ class Upstream:
         page = self._latest(name)
         if page is not None and now - page.fetched_at < self.ttl:
             return self._known(page), False
+        if page is not None and self.status.backing_off():
+            return self._known(page), True
         wait = 0.0 if page is not None else self.limits.page_time
         with self.cache.lock(f"page-{name}", wait) as got:
             if got:
