@@ -178,7 +178,10 @@ def _receive_and_publish(environ: dict[str, Any], data: DataDir, index: Index,
         by += f" (token {who.token_id})"
     if not published:
         log.info("%s uploaded again with the same sha256 %s%s: nothing to do", filename, digest, by)
-        return f"OK: {filename} is already published with these exact bytes; nothing changed\n"
+        return (
+            f"OK: {filename} is already published with these exact bytes; nothing changed\n",
+            info.name,
+        )
     index.invalidate()
     render_and_store(data, record, info.metadata)  # the model card, once, off the page views
     log.info("published %s (%d bytes, sha256 %s)%s", filename, form.size, digest, by)

@@ -27,6 +27,8 @@ from html.parser import HTMLParser
 from typing import IO, Any
 from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
 
+from modelpack_registry.errors import disk_full
+
 __all__ = ["Client", "Fetched", "Limits", "Link", "UpstreamError", "check_url", "safe_filename"]
 
 JSON = "application/vnd.pypi.simple.v1+json"
@@ -232,6 +234,8 @@ class Client:
             exc.close()
             raise UpstreamError(f"the upstream answered HTTP {exc.code} for {url}") from None
         except (urllib.error.URLError, OSError, ValueError) as exc:
+            if disk_full(exc):
+                raise  # our disk, not the upstream: the app answers 507
             reason = getattr(exc, "reason", None) or exc
             raise UpstreamError(f"{url} cannot be fetched: {reason}") from None
         return digest.hexdigest(), size
