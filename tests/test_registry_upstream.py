@@ -300,7 +300,8 @@ def test_one_fetch_per_page_and_file_however_many_clients_ask(
 ) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
-    with proxy(tmp_path, upstream.index_url) as reg:
+    # Two worker processes: the lock and the cached page are shared through DATA/mirror.
+    with proxy(tmp_path, upstream.index_url, "--workers", "2") as reg:
         asked = upstream.log.stat().st_size
         with ThreadPoolExecutor(12) as pool:
             pages = list(pool.map(lambda _: requests.get(f"{reg.index_url}tinydep/", headers={"Accept": JSON}), range(12)))  # fmt: skip
