@@ -87,18 +87,17 @@ def _cmd_publish(args: argparse.Namespace) -> int:
     from modelpack.config import redact
     from modelpack.publishing import publish
 
-    published = publish(args.targets, registry=args.registry)
+    published = publish(args.targets, registry=args.registry, verify=args.verify,
+                        progress=lambda message: print(message, file=sys.stderr))  # fmt: skip
     for item in published:
+        for check, when in ((item.verified, "before the upload"), (item.checked, "as served")):
+            if check is not None:
+                shown = "" if check.prediction is None else f", predict -> {check.prediction}"
+                print(f"verified {item.name} {item.version} {when} in a clean environment: "
+                      f"load() -> {check.loaded}{shown}")  # fmt: skip
         print(f"published {item.name} {item.version}: {redact(item.url)} sha256={item.sha256}")
-    if args.verify:
-        from modelpack.verify import verify_published
-
-        for item in published:
-            if item.path.name.endswith(".whl"):
-                result = verify_published(item.path, item.name, item.version, item.registry)
-                shown = "" if result.prediction is None else f", predict -> {result.prediction}"
-                print(f"verified {item.name} {item.version} in a clean environment: "
-                      f"load() -> {result.loaded}{shown}")  # fmt: skip
+        for warning in item.warnings:
+            print(f"modelpack publish: warning: {warning}", file=sys.stderr)
     return 0
 
 
@@ -296,8 +295,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--verify", action="store_true",
         help=(
-            "then install the version from the registry into a clean environment and call "
-            "load() and predict([tool.modelpack] input_example)"
+            "first install the built wheel into a clean environment, import it, call load() "
+            "and predict([tool.modelpack] input_example), and upload only if that works; "
+            "then check the same as the registry serves it. Dependencies resolve through the "
+            "registry when it has an upstream, else through your configured index"
         ),
     )  # fmt: skip
     p.set_defaults(func=_cmd_publish)

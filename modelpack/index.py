@@ -147,6 +147,21 @@ class IndexClient:
             )
         return resp
 
+    def upstream(self) -> dict[str, Any] | None:
+        """The upstream index the registry proxies (``/health``'s ``"upstream"``), or
+        ``None``: no upstream, an older modelpack-registry, or a plain index.
+
+        :raises RegistryUnreachableError: nothing answers at the registry URL.
+        """
+        resp = self.get("health", headers={"Accept": "application/json"})
+        if resp.status_code != 200 or "json" not in resp.headers.get("Content-Type", ""):
+            return None
+        try:
+            found = resp.json().get("upstream")
+        except (ValueError, AttributeError):
+            return None
+        return found if isinstance(found, dict) else None
+
     def projects(self) -> list[str]:
         """The project names the index lists (PEP 691 JSON or PEP 503 HTML).
 
