@@ -18,7 +18,13 @@ from typing import TYPE_CHECKING
 from packaging.utils import parse_sdist_filename, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
-from modelpack.config import Credentials, redact, resolve_credentials, resolve_registry
+from modelpack.config import (
+    Credentials,
+    missing_credentials,
+    redact,
+    resolve_credentials,
+    resolve_registry,
+)
 from modelpack.errors import (
     AuthenticationError,
     ProjectError,
@@ -247,11 +253,14 @@ def _twine_upload(registry: str, credentials: Credentials | None, path: Path) ->
         resp = exc.response
         status = resp.status_code if resp is not None else 0
         detail = _server_message(resp)
+        if status in (401, 403) and not credentials:
+            raise AuthenticationError(
+                f"the registry at {redact(registry)} needs credentials to upload {path.name}: "
+                f"{missing_credentials(registry)}"
+            ) from exc
         if status in (401, 403):
             hint = (
-                "set MODELPACK_USERNAME and MODELPACK_PASSWORD"
-                if not credentials
-                else "check MODELPACK_USERNAME and MODELPACK_PASSWORD"
+                "check MODELPACK_USERNAME and MODELPACK_PASSWORD"
                 if status == 401
                 else "check MODELPACK_USERNAME and MODELPACK_PASSWORD, or ask an owner of "
                 "the model for access"
