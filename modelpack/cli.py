@@ -126,8 +126,7 @@ def _table(rows: Sequence[Sequence[str]]) -> None:
 
 
 def _cmd_show(args: argparse.Namespace) -> int:
-    from modelpack.config import resolve_registry
-    from modelpack.registry import show
+    from modelpack.registry import install_advice, show
 
     model = show(args.name, args.registry)
     if args.json:
@@ -154,12 +153,11 @@ def _cmd_show(args: argparse.Namespace) -> int:
         by = f"  by {v['uploaded_by']}" if v.get("uploaded_by") else ""
         mark = f"  YANKED: {v.get('yanked_reason') or 'no reason given'}" if v.get("yanked") else ""
         print(f"  {v['version']:<12} {when}{by}{mark}")
-    registry = resolve_registry(args.registry)
     if latest:
-        from modelpack.index import IndexClient
-
-        index_url = IndexClient(registry).simple_url
-        print(f"install: pip install {model['name']}=={latest} --index-url {index_url}")
+        for line in install_advice(
+            model["name"], latest, model.get("requires_dist"), args.registry
+        ):
+            print(line)
     return 0
 
 

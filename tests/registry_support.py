@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -39,6 +40,7 @@ def make_wheel(
     summary: str = "A tiny test model",
     payload: bytes = b"",
     extra_members: dict[str, bytes] | None = None,
+    requires_dist: Sequence[str] = (),
 ) -> Path:
     """Write a valid (installable) pure-Python wheel and return its path."""
     dist = name.replace("-", "_")
@@ -50,6 +52,7 @@ def make_wheel(
         f"Version: {meta_version or version}\n"
         f"Summary: {summary}\n"
         + (f"Requires-Python: {requires_python}\n" if requires_python else "")
+        + "".join(f"Requires-Dist: {r}\n" for r in requires_dist)
         + "\n"
     ).encode()
     files = {
