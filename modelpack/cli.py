@@ -37,10 +37,14 @@ $MODELPACK_PASSWORD, else ~/.pypirc or the keyring (never on the command line).
 
 
 def _cmd_new(args: argparse.Namespace) -> int:
+    from modelpack.registry import name_clash
     from modelpack.scaffold import new_project
 
     path = new_project(args.name, args.output_dir, no_input=args.no_input)
     print(path)
+    clash = name_clash(args.name, args.registry)
+    if clash:
+        print(f"modelpack new: warning: {clash}", file=sys.stderr)
     _info(f"created {path}; next: cd {path} && python train.py && modelpack build")
     return 0
 
@@ -235,8 +239,12 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser(
-        "new", parents=[common], help="scaffold a model project from the template",
-        description="Create DIR/NAME/ from the model template (cookiecutter-model).",
+        "new", parents=[common, remote], help="scaffold a model project from the template",
+        description=(
+            "Create DIR/NAME/ from the model template (cookiecutter-model). Warns when the "
+            "registry's upstream index already has NAME (`modelpack-registry reserve NAME` "
+            "claims it); an unreachable registry is not an error."
+        ),
     )  # fmt: skip
     p.add_argument(
         "name", metavar="NAME", help="distribution name, e.g. model-foo (import: model_foo)"

@@ -28,6 +28,7 @@ __all__ = [
     "for_people",
     "install_advice",
     "list_registry",
+    "name_clash",
     "parse_spec",
     "promote",
     "show",
@@ -166,6 +167,30 @@ def _summary(client: IndexClient, files: list[IndexFile], version: str) -> str |
         return None
     meta = email.parser.BytesParser().parsebytes(resp.content, headersonly=True)
     return str(meta["Summary"]) if meta["Summary"] else None
+
+
+def name_clash(name: str, registry: str | None = None, *, timeout: float = 5) -> str | None:
+    """A warning when the registry's upstream index holds *name*, else ``None``.
+
+    The registry answers ``/simple/<name>/`` with ``X-Modelpack-Source: upstream`` for a
+    name it passes through from its upstream. A registry that cannot be reached, or one
+    without an upstream, gives no warning: this is advice, never a reason to fail.
+    """
+    try:
+        client = IndexClient(resolve_registry(registry), timeout=timeout)
+        client.credentials = resolve_credentials(client.registry)
+        resp = client.get(f"simple/{canonicalize_name(name)}/", stream=True)
+        resp.close()
+    except ModelpackError:
+        return None
+    if resp.status_code != 200 or resp.headers.get("X-Modelpack-Source") != "upstream":
+        return None
+    return (
+        f"{canonicalize_name(name)} is also a name on the upstream index of the registry at "
+        f"{redact(client.registry)}: two packages with one name invite confusion. Choose "
+        "another name, or have the platform team claim it for you before the first publish "
+        f"with `modelpack-registry reserve {canonicalize_name(name)}`"
+    )
 
 
 def install_advice(
