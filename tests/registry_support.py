@@ -10,7 +10,6 @@ import socket
 import subprocess
 import sys
 import zipfile
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -40,9 +39,12 @@ def make_wheel(
     summary: str = "A tiny test model",
     payload: bytes = b"",
     extra_members: dict[str, bytes] | None = None,
-    requires_dist: Sequence[str] = (),
+    requires: tuple[str, ...] = (),
 ) -> Path:
-    """Write a valid (installable) pure-Python wheel and return its path."""
+    """Write a valid (installable) pure-Python wheel and return its path.
+
+    ``requires``: its ``Requires-Dist`` lines (dependencies pip and uv resolve).
+    """
     dist = name.replace("-", "_")
     filename = f"{dist}-{version}-py3-none-any.whl"
     distinfo = f"{dist}-{version}.dist-info"
@@ -52,7 +54,7 @@ def make_wheel(
         f"Version: {meta_version or version}\n"
         f"Summary: {summary}\n"
         + (f"Requires-Python: {requires_python}\n" if requires_python else "")
-        + "".join(f"Requires-Dist: {r}\n" for r in requires_dist)
+        + "".join(f"Requires-Dist: {r}\n" for r in requires)
         + "\n"
     ).encode()
     files = {

@@ -52,7 +52,7 @@ def test_show_without_an_upstream_says_so_and_its_recipe_installs(
     """A model with a public dependency on a registry without an upstream: `show` says the
     single-index command cannot work, never suggests --extra-index-url, and the commands
     it prints install the model and its dependency (pip.conf naming the public index)."""
-    wheel = make_wheel(tmp_path / "w", "model-pub", "1.0", requires_dist=["pubdep>=1,<2"])
+    wheel = make_wheel(tmp_path / "w", "model-pub", "1.0", requires=("pubdep>=1,<2",))
     assert twine_upload(registry.url, wheel).returncode == 0
     make_wheel(tmp_path / "pkgs", "pubdep", "1.4")  # the plain_index fixture serves tmp_path/pkgs
     out = ok(modelpack("show", "model-pub", "--registry", registry.url))
