@@ -57,13 +57,11 @@ def _cmd_check(args: argparse.Namespace) -> int:
     project = load_project(args.project)
     problems = check_project(project)
     if args.fix:
-        from modelpack.fix import add_dependencies, compatible_range
+        from modelpack.fix import fix_missing
 
-        missing = sorted({p.missing_dist for p in problems if p.missing_dist})
-        if missing:
-            reqs = [compatible_range(d) for d in missing]
-            add_dependencies(project.root / "pyproject.toml", reqs)
-            print(f"added to [project] dependencies: {', '.join(reqs)}")
+        added = fix_missing(project, problems)
+        if added:
+            print(f"added to [project] dependencies: {', '.join(added)}")
             project = load_project(args.project)
             problems = check_project(project)
     for problem in problems:
@@ -269,7 +267,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("project", nargs="?", default=".", metavar="PROJECT", help="default: .")
     p.add_argument(
         "--fix", action="store_true",
-        help="add missing dependencies to pyproject.toml with a compatible range (e.g. pkg>=1.9,<2)",
+        help="add missing dependencies to pyproject.toml with a range that can read the "
+        "pickles: the installed minor release for libraries whose pickles need it "
+        "(scikit-learn>=1.9.1,<1.10), else the major (numpy>=2.1,<3)",
     )  # fmt: skip
     p.set_defaults(func=_cmd_check)
 

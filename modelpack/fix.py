@@ -1,9 +1,17 @@
-"""``modelpack check --fix``: declare missing dependencies with a compatible range.
+"""``modelpack check --fix``: declare missing dependencies with a range that can read
+the model's pickles.
 
-The range comes from the version installed here: ``scikit-learn>=1.9,<2`` (or, for a
-0.x release, ``>=0.13,<0.14``), never an exact pin. ``pyproject.toml`` is edited as text
-so that its comments and layout survive, re-parsed to prove the edit, and replaced
-atomically.
+The range comes from the version installed here, never an exact pin:
+
+- a library whose pickles are tied to its minor version (:data:`PICKLE_MINOR`:
+  scikit-learn refuses, or warns about, estimators pickled by another minor release;
+  xgboost, lightgbm and catboost pickles hold their booster's internal format) is held
+  to that minor release, from the installed version: ``scikit-learn>=1.9.1,<1.10``;
+- any other library to its major release: ``numpy>=2.1,<3`` (or ``>=0.13,<0.14`` for a
+  0.x release, where minor releases may break).
+
+``pyproject.toml`` is edited as text so that its comments and layout survive, re-parsed
+to prove the edit, and replaced atomically.
 """
 
 from __future__ import annotations
@@ -12,32 +20,65 @@ import os
 import re
 import sys
 import tempfile
+from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 from modelpack.errors import ProjectError
+
+if TYPE_CHECKING:
+    from modelpack.checks import Problem
+    from modelpack.project import Project
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["add_dependencies", "compatible_range"]
+__all__ = ["PICKLE_MINOR", "add_dependencies", "compatible_range", "fix_missing"]
+
+PICKLE_MINOR = frozenset(
+    {"scikit-learn", "imbalanced-learn", "xgboost", "lightgbm", "catboost", "statsmodels"}
+)
+"""Distributions whose pickles another minor release may fail to read."""
 
 
-def compatible_range(dist: str) -> str:
-    """``dist>=X.Y,<X+1`` from the installed version (``<0.Y+1`` for 0.x)."""
+def compatible_range(dist: str, version: str | None = None) -> str:
+    """A requirement for *dist* that can read pickles made with *version* (default: the
+    installed one): ``>=X.Y.Z,<X.Y+1`` for :data:`PICKLE_MINOR`, else ``>=X.Y,<X+1``
+    (``<0.Y+1`` for 0.x).
+
+    :raises ProjectError: *dist* is not installed here (and no *version* was given).
+    """
     try:
-        version = Version(metadata.version(dist))
+        found = Version(version or metadata.version(dist))
     except metadata.PackageNotFoundError as exc:
         raise ProjectError(
             f"{dist} is not installed here; install it, then run --fix again"
         ) from exc
-    major, minor = version.major, version.minor
+    major, minor = found.major, found.minor
+    if canonicalize_name(dist) in PICKLE_MINOR:
+        return f"{dist}>={found.public},<{major}.{minor + 1}"
     upper = f"{major + 1}" if major > 0 else f"0.{minor + 1}"
     return f"{dist}>={major}.{minor},<{upper}"
+
+
+def fix_missing(project: Project, problems: Sequence[Problem]) -> list[str]:
+    """Declare every dependency that *problems* (``modelpack check``'s) find missing in
+    *project*; return the requirements added.
+
+    :raises ProjectError: a missing distribution is not installed here, or
+        ``pyproject.toml`` cannot be edited safely.
+    """
+    missing = sorted({p.missing_dist for p in problems if p.missing_dist})
+    requirements = [compatible_range(d) for d in missing]
+    if requirements:
+        add_dependencies(project.root / "pyproject.toml", requirements)
+    return requirements
 
 
 def _closing_bracket(text: str, start: int) -> int:

@@ -169,3 +169,54 @@ def test_pickle_scan_reads_past_a_large_payload(tmp_path: Path) -> None:
     scan = scan_pickle(path)
     assert scan.complete
     assert scan.globals == ("collections.OrderedDict", "collections.Counter")
+
+
+@pytest.mark.parametrize(
+    ("dist", "version", "expected"),
+    [
+        # estimators pickled by one scikit-learn minor release may not load in the next
+        ("scikit-learn", "1.9.1", "scikit-learn>=1.9.1,<1.10"),
+        ("xgboost", "3.1.2", "xgboost>=3.1.2,<3.2"),
+        ("LightGBM", "4.7.0", "LightGBM>=4.7.0,<4.8"),
+        ("scikit-learn", "1.10.0rc1", "scikit-learn>=1.10.0rc1,<1.11"),
+        # anything else: the major release (0.x: the minor)
+        ("numpy", "2.3.5", "numpy>=2.3,<3"),
+        ("joblib", "1.6.0", "joblib>=1.6,<2"),
+        ("threadpoolctl", "0.13.2", "threadpoolctl>=0.13,<0.14"),
+    ],
+)
+def test_fix_ranges_can_read_the_pickle(dist: str, version: str, expected: str) -> None:
+    from modelpack.fix import compatible_range
+
+    assert compatible_range(dist, version) == expected
+
+
+@pytest.mark.slow
+def test_fix_pins_scikit_learn_to_its_minor_release(project: Path, tmp_path: Path) -> None:
+    """A real scikit-learn (installed for this test): `--fix` declares the range that can
+    read its pickles, from the version installed, and a major range for joblib."""
+    import os
+    import sys
+
+    site = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target",
+                    str(site), "scikit-learn", "joblib"], check=True)  # fmt: skip
+    sk = _version_in(site, "scikit-learn")
+    jl = _version_in(site, "joblib")
+    (pkg(project) / "extra.py").write_text("import joblib\nimport sklearn\n")
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    fixed = subprocess.run([str(Path(sys.executable).parent / "modelpack"), "check", str(project),
+                            "--fix"], capture_output=True, text=True, env=env)  # fmt: skip
+    assert fixed.returncode == 0, fixed.stderr
+    major, minor = (int(x) for x in sk.split(".")[:2])
+    text = (project / "pyproject.toml").read_text()
+    assert f'"scikit-learn>={sk},<{major}.{minor + 1}"' in text
+    jmajor, jminor = jl.split(".")[:2]
+    assert f'"joblib>={jmajor}.{jminor},<{int(jmajor) + 1}"' in text
+
+
+def _version_in(site: Path, dist: str) -> str:
+    from importlib.metadata import distributions
+
+    return next(d.version for d in distributions(path=[str(site)])
+                if d.metadata["Name"].lower() == dist)  # fmt: skip
