@@ -59,9 +59,11 @@ def _cmd_check(args: argparse.Namespace) -> int:
     if args.fix:
         from modelpack.fix import fix_missing
 
-        added = fix_missing(project, problems)
-        if added:
-            print(f"added to [project] dependencies: {', '.join(added)}")
+        fixed = fix_missing(project, problems)
+        if fixed.requirements:
+            print(f"added to [project] dependencies: {', '.join(fixed.requirements)}")
+            if fixed.requires_python:
+                print(f"set requires-python = {fixed.requires_python!r}: what they need")
             project = load_project(args.project)
             problems = check_project(project)
     for problem in problems:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
+from packaging.version import Version
 
 from modelpack.pickles import scan_pickle
 from modelpack.scaffold import new_project
@@ -213,10 +216,43 @@ def test_fix_pins_scikit_learn_to_its_minor_release(project: Path, tmp_path: Pat
     assert f'"scikit-learn>={sk},<{major}.{minor + 1}"' in text
     jmajor, jminor = jl.split(".")[:2]
     assert f'"joblib>={jmajor}.{jminor},<{int(jmajor) + 1}"' in text
+    # requires-python follows what the pinned scikit-learn needs (1.9 needs 3.11); the
+    # template's own floor stays when it is already enough
+    from modelpack.fix import python_floor
+
+    needs = python_floor(_metadata_in(site, "scikit-learn")["Requires-Python"])
+    declared = _requires_python(text)
+    template_floor = Version("3.10")
+    want = needs if needs and needs > template_floor else template_floor
+    assert python_floor(declared) == want
+    if want != template_floor:
+        assert f"set requires-python = '>={want}'" in fixed.stdout
+
+
+def test_the_template_requires_the_python_modelpack_supports(project: Path) -> None:
+    """A new project pins nothing, so it needs what modelpack and its train.py need."""
+    from importlib.metadata import metadata
+
+    from modelpack.fix import python_floor
+
+    text = (project / "pyproject.toml").read_text()
+    assert "\ndependencies = []\n" in text
+    ours = python_floor(metadata("modelpack")["Requires-Python"])
+    assert python_floor(_requires_python(text)) == ours
+
+
+def _requires_python(pyproject_text: str) -> str:
+    found = re.search(r'(?m)^requires-python = "([^"]*)"', pyproject_text)
+    assert found, pyproject_text
+    return found.group(1)
+
+
+def _metadata_in(site: Path, dist: str) -> Any:
+    from importlib.metadata import distributions
+
+    return next(d.metadata for d in distributions(path=[str(site)])
+                if d.metadata["Name"].lower() == dist)  # fmt: skip
 
 
 def _version_in(site: Path, dist: str) -> str:
-    from importlib.metadata import distributions
-
-    return next(d.version for d in distributions(path=[str(site)])
-                if d.metadata["Name"].lower() == dist)  # fmt: skip
+    return str(_metadata_in(site, dist)["Version"])
