@@ -42,8 +42,7 @@ def _cmd_new(args: argparse.Namespace) -> int:
 
     path = new_project(args.name, args.output_dir, no_input=args.no_input)
     print(path)
-    clash = name_clash(args.name, args.registry)
-    if clash:
+    if clash := name_clash(args.name, args.registry):
         print(f"modelpack new: warning: {clash}", file=sys.stderr)
     _info(f"created {path}; next: cd {path} && python train.py && modelpack build")
     return 0
@@ -96,9 +95,7 @@ def _cmd_publish(args: argparse.Namespace) -> int:
     for item in published:
         for check, when in ((item.verified, "before the upload"), (item.checked, "as served")):
             if check is not None:
-                shown = "" if check.prediction is None else f", predict -> {check.prediction}"
-                print(f"verified {item.name} {item.version} {when} in a clean environment: "
-                      f"load() -> {check.loaded}{shown}")  # fmt: skip
+                print(f"verified {item.name} {item.version} {when} in a clean environment: {check}")
         print(f"published {item.name} {item.version}: {redact(item.url)} sha256={item.sha256}")
         for warning in item.warnings:
             print(f"modelpack publish: warning: {warning}", file=sys.stderr)
@@ -158,10 +155,8 @@ def _cmd_show(args: argparse.Namespace) -> int:
         mark = f"  YANKED: {v.get('yanked_reason') or 'no reason given'}" if v.get("yanked") else ""
         print(f"  {v['version']:<12} {when}{by}{mark}")
     if latest:
-        for line in install_advice(
-            model["name"], latest, model.get("requires_dist"), args.registry
-        ):
-            print(line)
+        advice = install_advice(model["name"], latest, model.get("requires_dist"), args.registry)
+        print("\n".join(advice))
     return 0
 
 
@@ -240,11 +235,8 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "new", parents=[common, remote], help="scaffold a model project from the template",
-        description=(
-            "Create DIR/NAME/ from the model template (cookiecutter-model). Warns when the "
-            "registry's upstream index already has NAME (`modelpack-registry reserve NAME` "
-            "claims it); an unreachable registry is not an error."
-        ),
+        description="Create DIR/NAME/ from the model template (cookiecutter-model); warn "
+        "if the registry's upstream index has NAME too (see `modelpack-registry reserve`).",
     )  # fmt: skip
     p.add_argument(
         "name", metavar="NAME", help="distribution name, e.g. model-foo (import: model_foo)"
@@ -269,9 +261,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("project", nargs="?", default=".", metavar="PROJECT", help="default: .")
     p.add_argument(
         "--fix", action="store_true",
-        help="add missing dependencies to pyproject.toml with a range that can read the "
-        "pickles: the installed minor release for libraries whose pickles need it "
-        "(scikit-learn>=1.9.1,<1.10), else the major (numpy>=2.1,<3)",
+        help="add missing dependencies to pyproject.toml with a range that can read the pickles "
+        "(scikit-learn>=1.9.1,<1.10, numpy>=2.1,<3) and raise requires-python to match",
     )  # fmt: skip
     p.set_defaults(func=_cmd_check)
 
@@ -303,10 +294,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--verify", action="store_true",
         help=(
-            "first install the built wheel into a clean environment, import it, call load() "
-            "and predict([tool.modelpack] input_example), and upload only if that works; "
-            "then check the same as the registry serves it. Dependencies resolve through the "
-            "registry when it has an upstream, else through your configured index"
+            "first install the wheel into a clean environment and call load() and predict("
+            "input_example); upload only if that works, then check what the registry serves"
         ),
     )  # fmt: skip
     p.set_defaults(func=_cmd_publish)

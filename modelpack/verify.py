@@ -42,6 +42,10 @@ class Verified:
     timings: dict[str, float]
     """Seconds per step: ``create``, ``install``, ``import and predict``."""
 
+    def __str__(self) -> str:
+        shown = "" if self.prediction is None else f", predict -> {self.prediction}"
+        return f"load() -> {self.loaded}{shown}"
+
 
 def resolution_for(registry: str, credentials: Credentials | None) -> Resolution:
     """How a clean environment resolves dependencies for models of *registry*.
