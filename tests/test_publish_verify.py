@@ -78,7 +78,12 @@ def test_a_model_whose_predict_raises_publishes_nothing_and_blames_the_model(
     assert "nothing was published" in result.stderr
     assert "predict(input_example) fails; the model is at fault" in result.stderr
     assert "RuntimeError: feature store unavailable" in result.stderr
-    assert "Traceback" not in result.stderr.split("RuntimeError")[0].split("\n")[0]
+    # one error line, then the model's own traceback tail (indented), then the fix
+    error = [line for line in result.stderr.splitlines() if line.startswith("modelpack publish:")]
+    assert len(error) == 1 and error[0].startswith(
+        "modelpack publish: error: nothing was published"
+    )
+    assert "build and publish again" in result.stderr.splitlines()[-1]
     nothing_published(registry, "model-brk")
 
 
