@@ -121,7 +121,7 @@ def _error(
     failure: Failure, name: str, version: str, resolution: Resolution, *, published: bool
 ) -> VerificationError:
     if published:
-        state = f"{name} {version} is published, but as the registry serves it"
+        state = f"{name} {version} is published; as the registry serves it, it"
         fix = (
             f"fix it, publish a new version and yank this one with "
             f"`modelpack yank {name}=={version} --reason '...'`"
