@@ -11,7 +11,6 @@ modelpack-registry offers (``PUT /api/v1/models/<name>/stages/<stage>``,
 from __future__ import annotations
 
 import email.parser
-import re
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,6 @@ from modelpack.publishing import name_version
 
 __all__ = [
     "api_call",
-    "for_people",
     "install_advice",
     "list_registry",
     "name_clash",
@@ -51,27 +49,6 @@ def parse_spec(spec: str) -> tuple[str, str]:
     return canonicalize_name(name.strip()), version.strip()
 
 
-# The registry's messages name its HTTP API, which is right for curl and wrong for a
-# person at `modelpack`: each raw request becomes the command that sends it.
-_API = r"/api/v1/models"
-_COMMANDS = (
-    (re.compile(rf"GET {_API} lists them"), "`modelpack list` lists them"),
-    (re.compile(rf"\(DELETE {_API}/([^/\s]+)/versions/([^/\s]+)/yank\)"),
-     r"(`modelpack yank \1==\2 --undo`)"),
-    (re.compile(rf"GET {_API}/([^/\s]+)/tokens \(`modelpack token list`\)"),
-     r"`modelpack token list \1`"),
-    (re.compile(rf"GET {_API}/([^/\s]+)/tokens"), r"`modelpack token list \1`"),
-    (re.compile(rf" or use the API \((?:PUT|DELETE) {_API}/[^)]*\)"), ""),
-)  # fmt: skip
-
-
-def for_people(message: str) -> str:
-    """*message* from the registry, with raw API requests replaced by ``modelpack`` commands."""
-    for pattern, command in _COMMANDS:
-        message = pattern.sub(command, message)
-    return message
-
-
 def _client(registry: str | None) -> IndexClient:
     url = resolve_registry(registry)
     return IndexClient(url, resolve_credentials(url))
@@ -83,7 +60,7 @@ def _api(client: IndexClient, path: str) -> Any | None:
     if not _is_our_api(resp):
         return None
     if resp.status_code == 404:
-        raise ModelNotFoundError(for_people(error_detail(resp)) or f"{path} is not in the registry")
+        raise ModelNotFoundError(error_detail(resp) or f"{path} is not in the registry")
     if resp.status_code != 200:
         raise RegistryError(
             f"{redact(resp.url)} answered HTTP {resp.status_code}: {error_detail(resp)}"
@@ -254,7 +231,7 @@ def api_call(
     resp = client.request(
         method, f"api/v1/{path}", json=body, headers={"Accept": "application/json"}
     )
-    detail = for_people(error_detail(resp))
+    detail = error_detail(resp)
     if not _is_our_api(resp):
         raise RegistryError(
             f"the registry at {redact(client.registry)} has no modelpack API (HTTP "
