@@ -37,10 +37,13 @@ $MODELPACK_PASSWORD, else ~/.pypirc or the keyring (never on the command line).
 
 
 def _cmd_new(args: argparse.Namespace) -> int:
+    from modelpack.registry import name_clash
     from modelpack.scaffold import new_project
 
     path = new_project(args.name, args.output_dir, no_input=args.no_input)
     print(path)
+    if clash := name_clash(args.name, args.registry):
+        print(f"modelpack new: warning: {clash}", file=sys.stderr)
     _info(f"created {path}; next: cd {path} && python train.py && modelpack build")
     return 0
 
@@ -53,13 +56,13 @@ def _cmd_check(args: argparse.Namespace) -> int:
     project = load_project(args.project)
     problems = check_project(project)
     if args.fix:
-        from modelpack.fix import add_dependencies, compatible_range
+        from modelpack.fix import fix_missing
 
-        missing = sorted({p.missing_dist for p in problems if p.missing_dist})
-        if missing:
-            reqs = [compatible_range(d) for d in missing]
-            add_dependencies(project.root / "pyproject.toml", reqs)
-            print(f"added to [project] dependencies: {', '.join(reqs)}")
+        fixed = fix_missing(project, problems)
+        if fixed.requirements:
+            print(f"added to [project] dependencies: {', '.join(fixed.requirements)}")
+            if fixed.requires_python:
+                print(f"set requires-python = {fixed.requires_python!r}: what they need")
             project = load_project(args.project)
             problems = check_project(project)
     for problem in problems:
@@ -87,18 +90,15 @@ def _cmd_publish(args: argparse.Namespace) -> int:
     from modelpack.config import redact
     from modelpack.publishing import publish
 
-    published = publish(args.targets, registry=args.registry)
+    published = publish(args.targets, registry=args.registry, verify=args.verify,
+                        progress=lambda message: print(message, file=sys.stderr))  # fmt: skip
     for item in published:
+        for check, when in ((item.verified, "before the upload"), (item.checked, "as served")):
+            if check is not None:
+                print(f"verified {item.name} {item.version} {when} in a clean environment: {check}")
         print(f"published {item.name} {item.version}: {redact(item.url)} sha256={item.sha256}")
-    if args.verify:
-        from modelpack.verify import verify_published
-
-        for item in published:
-            if item.path.name.endswith(".whl"):
-                result = verify_published(item.path, item.name, item.version, item.registry)
-                shown = "" if result.prediction is None else f", predict -> {result.prediction}"
-                print(f"verified {item.name} {item.version} in a clean environment: "
-                      f"load() -> {result.loaded}{shown}")  # fmt: skip
+        for warning in item.warnings:
+            print(f"modelpack publish: warning: {warning}", file=sys.stderr)
     return 0
 
 
@@ -127,8 +127,7 @@ def _table(rows: Sequence[Sequence[str]]) -> None:
 
 
 def _cmd_show(args: argparse.Namespace) -> int:
-    from modelpack.config import resolve_registry
-    from modelpack.registry import show
+    from modelpack.registry import install_advice, show
 
     model = show(args.name, args.registry)
     if args.json:
@@ -155,12 +154,9 @@ def _cmd_show(args: argparse.Namespace) -> int:
         by = f"  by {v['uploaded_by']}" if v.get("uploaded_by") else ""
         mark = f"  YANKED: {v.get('yanked_reason') or 'no reason given'}" if v.get("yanked") else ""
         print(f"  {v['version']:<12} {when}{by}{mark}")
-    registry = resolve_registry(args.registry)
     if latest:
-        from modelpack.index import IndexClient
-
-        index_url = IndexClient(registry).simple_url
-        print(f"install: pip install {model['name']}=={latest} --index-url {index_url}")
+        advice = install_advice(model["name"], latest, model.get("requires_dist"), args.registry)
+        print("\n".join(advice))
     return 0
 
 
@@ -238,8 +234,9 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser(
-        "new", parents=[common], help="scaffold a model project from the template",
-        description="Create DIR/NAME/ from the model template (cookiecutter-model).",
+        "new", parents=[common, remote], help="scaffold a model project from the template",
+        description="Create DIR/NAME/ from the model template (cookiecutter-model); warn "
+        "if the registry's upstream index has NAME too (see `modelpack-registry reserve`).",
     )  # fmt: skip
     p.add_argument(
         "name", metavar="NAME", help="distribution name, e.g. model-foo (import: model_foo)"
@@ -264,7 +261,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("project", nargs="?", default=".", metavar="PROJECT", help="default: .")
     p.add_argument(
         "--fix", action="store_true",
-        help="add missing dependencies to pyproject.toml with a compatible range (e.g. pkg>=1.9,<2)",
+        help="add missing dependencies to pyproject.toml with a range that can read the pickles "
+        "(scikit-learn>=1.9.1,<1.10, numpy>=2.1,<3) and raise requires-python to match",
     )  # fmt: skip
     p.set_defaults(func=_cmd_check)
 
@@ -296,8 +294,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--verify", action="store_true",
         help=(
-            "then install the version from the registry into a clean environment and call "
-            "load() and predict([tool.modelpack] input_example)"
+            "first install the wheel into a clean environment and call load() and predict("
+            "input_example); upload only if that works, then check what the registry serves"
         ),
     )  # fmt: skip
     p.set_defaults(func=_cmd_publish)

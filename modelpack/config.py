@@ -23,6 +23,7 @@ from modelpack.errors import UsageError
 __all__ = [
     "DEFAULT_REGISTRY",
     "Credentials",
+    "missing_credentials",
     "redact",
     "resolve_credentials",
     "resolve_registry",
@@ -119,6 +120,16 @@ def _from_keyring(registry: str, username: str | None) -> Credentials | None:
     if cred is None or not cred.password:
         return None
     return Credentials(cred.username or (username or ""), cred.password, "keyring")
+
+
+def missing_credentials(registry: str) -> str:
+    """What to say when *registry* wants credentials and none were found."""
+    shown = redact(registry)
+    return (
+        f"no credentials for {shown} were found; give them as MODELPACK_USERNAME and "
+        f"MODELPACK_PASSWORD, or store them with `keyring set {shown} USER`, or in a "
+        f"~/.pypirc section with repository = {shown}, username and password"
+    )
 
 
 def resolve_credentials(registry: str) -> Credentials | None:

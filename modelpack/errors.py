@@ -19,7 +19,9 @@ Exception tree::
         ├── AuthenticationError        the registry refused the credentials
         ├── VersionExistsError         that version is already published (immutable)
         ├── UploadError                the upload failed or did not arrive intact
-        └── VerificationError          a published version does not install or predict
+        └── VerificationError          a model does not install or predict in a clean environment
+            ├── ModelFaultError            ... because its import, load() or predict fails
+            └── EnvironmentFaultError      ... because a dependency or an index is out of reach
 """
 
 from __future__ import annotations
@@ -28,8 +30,10 @@ __all__ = [
     "AuthenticationError",
     "BuildError",
     "CheckError",
+    "EnvironmentFaultError",
     "InvalidNameError",
     "MissingWeightsError",
+    "ModelFaultError",
     "ModelNotFoundError",
     "ModelpackError",
     "ProjectError",
@@ -99,4 +103,12 @@ class UploadError(RegistryError):
 
 
 class VerificationError(RegistryError):
-    """A published version fails to install, load or predict in a clean environment."""
+    """A model fails to install, load or predict in a clean environment."""
+
+
+class ModelFaultError(VerificationError):
+    """The model is at fault: it installs, but its import, ``load()`` or ``predict`` fails."""
+
+
+class EnvironmentFaultError(VerificationError):
+    """The environment is at fault: a dependency cannot be resolved, or an index is down."""

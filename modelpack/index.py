@@ -13,7 +13,7 @@ from urllib.parse import urljoin, urlsplit
 
 from packaging.utils import canonicalize_name
 
-from modelpack.config import Credentials, redact
+from modelpack.config import Credentials, missing_credentials, redact
 from modelpack.errors import AuthenticationError, RegistryError, RegistryUnreachableError
 
 if TYPE_CHECKING:
@@ -130,22 +130,39 @@ class IndexClient:
             ) from exc
         except requests.RequestException as exc:
             raise RegistryError(f"request to {redact(url)} failed: {exc}") from exc
+        if resp.status_code in (401, 403) and not self.credentials:
+            raise AuthenticationError(
+                f"the registry at {redact(self.registry)} needs credentials (HTTP "
+                f"{resp.status_code}): {missing_credentials(self.registry)}"
+            )
         if resp.status_code in (401, 403):
             detail = error_detail(resp)
             raise AuthenticationError(
-                f"the registry at {redact(self.registry)} refused "
-                f"{'the credentials' if self.credentials else 'anonymous access'} "
+                f"the registry at {redact(self.registry)} refused the credentials "
                 f"(HTTP {resp.status_code}{': ' + detail if detail else ''}); "
                 + (
-                    "set MODELPACK_USERNAME and MODELPACK_PASSWORD"
-                    if not self.credentials
-                    else "check MODELPACK_USERNAME and MODELPACK_PASSWORD"
+                    "check MODELPACK_USERNAME and MODELPACK_PASSWORD"
                     if resp.status_code == 401
                     else "check MODELPACK_USERNAME and MODELPACK_PASSWORD, or ask an owner "
                     "of the model for access"
                 )
             )
         return resp
+
+    def upstream(self) -> dict[str, Any] | None:
+        """The upstream index the registry proxies (``/health``'s ``"upstream"``), or
+        ``None``: no upstream, an older modelpack-registry, or a plain index.
+
+        :raises RegistryUnreachableError: nothing answers at the registry URL.
+        """
+        resp = self.get("health", headers={"Accept": "application/json"})
+        if resp.status_code != 200 or "json" not in resp.headers.get("Content-Type", ""):
+            return None
+        try:
+            found = resp.json().get("upstream")
+        except (ValueError, AttributeError):
+            return None
+        return found if isinstance(found, dict) else None
 
     def projects(self) -> list[str]:
         """The project names the index lists (PEP 691 JSON or PEP 503 HTML).

@@ -10,14 +10,21 @@ from __future__ import annotations
 import hashlib
 import logging
 import sys
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from packaging.utils import parse_sdist_filename, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
-from modelpack.config import Credentials, redact, resolve_credentials, resolve_registry
+from modelpack.config import (
+    Credentials,
+    missing_credentials,
+    redact,
+    resolve_credentials,
+    resolve_registry,
+)
 from modelpack.errors import (
     AuthenticationError,
     ProjectError,
@@ -28,8 +35,11 @@ from modelpack.errors import (
 )
 from modelpack.index import IndexClient
 from modelpack.project import load_project
-from modelpack.twine_speed import big_block_settings, fast_hashes
+from modelpack.twine_speed import big_block_settings, fast_hashes, upload_warnings
 from modelpack.wheel import inspect_wheel, weights_subdir
+
+if TYPE_CHECKING:
+    from modelpack.verify import Verified
 
 __all__ = ["Published", "find_distributions", "name_version", "publish"]
 
@@ -44,6 +54,12 @@ class Published:
     sha256: str
     url: str
     registry: str
+    verified: Verified | None = None
+    """With ``verify``: the check of the built wheel, before the upload."""
+    checked: Verified | None = None
+    """With ``verify``: the same check of what the registry serves, after the upload."""
+    warnings: tuple[str, ...] = ()
+    """What the registry said about the upload (``X-Modelpack-Warning``)."""
 
 
 def _sha256(path: Path) -> str:
@@ -119,10 +135,20 @@ def publish(
     *,
     registry: str | None = None,
     credentials: Credentials | None = None,
+    verify: bool = False,
+    progress: Callable[[str], None] | None = None,
 ) -> list[Published]:
     """Upload the model wheels named by *targets* to the registry.
 
+    With *verify*, each wheel is first installed into a clean environment, loaded and
+    given its input example (:mod:`modelpack.verify`), and nothing is uploaded unless
+    every wheel passes; after the upload the check runs again on what the registry
+    serves. *progress* is told what is happening, for a person waiting.
+
     :raises VersionExistsError: a file of that version is already in the registry.
+    :raises ModelFaultError: with *verify*, a model's import, load() or predict fails.
+    :raises EnvironmentFaultError: with *verify*, a dependency cannot be resolved or an
+        index does not answer.
     :raises RegistryUnreachableError: nothing answers at the registry URL.
     :raises AuthenticationError: the registry refused the credentials.
     :raises UploadError: the upload failed, or the registry lists different bytes.
@@ -151,11 +177,24 @@ def publish(
                 "bump [project] version in pyproject.toml, build and publish again"
             )
 
+    say = progress or (lambda message: None)
+    verified: dict[Path, Verified] = {}
+    if verify:
+        from modelpack.verify import resolution_for, verify_wheel
+
+        resolution = resolution_for(registry, credentials)
+        for path in files:
+            if path.name.endswith(".whl"):
+                name, version = name_version(path)
+                say(f"verifying {name} {version} in a clean environment before the upload "
+                    f"(dependencies through {resolution.describe()})")  # fmt: skip
+                verified[path] = verify_wheel(path, name, version, resolution)
+
     published = []
     for path in files:
         # The sha256 to confirm against the registry's listing: the one twine computed
         # to send (one read of the file instead of two), else our own.
-        with fast_hashes() as hashed:
+        with fast_hashes() as hashed, upload_warnings() as warned:
             _twine_upload(registry, credentials, path)
         digest = hashed.get(str(path)) or _sha256(path)
         name, version = name_version(path)
@@ -172,7 +211,17 @@ def publish(
                 f"has {digest}; do not use this version: yank it with "
                 f"`modelpack yank {name}=={version} --reason 'corrupt upload'`"
             )
-        published.append(Published(path, name, version, digest, got.url, registry))
+        published.append(Published(path, name, version, digest, got.url, registry,
+                                   verified.get(path), warnings=tuple(warned)))  # fmt: skip
+    if verify:
+        from modelpack.verify import verify_published
+
+        for i, item in enumerate(published):
+            if item.path.name.endswith(".whl"):
+                say(f"checking {item.name} {item.version} as the registry serves it")
+                checked = verify_published(item.path, item.name, item.version, item.url,
+                                           item.sha256, resolution)  # fmt: skip
+                published[i] = replace(item, checked=checked)
     return published
 
 
@@ -204,11 +253,14 @@ def _twine_upload(registry: str, credentials: Credentials | None, path: Path) ->
         resp = exc.response
         status = resp.status_code if resp is not None else 0
         detail = _server_message(resp)
+        if status in (401, 403) and not credentials:
+            raise AuthenticationError(
+                f"the registry at {redact(registry)} needs credentials to upload {path.name}: "
+                f"{missing_credentials(registry)}"
+            ) from exc
         if status in (401, 403):
             hint = (
-                "set MODELPACK_USERNAME and MODELPACK_PASSWORD"
-                if not credentials
-                else "check MODELPACK_USERNAME and MODELPACK_PASSWORD"
+                "check MODELPACK_USERNAME and MODELPACK_PASSWORD"
                 if status == 401
                 else "check MODELPACK_USERNAME and MODELPACK_PASSWORD, or ask an owner of "
                 "the model for access"

@@ -22,7 +22,16 @@ from modelpack.errors import ModelNotFoundError, ModelpackError, RegistryError, 
 from modelpack.index import IndexClient, IndexFile, error_detail
 from modelpack.publishing import name_version
 
-__all__ = ["api_call", "list_registry", "parse_spec", "promote", "show", "yank"]
+__all__ = [
+    "api_call",
+    "install_advice",
+    "list_registry",
+    "name_clash",
+    "parse_spec",
+    "promote",
+    "show",
+    "yank",
+]
 
 
 def parse_spec(spec: str) -> tuple[str, str]:
@@ -135,6 +144,68 @@ def _summary(client: IndexClient, files: list[IndexFile], version: str) -> str |
         return None
     meta = email.parser.BytesParser().parsebytes(resp.content, headersonly=True)
     return str(meta["Summary"]) if meta["Summary"] else None
+
+
+def name_clash(name: str, registry: str | None = None, *, timeout: float = 5) -> str | None:
+    """A warning when the registry's upstream index holds *name*, else ``None``.
+
+    The registry answers ``/simple/<name>/`` with ``X-Modelpack-Source: upstream`` for a
+    name it passes through from its upstream. A registry that cannot be reached, or one
+    without an upstream, gives no warning: this is advice, never a reason to fail.
+    """
+    try:
+        client = IndexClient(resolve_registry(registry), timeout=timeout)
+        client.credentials = resolve_credentials(client.registry)
+        resp = client.get(f"simple/{canonicalize_name(name)}/", stream=True)
+        resp.close()
+    except ModelpackError:
+        return None
+    if resp.status_code != 200 or resp.headers.get("X-Modelpack-Source") != "upstream":
+        return None
+    return (
+        f"{canonicalize_name(name)} is also a name on the upstream index of the registry at "
+        f"{redact(client.registry)}: two packages with one name invite confusion. Choose "
+        "another name, or have the platform team claim it for you before the first publish "
+        f"with `modelpack-registry reserve {canonicalize_name(name)}`"
+    )
+
+
+def install_advice(
+    name: str, version: str, requires_dist: list[str] | None, registry: str | None = None
+) -> list[str]:
+    """The lines that tell a consumer how to install ``name==version`` from *registry*.
+
+    One command with the registry as the only index, when that works: the registry has an
+    upstream index, or the model has no dependencies. Otherwise (``requires_dist`` unknown
+    counts as having some) the command is followed by what to do instead, and never by
+    ``--extra-index-url``, which lets any index answer for the model's name.
+    """
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    client = _client(registry)
+    index = client.simple_url
+    command = f"pip install {name}=={version} --index-url {index}"
+    deps: list[str] = []
+    for line in requires_dist or []:
+        try:
+            req = Requirement(line)
+        except InvalidRequirement:
+            continue
+        if req.marker is None or "extra" not in str(req.marker):
+            deps.append(req.name)
+    if (requires_dist is not None and not deps) or client.upstream() is not None:
+        return [f"install: {command}"]
+    which = f" ({', '.join(deps)})" if deps else ""
+    return [
+        f"install: {command}",
+        f"  this registry has no upstream index, so that command cannot find {name}'s public "
+        f"dependencies{which}. Ask the platform team to serve it with `modelpack-registry "
+        "serve --upstream URL`. Until then, with the public index as index-url in your "
+        "pip.conf, take the model alone from the registry, then its dependencies:",
+        f"    pip install --no-deps {name}=={version} --index-url {index}",
+        f"    pip install {name}=={version}",
+        f"  Do not add the registry with --extra-index-url: then any index may answer for {name}.",
+    ]
 
 
 _STAGES_NEED = "stages and yanking need modelpack-registry, a plain index cannot store them"

@@ -14,6 +14,11 @@ packages. Two of its costs grow with the wheel, measured on a 1 GiB one:
   total length again (three ``fstat`` calls): 65,000 reads and about 1.5 s of Python. In
   1 MiB blocks it is 1,000 reads.
 
+twine also hides the registry's answer to an upload. The same ``Settings`` subclass hangs a
+requests response hook on twine's session, so that :func:`upload_warnings` can hand
+``publish`` any ``X-Modelpack-Warning`` header the registry sends (for instance: the name
+also exists on the upstream index).
+
 Both reach into twine: a ``Settings`` subclass (public) and, for the hashes, twine's
 ``HashManager`` swapped for the duration of one upload. When a twine release changes
 what they rely on, each falls back to twine's own behaviour, which is slower, never
@@ -23,6 +28,7 @@ wrong: the test suite runs ``publish`` against a real registry and compares byte
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import hashlib
 import queue
@@ -30,12 +36,42 @@ import threading
 from collections.abc import Iterator
 from typing import Any, ClassVar, cast
 
-__all__ = ["HASH_BLOCK", "UPLOAD_BLOCK", "big_block_settings", "fast_hashes"]
+__all__ = [
+    "HASH_BLOCK",
+    "UPLOAD_BLOCK",
+    "WARNING_HEADER",
+    "big_block_settings",
+    "fast_hashes",
+    "upload_warnings",
+]
 
 UPLOAD_BLOCK = 1 << 20
 HASH_BLOCK = 1 << 20
 _QUEUE = 8  # blocks waiting for the second hashing thread (8 MiB at most)
 _patch_lock = threading.Lock()
+WARNING_HEADER = "X-Modelpack-Warning"
+_warnings: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar(
+    "modelpack_upload_warnings", default=None
+)
+
+
+def _record_warning(resp: Any, *args: Any, **kwargs: Any) -> None:
+    """requests response hook: keep the registry's warning for :func:`upload_warnings`."""
+    sink = _warnings.get()
+    value = resp.headers.get(WARNING_HEADER)
+    if sink is not None and value and value not in sink:
+        sink.append(value)
+
+
+@contextlib.contextmanager
+def upload_warnings() -> Iterator[list[str]]:
+    """Within, collect the ``X-Modelpack-Warning`` headers of twine's responses."""
+    sink: list[str] = []
+    token = _warnings.set(sink)
+    try:
+        yield sink
+    finally:
+        _warnings.reset(token)
 
 
 @functools.cache
@@ -54,6 +90,7 @@ def big_block_settings() -> Any:
             retries = cast(HTTPAdapter, repo.session.get_adapter("https://")).max_retries
             for scheme in ("http://", "https://"):
                 repo.session.mount(scheme, BigBlockAdapter(max_retries=retries))
+            repo.session.hooks["response"].append(_record_warning)
             return repo
 
     return BigBlockSettings

@@ -1,50 +1,34 @@
-"""``modelpack publish --verify``: install what was just published into a clean virtual
-environment, exactly as a consumer would, and call ``load()`` and ``predict``.
+"""``modelpack publish --verify``: prove a model works before it is published, and after.
 
-The environment is made with uv when it is available (about a second), else with
-``venv`` + pip. It sees the registry as its index (plus whatever ``PIP_*`` / ``UV_*``
-settings the user has, e.g. an extra index for public dependencies), and never
-modelpack itself: a model must work with nothing but its own declared dependencies.
+Before the upload, the wheel just built is installed into a clean virtual environment
+(:mod:`modelpack.cleanenv` says where its dependencies come from), imported through its
+``modelpack.models`` entry point, ``load()``-ed, and given the manifest's
+``input_example``. Only if that works is anything uploaded: a published version can never
+be replaced, so a broken one would use up its version number. A failure names the party
+at fault: :class:`~modelpack.errors.ModelFaultError` (the import, ``load()`` or
+``predict`` fails) or :class:`~modelpack.errors.EnvironmentFaultError` (a dependency
+cannot be resolved, an index does not answer).
+
+After the upload the same check runs on what the registry serves (:func:`verify_published`):
+``name==version`` through the registry when it has an upstream (the consumer's command),
+else the registry's file by URL and sha256, with dependencies resolved as before.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit, urlunsplit
 
-from modelpack.building import uv_bin
-from modelpack.config import Credentials
-from modelpack.errors import VerificationError
+from modelpack.cleanenv import CleanEnv, Failure, Resolution
+from modelpack.config import Credentials, redact
+from modelpack.errors import EnvironmentFaultError, ModelFaultError, VerificationError
+from modelpack.index import IndexClient
 
-__all__ = ["Verified", "verify_published"]
-
-_PROBE = r"""
-import json, sys
-from importlib.metadata import entry_points
-name, example = sys.argv[1], json.loads(sys.argv[2])
-eps = [ep for ep in entry_points(group="modelpack.models")]
-if len(eps) != 1:
-    sys.exit(f"expected one modelpack.models entry point, found {[ep.name for ep in eps]}")
-model = eps[0].load()()
-if example is None:
-    print(json.dumps({"loaded": type(model).__module__ + "." + type(model).__qualname__}))
-else:
-    out = model.predict(example)
-    try:
-        out = out.tolist()
-    except AttributeError:
-        pass
-    print(json.dumps({"loaded": type(model).__module__ + "." + type(model).__qualname__,
-                      "prediction": out}, default=repr))
-"""
+__all__ = ["Verified", "resolution_for", "verify_published", "verify_wheel"]
 
 
 @dataclass(frozen=True)
@@ -53,89 +37,126 @@ class Verified:
     """``module.Class`` of the object ``load()`` returned."""
     prediction: Any
     """What ``predict(input_example)`` returned, or ``None`` without an input example."""
+    through: str
+    """Where the dependencies came from, in words."""
+    timings: dict[str, float]
+    """Seconds per step: ``create``, ``install``, ``import and predict``."""
+
+    def __str__(self) -> str:
+        shown = "" if self.prediction is None else f", predict -> {self.prediction}"
+        return f"load() -> {self.loaded}{shown}"
 
 
-def _input_example(wheel: Path) -> Any:
+def resolution_for(registry: str, credentials: Credentials | None) -> Resolution:
+    """How a clean environment resolves dependencies for models of *registry*.
+
+    :raises RegistryUnreachableError: nothing answers at the registry URL.
+    """
+    client = IndexClient(registry, credentials)
+    return Resolution(client.simple_url, client.upstream() is not None, credentials)
+
+
+def input_example(wheel: Path) -> Any:
+    """The ``input_example`` of the wheel's manifest, or ``None``."""
     with zipfile.ZipFile(wheel) as zf:
         name = next((n for n in zf.namelist() if n.endswith(".dist-info/modelpack.json")), None)
         return json.loads(zf.read(name)).get("input_example") if name else None
 
 
-def _run(cmd: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(cmd, capture_output=True, text=True, env=env)
+def verify_wheel(
+    wheel: Path, name: str, version: str, resolution: Resolution, *, cache: bool = True
+) -> Verified:
+    """Install the *wheel* file into a clean environment, import, load and predict.
 
-
-def verify_published(wheel: Path, name: str, version: str, registry: str) -> Verified:
-    """Install ``name==version`` from *registry* into a fresh environment and predict.
-
-    :raises VerificationError: the install, ``load()`` or ``predict`` failed; the
-        message says which, with the tool's last lines, and how to yank the version.
+    :raises ModelFaultError: the import, ``load()`` or ``predict`` fails.
+    :raises EnvironmentFaultError: the environment cannot be made, a dependency cannot
+        be resolved or an index does not answer.
     """
-    example = _input_example(wheel)
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    from modelpack.config import resolve_credentials
-    from modelpack.index import IndexClient
+    return _check(str(wheel.resolve()), name, version, input_example(wheel), resolution,
+                  published=False, cache=cache)  # fmt: skip
 
-    credentials = resolve_credentials(registry)
-    index = IndexClient(registry, credentials).simple_url
-    # The index goes to pip and uv through the environment, never the command line: with
-    # credentials (a registry with --protect-reads) the URL carries them, and `ps` shows
-    # every user a command line but not another user's environment.
-    env["PIP_INDEX_URL"] = env["UV_DEFAULT_INDEX"] = _with_credentials(index, credentials)
-    env.pop("UV_INDEX_URL", None)
-    yank = f"`modelpack yank {name}=={version} --reason '...'`"
+
+def verify_published(
+    wheel: Path, name: str, version: str, url: str, sha256: str, resolution: Resolution
+) -> Verified:
+    """Install ``name==version`` as the registry serves it into a clean environment,
+    import, load and predict.
+
+    :raises VerificationError: as :func:`verify_wheel`; the message says the version is
+        published and how to yank it.
+    """
+    if resolution.upstream:
+        requirement = f"{name}=={version}"  # what a consumer runs
+    else:  # the registry's own file; dependencies as before the upload
+        requirement = f"{name} @ {redact(url)}#sha256={sha256}"
+    return _check(requirement, name, version, input_example(wheel), resolution,
+                  published=True, cache=False)  # fmt: skip
+
+
+def _check(
+    requirement: str,
+    name: str,
+    version: str,
+    example: Any,
+    resolution: Resolution,
+    *,
+    published: bool,
+    cache: bool,
+) -> Verified:
     with tempfile.TemporaryDirectory(prefix="modelpack-verify-") as tmp:
-        venv = Path(tmp) / "venv"
-        found = uv_bin()
-        uv = str(found) if found else None
-        python = str(venv / "bin" / "python")
-        if uv:
-            steps = [
-                [uv, "venv", "-q", "--python", sys.executable, str(venv)],
-                [uv, "pip", "install", "-q", "--python", python, "--no-cache",
-                 f"{name}=={version}"],
-            ]  # fmt: skip
-        else:
-            steps = [
-                [sys.executable, "-m", "venv", str(venv)],
-                [python, "-m", "pip", "install", "-q", "--no-cache-dir", f"{name}=={version}"],
-            ]  # fmt: skip
-        for step in steps:
-            proc = _run(step, env)
-            if proc.returncode != 0:
-                raise VerificationError(
-                    f"{name} {version} is published but does not install in a clean environment:\n"
-                    f"{_tail(proc, credentials)}\nfix the model, publish a new version and yank this one with {yank}"
-                )
-        proc = subprocess.run(
-            [python, "-c", _PROBE, name, json.dumps(example)],
-            capture_output=True, text=True, env=env, cwd=tmp,
-        )  # fmt: skip
-        if proc.returncode != 0:
-            what = "load() or predict(input_example)" if example is not None else "load()"
-            raise VerificationError(
-                f"{name} {version} is published and installs, but {what} fails in a clean "
-                f"environment:\n{_tail(proc, credentials)}\nfix the model, publish a new version and yank "
-                f"this one with {yank}"
+        env = CleanEnv(Path(tmp), resolution, cache=cache)
+        failure = env.create() or env.install(requirement)
+        if failure is None:
+            result = env.probe(name, example)
+            if isinstance(result, Failure):
+                failure = result
+        if failure is not None:
+            raise _error(failure, name, version, resolution, published=published)
+        assert not isinstance(result, Failure)
+        return Verified(result["loaded"], result.get("prediction"), resolution.describe(),
+                        dict(env.timings))  # fmt: skip
+
+
+def _error(
+    failure: Failure, name: str, version: str, resolution: Resolution, *, published: bool
+) -> VerificationError:
+    if published:
+        state = f"{name} {version} is published; as the registry serves it, it"
+        fix = (
+            f"fix it, publish a new version and yank this one with "
+            f"`modelpack yank {name}=={version} --reason '...'`"
+        )
+    else:
+        state = f"nothing was published: {name} {version}"
+        fix = ""
+    if failure.fault == "model":
+        what = f"installs in a clean environment, but {failure.step} fails"
+        if not published:
+            fix = "fix the model, then build and publish again (`modelpack check` finds undeclared imports)"
+        return ModelFaultError(f"{state} {what}; the model is at fault:\n{failure.output}\n{fix}")
+    if failure.step == "create":
+        what = "could not get a clean environment (creating it failed)"
+    elif failure.missing:
+        what = f"does not install: its dependency {failure.missing} cannot be resolved"
+    elif failure.unreachable:
+        what = "does not install: an index does not answer"
+    else:
+        what = "does not install in a clean environment"
+    where = f"dependencies resolve through {resolution.describe()}"
+    if not published:
+        if resolution.upstream:
+            fix = (
+                "check the requirement in [project] dependencies, and that the registry's "
+                "upstream is reachable (its /health says)"
             )
-        result = json.loads(proc.stdout.strip().splitlines()[-1])
-        return Verified(result["loaded"], result.get("prediction"))
-
-
-def _with_credentials(url: str, credentials: Credentials | None) -> str:
-    if credentials is None:
-        return url
-    parts = urlsplit(url)
-    auth = f"{quote(credentials.username, safe='')}:{quote(credentials.password, safe='')}"
-    return urlunsplit((parts.scheme, f"{auth}@{parts.netloc}", parts.path, "", ""))
-
-
-def _tail(
-    proc: subprocess.CompletedProcess[str], credentials: Credentials | None, lines: int = 8
-) -> str:
-    output = proc.stderr or proc.stdout
-    if credentials is not None:  # pip redacts URLs it prints; make sure nothing else leaks
-        for secret in {credentials.password, quote(credentials.password, safe="")}:
-            output = output.replace(secret, "****")
-    text = output.strip().splitlines()
-    return "\n".join(f"  {line}" for line in text[-lines:])
+        else:
+            fix = (
+                "the registry has no upstream index, so public dependencies must come from "
+                "your configured index: check the requirement in [project] dependencies and "
+                "that your index has it, or ask the platform team to serve the registry with "
+                "`modelpack-registry serve --upstream URL`"
+            )
+    return EnvironmentFaultError(
+        f"{state} {what}; the environment is at fault, not the model ({where}):\n"
+        f"{failure.output}\n{fix}"
+    )

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
+from packaging.version import Version
 
 from modelpack.pickles import scan_pickle
 from modelpack.scaffold import new_project
@@ -169,3 +172,87 @@ def test_pickle_scan_reads_past_a_large_payload(tmp_path: Path) -> None:
     scan = scan_pickle(path)
     assert scan.complete
     assert scan.globals == ("collections.OrderedDict", "collections.Counter")
+
+
+@pytest.mark.parametrize(
+    ("dist", "version", "expected"),
+    [
+        # estimators pickled by one scikit-learn minor release may not load in the next
+        ("scikit-learn", "1.9.1", "scikit-learn>=1.9.1,<1.10"),
+        ("xgboost", "3.1.2", "xgboost>=3.1.2,<3.2"),
+        ("LightGBM", "4.7.0", "LightGBM>=4.7.0,<4.8"),
+        ("scikit-learn", "1.10.0rc1", "scikit-learn>=1.10.0rc1,<1.11"),
+        # anything else: the major release (0.x: the minor)
+        ("numpy", "2.3.5", "numpy>=2.3,<3"),
+        ("joblib", "1.6.0", "joblib>=1.6,<2"),
+        ("threadpoolctl", "0.13.2", "threadpoolctl>=0.13,<0.14"),
+    ],
+)
+def test_fix_ranges_can_read_the_pickle(dist: str, version: str, expected: str) -> None:
+    from modelpack.fix import compatible_range
+
+    assert compatible_range(dist, version) == expected
+
+
+@pytest.mark.slow
+def test_fix_pins_scikit_learn_to_its_minor_release(project: Path, tmp_path: Path) -> None:
+    """A real scikit-learn (installed for this test): `--fix` declares the range that can
+    read its pickles, from the version installed, and a major range for joblib."""
+    import os
+    import sys
+
+    site = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target",
+                    str(site), "scikit-learn", "joblib"], check=True)  # fmt: skip
+    sk = _version_in(site, "scikit-learn")
+    jl = _version_in(site, "joblib")
+    (pkg(project) / "extra.py").write_text("import joblib\nimport sklearn\n")
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    fixed = subprocess.run([str(Path(sys.executable).parent / "modelpack"), "check", str(project),
+                            "--fix"], capture_output=True, text=True, env=env)  # fmt: skip
+    assert fixed.returncode == 0, fixed.stderr
+    major, minor = (int(x) for x in sk.split(".")[:2])
+    text = (project / "pyproject.toml").read_text()
+    assert f'"scikit-learn>={sk},<{major}.{minor + 1}"' in text
+    jmajor, jminor = jl.split(".")[:2]
+    assert f'"joblib>={jmajor}.{jminor},<{int(jmajor) + 1}"' in text
+    # requires-python follows what the pinned scikit-learn needs (1.9 needs 3.11); the
+    # template's own floor stays when it is already enough
+    from modelpack.fix import python_floor
+
+    needs = python_floor(_metadata_in(site, "scikit-learn")["Requires-Python"])
+    declared = _requires_python(text)
+    template_floor = Version("3.10")
+    want = needs if needs and needs > template_floor else template_floor
+    assert python_floor(declared) == want
+    if want != template_floor:
+        assert f"set requires-python = '>={want}'" in fixed.stdout
+
+
+def test_the_template_requires_the_python_modelpack_supports(project: Path) -> None:
+    """A new project pins nothing, so it needs what modelpack and its train.py need."""
+    from importlib.metadata import metadata
+
+    from modelpack.fix import python_floor
+
+    text = (project / "pyproject.toml").read_text()
+    assert "\ndependencies = []\n" in text
+    ours = python_floor(metadata("modelpack")["Requires-Python"])
+    assert python_floor(_requires_python(text)) == ours
+
+
+def _requires_python(pyproject_text: str) -> str:
+    found = re.search(r'(?m)^requires-python = "([^"]*)"', pyproject_text)
+    assert found, pyproject_text
+    return found.group(1)
+
+
+def _metadata_in(site: Path, dist: str) -> Any:
+    from importlib.metadata import distributions
+
+    return next(d.metadata for d in distributions(path=[str(site)])
+                if d.metadata["Name"].lower() == dist)  # fmt: skip
+
+
+def _version_in(site: Path, dist: str) -> str:
+    return str(_metadata_in(site, dist)["Version"])

@@ -78,17 +78,31 @@ def test_wrong_credentials(tmp_path: Path, built: tuple[Path, Path]) -> None:
     hashed = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(rounds=4)).decode()
     (tmp_path / "htpasswd").write_text(f"alice:{hashed}\n")
     env_base = {k: v for k, v in __import__("os").environ.items() if not k.startswith("MODELPACK_")}
+    # no credentials anywhere: no ~/.pypirc, no keyring
+    env_base.update(PYPIRC=str(tmp_path / "none"), PYTHON_KEYRING_BACKEND="keyring.backends.null.Keyring")  # fmt: skip
     with Registry(tmp_path / "data", args=["--htpasswd", str(tmp_path / "htpasswd")]) as reg:
         env = {**env_base, "MODELPACK_USERNAME": "alice", "MODELPACK_PASSWORD": "wrong"}
         assert_reported(modelpack("publish", built[1], "--registry", reg.url, env=env),
                         "refused", "MODELPACK_PASSWORD")  # fmt: skip
+        # no credentials is not a wrong password for "anonymous": say what is missing, and how
         anon = assert_reported(modelpack("publish", built[1], "--registry", reg.url, env=env_base),
-                               "MODELPACK_USERNAME")  # fmt: skip
-        assert "refused" in anon
+                               "needs credentials", "no credentials for", "MODELPACK_USERNAME",
+                               "MODELPACK_PASSWORD", "keyring set", "~/.pypirc")  # fmt: skip
+        assert "anonymous" not in anon and "wrong" not in anon
         assert not list((reg.data / "packages").glob("*"))
         env["MODELPACK_PASSWORD"] = "s3cret"
         assert modelpack("publish", built[1], "--registry", reg.url, env=env).returncode == 0
         assert (reg.data / "packages" / built[1].name).is_file()
+
+
+def test_no_credentials_for_a_registry_with_protected_reads(tmp_path: Path, htpasswd: Path) -> None:
+    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("MODELPACK_")}
+    env.update(PYPIRC=str(tmp_path / "none"), PYTHON_KEYRING_BACKEND="keyring.backends.null.Keyring")  # fmt: skip
+    args = ["--htpasswd", str(htpasswd), "--protect-reads"]
+    with Registry(tmp_path / "data", args=args) as reg:
+        err = assert_reported(modelpack("list", "--registry", reg.url, env=env),
+                              "needs credentials", "MODELPACK_USERNAME", "keyring", "~/.pypirc")  # fmt: skip
+    assert "anonymous" not in err
 
 
 @pytest.mark.parametrize("name", ["9lives", "model foo", "class", "-x"])
