@@ -374,27 +374,29 @@ def test_stage_index(world: World, tmp_path: Path, tool: str) -> None:
     world.assert_through_registry(since, prefix="/stages/production/simple")
 
 
-def test_extra_index_url_lets_an_impostor_win(world: World, tmp_path: Path) -> None:
-    """What the page warns about: with a second index, pip takes the highest version and
-    uv the extra index's, both the impostor's."""
-    venv = make_venv(tmp_path / "venv")
+@pytest.mark.parametrize(
+    ("tool", "requirement", "installed"),
+    [
+        ("pip", "model-foo", "99.0.0 (impostor)"),  # the highest version of all indexes
+        ("pip", "model-foo==0.1.0", "0.1.0 (impostor)"),  # a tie: the extra index's file
+        ("uv", "model-foo==0.1.0", "0.1.0 (impostor)"),  # uv asks the extra index first
+    ],
+)
+def test_extra_index_url_lets_an_impostor_win(
+    world: World, tmp_path: Path, tool: str, requirement: str, installed: str
+) -> None:
+    """What the page warns about: a second index, even behind the registry, wins."""
+    venv = make_venv(tmp_path / "venv", tool)
     env = world.env(tmp_path / "home", venv)
+    env["UV_NO_CONFIG"] = "1"
+    install = ["pip", "install"] if tool == "pip" else ["uv", "pip", "install", "--no-cache"]
     result = subprocess.run(
-        [str(venv / "bin" / "python"), "-m", "pip", "install", "--index-url", world.registry.index_url,
-         "--extra-index-url", world.upstream.index_url, "model-foo"],
+        [*install, "--index-url", world.registry.index_url,
+         "--extra-index-url", world.upstream.index_url, requirement],
         env=env, capture_output=True, text=True, timeout=TIMEOUT,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
-    assert model_foo_version(venv) == "99.0.0 (impostor)"
-
-    uv_venv = make_venv(tmp_path / "uv-venv", "uv")
-    result = subprocess.run(
-        [uv_bin(), "pip", "install", "--no-config", "--no-cache", "--python", str(uv_venv / "bin" / "python"),
-         "--index-url", world.registry.index_url, "--extra-index-url", world.upstream.index_url,
-         "model-foo==0.1.0"], env=env, capture_output=True, text=True, timeout=TIMEOUT,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    assert model_foo_version(uv_venv) == "0.1.0 (impostor)"
+    assert model_foo_version(venv) == installed
 
 
 def model_foo_version(venv: Path) -> str:
