@@ -11,10 +11,12 @@ built from the template with ``dependencies = ["six>=1.16"]``, is published to t
 registry and promoted to ``production``. Each recipe must install the real model (its
 ``predict`` works; the impostor has none) and ``six``, through the registry only: every
 tool runs with a throwaway HOME, pip with ``PIP_CONFIG_FILE=/dev/null`` (the machine's
-pip config adds extra indexes), and the registry's access log must show the requests.
+pip config adds extra indexes), a proxy on a closed port for anything but loopback, and
+the registry's access log must show the requests.
 
 Poetry, PDM and pip-tools are installed once per module into a tool venv with uv from
-the machine's index (about 1 to 3 s with a warm uv cache).
+the machine's package index (1.6 s with a warm uv cache; the whole file takes 1.5 to
+2.5 minutes on a busy 2-core machine).
 """
 
 from __future__ import annotations
@@ -39,9 +41,7 @@ from support import REPO, Registry, clean_env, modelpack, ok, uv_bin
 
 DOC = REPO / "docs" / "quickstart" / "consumer.md"
 DOC_REGISTRY = "https://models.example.com"
-RECIPE = re.compile(
-    r"<!-- recipe: (?P<name>[\w-]+) -->\n```(?P<lang>\w+)\n(?P<body>.*?)\n```", re.S
-)
+RECIPE = re.compile(r"<!-- recipe: (?P<name>[\w-]+) -->\n```\w+\n(?P<body>.*?)\n```", re.S)
 PREDICT = "import model_foo, six; print(model_foo.predict([[1.0, 2.0, 3.0]]))"
 # Every recipe the page has, each run by a test below.
 RECIPES = {
@@ -55,12 +55,12 @@ TOOLS = ("poetry>=2,<3", "pdm>=2.20,<3", "hishel<2", "pip-tools>=7,<8")
 TIMEOUT = 300
 
 
-def recipes() -> dict[str, tuple[str, str]]:
-    """name -> (language, body) of each marked block on the page."""
-    found: dict[str, tuple[str, str]] = {}
+def recipes() -> dict[str, str]:
+    """name -> body of each marked block on the page."""
+    found: dict[str, str] = {}
     for m in RECIPE.finditer(DOC.read_text()):
         assert m["name"] not in found, f"two recipes named {m['name']}"
-        found[m["name"]] = (m["lang"], m["body"])
+        found[m["name"]] = m["body"]
     return found
 
 
@@ -75,13 +75,13 @@ class World:
     tools: Path  # a folder with poetry, pdm, pip-compile and uv
 
     def recipe(self, name: str) -> str:
-        _lang, body = recipes()[name]
-        return body.replace(DOC_REGISTRY, self.registry.url)
+        return recipes()[name].replace(DOC_REGISTRY, self.registry.url)
 
     def env(self, home: Path, venv: Path | None = None) -> dict[str, str]:
         """A consumer's environment: nothing from this machine's pip/uv/tool config."""
         env = {k: v for k, v in clean_env().items()
-               if not k.startswith(("PIP_", "UV_", "POETRY_", "PDM_", "XDG_"))}  # fmt: skip
+               if not k.startswith(("PIP_", "UV_", "POETRY_", "PDM_", "XDG_"))
+               and not k.lower().endswith("_proxy")}  # fmt: skip
         home.mkdir(parents=True, exist_ok=True)
         env.update(
             HOME=str(home),
@@ -90,6 +90,9 @@ class World:
             PIP_DISABLE_PIP_VERSION_CHECK="1",
             PIP_NO_INPUT="1",
             PDM_CHECK_UPDATE="false",
+            # Anything but loopback goes to a closed port: a tool that asked PyPI fails.
+            **dict.fromkeys(("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"), "http://127.0.0.1:9"),
+            NO_PROXY="127.0.0.1,localhost",
             PATH=os.pathsep.join(
                 [*([str(venv / "bin")] if venv else []), str(self.tools), env.get("PATH", "")]
             ),
@@ -187,9 +190,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
 
     # The public package, fetched once through the machine's own pip configuration.
     wheels = root / "public"
-    subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps",
-                    "--only-binary", ":all:", "-d", str(wheels), "six==1.17.0"],
-                   check=True, timeout=TIMEOUT)  # fmt: skip
+    ok(subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary",
+                       ":all:", "-d", str(wheels), "six==1.17.0"],
+                      capture_output=True, text=True, timeout=TIMEOUT))  # fmt: skip
     six = next(wheels.glob("six-*.whl"))
     impostors = [make_wheel(root / "impostor", "model-foo", v) for v in ("0.1.0", "99.0.0")]
     wheel = build_model(root / "model")
@@ -315,23 +318,6 @@ def test_requirements_with_hashes(world: World, tmp_path: Path, compile_with: st
     world.run("require-hashes", tmp_path, env)
     check_installed(venv / "bin" / "python", env, tmp_path)
     world.assert_through_registry(since)
-
-
-def test_require_hashes_refuses_a_file_that_is_not_the_locked_one(
-    world: World, tmp_path: Path
-) -> None:
-    (tmp_path / "requirements.txt").write_text(
-        f"model-foo==0.1.0 --hash=sha256:{world.six_sha256}\nsix==1.17.0 --hash=sha256:{world.six_sha256}\n"
-    )
-    venv = make_venv(tmp_path / "venv")
-    env = world.env(tmp_path / "home", venv)
-    result = subprocess.run(["bash", "-c", world.recipe("require-hashes")], cwd=tmp_path, env=env,
-                            capture_output=True, text=True, timeout=TIMEOUT)  # fmt: skip
-    assert result.returncode != 0
-    assert "THESE PACKAGES DO NOT MATCH THE HASHES" in result.stderr, result.stderr
-    assert "model_foo" not in subprocess.run(
-        [str(venv / "bin" / "python"), "-m", "pip", "list"], capture_output=True, text=True, env=env
-    ).stdout.replace("-", "_")
 
 
 def test_dockerfile_arg_and_run(world: World, tmp_path: Path) -> None:
