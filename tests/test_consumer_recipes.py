@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import requests
 from registry_support import make_wheel, twine_upload
 
 from support import REPO, Registry, clean_env, modelpack, ok, uv_bin
@@ -211,6 +212,12 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
 
 def test_the_page_has_exactly_the_recipes_tested_here() -> None:
     assert set(recipes()) == RECIPES
+
+
+def test_health_says_whether_the_registry_has_an_upstream(world: World) -> None:
+    """The page tells consumers to read /health when an install stops at a dependency."""
+    assert requests.get(f"{world.registry.url}/health", timeout=10).json()["upstream"] is not None
+    assert requests.get(f"{world.upstream.url}/health", timeout=10).json()["upstream"] is None
 
 
 def test_pip_command_line(world: World, tmp_path: Path) -> None:
