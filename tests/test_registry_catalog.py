@@ -287,3 +287,26 @@ def test_catalog_of_a_thousand_models(tmp_path: Path) -> None:
         found = requests.get(f"{reg.url}/", params={"q": "number 0042"})
         assert found.text.count('class="model"') == 1
         assert len(requests.get(f"{reg.url}/api/v1/models").json()["models"]) == 1001
+
+
+def test_model_page_install_lines_say_when_dependencies_cannot_be_found(tmp_path: Path) -> None:
+    """Without --upstream the page does not stop at a command that fails for a model with
+    public dependencies: it says why and gives the --no-deps route; with one it does not."""
+    wheel = make_wheel(tmp_path / "w", "model-deps", "1.0", requires=("six>=1.16",))
+    plain = make_wheel(tmp_path / "w", "model-plain", "1.0")
+    with Registry(tmp_path / "no-upstream") as reg:
+        upstream_url = reg.index_url
+        for path in (wheel, plain):
+            assert post_upload(reg.url, path.name, path.read_bytes()).status_code == 200
+        html = requests.get(f"{reg.url}/models/model-deps/", timeout=10).text
+        assert f"pip install model-deps==1.0 --index-url {reg.index_url}" in html
+        assert "no upstream index" in html and "(six)" in html
+        assert f"pip install --no-deps model-deps==1.0 --index-url {reg.index_url}" in html
+        assert "--extra-index-url</code>: then any index" in html
+        plain_html = requests.get(f"{reg.url}/models/model-plain/", timeout=10).text
+        assert "no upstream index" not in plain_html
+        with Registry(tmp_path / "with-upstream", args=["--upstream", upstream_url]) as proxy:
+            assert post_upload(proxy.url, wheel.name, wheel.read_bytes()).status_code == 200
+            html = requests.get(f"{proxy.url}/models/model-deps/", timeout=10).text
+            assert f"pip install model-deps==1.0 --index-url {proxy.index_url}" in html
+            assert "no upstream index" not in html and "--no-deps" not in html

@@ -317,7 +317,8 @@ class RegistryApp:
                 f"no model named {name!r} in this registry; `modelpack list` or the catalog "
                 f"at {script}/ shows them"
             )
-        return _html(render_model(snap, self.data, name, _base_url(environ), script))
+        upstream = self.upstream is not None
+        return _html(render_model(snap, self.data, name, _base_url(environ), script, upstream))
 
     def _simple(self, environ: dict[str, Any], path: str, stage: str | None = None) -> Response:
         script = environ.get("SCRIPT_NAME", "")

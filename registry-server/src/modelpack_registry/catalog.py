@@ -40,6 +40,7 @@ _STYLE = (
     ".tag{display:inline-block;background:#e8eef8;border-radius:3px;padding:0 .4em;"
     "margin:0 .2em .2em 0;font-size:.9em}.yanked{color:#a00;font-weight:bold}"
     ".card{border:1px solid #ddd;padding:0 1em;margin:1em 0}.muted{color:#666}"
+    ".warning{border-left:4px solid #c80;padding-left:.6em}"
     "input[type=search]{width:24em;padding:.3em}"
 )
 
@@ -152,7 +153,31 @@ def _card(snap: Snapshot, data: DataDir, record: Record) -> str:
     return card
 
 
-def _install_lines(name: str, version: str, base: str, stages: dict[str, Any]) -> str:
+def _public_deps(requires_dist: list[str]) -> list[str]:
+    """The names of the dependencies pip installs by default (extras left out)."""
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    names: list[str] = []
+    for line in requires_dist:
+        try:
+            req = Requirement(line)
+        except InvalidRequirement:
+            continue
+        if req.marker is None or "extra" not in str(req.marker):
+            names.append(req.name)
+    return names
+
+
+def _install_lines(
+    name: str, version: str, base: str, stages: dict[str, Any], deps: list[str], upstream: bool
+) -> str:
+    """Commands with the registry as the only index, and what to do when they cannot work.
+
+    Without an upstream (``serve --upstream``), pip asked this registry alone cannot find
+    the model's public dependencies; the page says so instead of printing a command that
+    fails, and never suggests ``--extra-index-url`` (any index could then answer for the
+    model's name).
+    """
     simple = f"{base}/simple/"
     lines = [
         f"pip install {name}=={version} --index-url {simple}",
@@ -160,7 +185,20 @@ def _install_lines(name: str, version: str, base: str, stages: dict[str, Any]) -
     ]
     for stage in stages:
         lines.append(f"pip install {name} --index-url {base}/stages/{stage}/simple/")
-    return "".join(f"<pre><code>{_esc(line)}</code></pre>" for line in lines)
+    html = "".join(f"<pre><code>{_esc(line)}</code></pre>" for line in lines)
+    if deps and not upstream:
+        html += (
+            '<p class="warning">This registry has no upstream index, so these commands '
+            f"cannot find the model's public dependencies ({_esc(', '.join(deps))}). Ask "
+            "the platform team to serve it with <code>modelpack-registry serve --upstream "
+            "URL</code>. Until then, take the model alone from here and its dependencies "
+            "from your usual index:</p>"
+            f"<pre><code>{_esc(f'pip install --no-deps {name}=={version} --index-url {simple}')}"
+            f"</code></pre><pre><code>{_esc(f'pip install {name}=={version}')}</code></pre>"
+            "<p>Never add this registry with <code>--extra-index-url</code>: then any index "
+            "may answer for the model's name.</p>"
+        )
+    return html
 
 
 def _manifest_table(manifest: dict[str, Any] | None, classifiers: tuple[str, ...]) -> str:
@@ -186,8 +224,14 @@ def _manifest_table(manifest: dict[str, Any] | None, classifiers: tuple[str, ...
     return "<table>" + "".join(rows) + "</table>"
 
 
-def render_model(snap: Snapshot, data: DataDir, name: str, base: str, script: str) -> bytes:
-    """The page of one existing canonical model; ``base`` is the registry's absolute URL."""
+def render_model(
+    snap: Snapshot, data: DataDir, name: str, base: str, script: str, upstream: bool = False
+) -> bytes:
+    """The page of one existing canonical model; ``base`` is the registry's absolute URL.
+
+    ``upstream``: the registry proxies an upstream index, so one ``--index-url`` finds the
+    model's public dependencies too.
+    """
     detail = describe_model(snap, name, script)
     summary = next(m for m in summaries(snap) if m.name == name)
     latest = detail["latest"]
@@ -202,7 +246,9 @@ def render_model(snap: Snapshot, data: DataDir, name: str, base: str, script: st
     ]
     if summary.yanked:
         parts.append('<p class="yanked">Every version of this model is yanked.</p>')
-    parts.append("<h2>Install</h2>" + _install_lines(name, latest, base, detail["stages"]))
+    public = _public_deps(detail["requires_dist"])
+    install = _install_lines(name, latest, base, detail["stages"], public, upstream)
+    parts.append("<h2>Install</h2>" + install)
     if detail["stages"]:
         rows = "".join(
             f"<tr><td>{_esc(s)}</td><td>{_esc(e['version'])}</td>"
