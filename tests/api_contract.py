@@ -26,7 +26,7 @@ import jsonschema
 from openapi_core import OpenAPI
 from openapi_core.testing import MockRequest, MockResponse
 
-__all__ = ["SEEN", "check_folder", "documented", "operations"]
+__all__ = ["SEEN", "check_answer", "check_folder", "documented", "operations", "template_of"]
 
 #: (path template, lower-case method, status) of every valid answer checked so far.
 SEEN: set[tuple[str, str, str]] = set()
@@ -53,7 +53,8 @@ def _openapi(text: str) -> OpenAPI:
     return OpenAPI.from_dict(json.loads(text))  # also checks the document itself
 
 
-def _template(doc: dict[str, Any], path: str) -> str | None:
+def template_of(doc: dict[str, Any], path: str) -> str | None:
+    """The document's path template that ``path`` fits, or None."""
     parts = [p for p in path.split("/") if p]
     for template in doc["paths"]:
         pattern = [p for p in template.split("/") if p]
@@ -83,7 +84,7 @@ def check_answer(text: str, entry: dict[str, Any]) -> str | None:
     headers = {k.lower(): v for k, v in entry["headers"]}
     where = f"{method} {path}{'?' + entry['query'] if entry['query'] else ''} -> {status}"
     op_method = "get" if method == "HEAD" else method.lower()
-    template = _template(doc, path)
+    template = template_of(doc, path)
     item = doc["paths"].get(template, {}) if template else {}
     if op_method not in item:
         want = 404 if template is None else 405

@@ -15,6 +15,7 @@ import pytest
 import requests
 from registry_support import PASSWORDS, make_wheel, post_upload
 
+from modelpack_registry.openapi import openapi_document
 from support import Registry
 
 API = "/api/v1/models"
@@ -72,8 +73,6 @@ def _entry(method: str, path: str, status: str, body: object, **headers: str) ->
     ],
 )  # fmt: skip
 def test_the_checker_refuses_answers_that_drift(entry: dict[str, object], problem: str) -> None:
-    from modelpack_registry.openapi import openapi_document
-
     found = api_contract.check_answer(json.dumps(openapi_document()), entry)
     assert found is not None and problem in found, found
 
@@ -98,3 +97,105 @@ def test_a_registry_reports_an_answer_that_breaks_the_document(tmp_path: Path) -
         reg.stop()
     with pytest.raises(AssertionError, match=r"GET /api/v1/models/nope -> 404: status 404 is not"):
         reg.assert_contract()
+
+
+BOB = ("bob", PASSWORDS["bob"])
+WRONG = ("alice", "not-her-password")
+BIG = b'{"pad": "' + b" " * (65 * 1024) + b'"}'  # over the API's 64 KiB body limit
+M = f"{API}/model-foo"
+
+
+def test_every_documented_answer_is_produced_and_valid(tmp_path: Path, htpasswd: Path) -> None:
+    """One request for each (path, method, status) of openapi.json, in an order that makes
+    each happen; the registries check every answer's body when they stop."""
+    dist = tmp_path / "dist"
+    wheels = [make_wheel(dist, "model-foo", v) for v in ("1.0", "2.0")]
+    produced: set[tuple[str, str, str]] = set()
+    documented = openapi_document()
+    args = ["--htpasswd", str(htpasswd), "--protect-reads"]
+    with Registry(tmp_path / "data", args=args) as reg, \
+            Registry(tmp_path / "anonymous") as anonymous:  # fmt: skip
+        for wheel in wheels:
+            assert (
+                post_upload(reg.url, wheel.name, wheel.read_bytes(), auth=ALICE).status_code == 200
+            )
+        token = requests.post(f"{reg.url}{M}/tokens", json={}, auth=ALICE, timeout=10).json()
+        as_token = ("__token__", token["token"])
+        tid = token["id"]
+        role = {"role": "maintainer"}
+        rows: list[tuple[Registry, str, str, object, object, int]] = [
+            (reg, "GET", API, ALICE, None, 200), (reg, "GET", API, None, None, 401),
+            (reg, "GET", API, WRONG, None, 403),
+            (reg, "GET", M, ALICE, None, 200), (reg, "GET", M, None, None, 401),
+            (reg, "GET", M, WRONG, None, 403), (reg, "GET", f"{API}/nope", ALICE, None, 404),
+            (reg, "GET", f"{M}/owners", ALICE, None, 200),
+            (reg, "GET", f"{API}/a$b/owners", ALICE, None, 400),
+            (reg, "GET", f"{M}/owners", None, None, 401),
+            (reg, "GET", f"{M}/owners", WRONG, None, 403),
+            (reg, "GET", f"{API}/nope/owners", ALICE, None, 404),
+            (reg, "GET", "/api/v1/openapi.json", ALICE, None, 200),
+            (reg, "GET", "/api/v1/openapi.json", None, None, 401),
+            (reg, "GET", "/api/v1/openapi.json", WRONG, None, 403),
+            (reg, "PUT", f"{M}/owners/bob", ALICE, role, 200),
+            (reg, "PUT", f"{M}/owners/bob", ALICE, {"role": "boss"}, 400),
+            (reg, "PUT", f"{M}/owners/bob", None, role, 401),
+            (reg, "PUT", f"{M}/owners/carol", BOB, role, 403),  # a maintainer
+            (reg, "PUT", f"{API}/nope/owners/bob", ALICE, role, 404),
+            (reg, "PUT", f"{M}/owners/alice", ALICE, role, 409),  # the last owner
+            (reg, "PUT", f"{M}/owners/bob", ALICE, BIG, 413),
+            (reg, "DELETE", f"{M}/owners/bob", ALICE, None, 200),
+            (reg, "DELETE", f"{M}/owners/bad:user", ALICE, None, 400),
+            (reg, "DELETE", f"{M}/owners/bob", None, None, 401),
+            (reg, "DELETE", f"{M}/owners/alice", BOB, None, 403),
+            (reg, "DELETE", f"{M}/owners/bob", ALICE, None, 404),  # no longer listed
+            (reg, "DELETE", f"{M}/owners/alice", ALICE, None, 409),
+            (reg, "PUT", f"{M}/versions/2.0/yank", ALICE, {"reason": "bad"}, 200),
+            (reg, "PUT", f"{M}/versions/2.0/yank", ALICE, {}, 400),
+            (reg, "PUT", f"{M}/versions/2.0/yank", None, {"reason": "x"}, 401),
+            (reg, "PUT", f"{M}/versions/2.0/yank", BOB, {"reason": "x"}, 403),
+            (reg, "PUT", f"{M}/versions/9.9/yank", ALICE, {"reason": "x"}, 404),
+            (reg, "PUT", f"{M}/versions/2.0/yank", ALICE, BIG, 413),
+            (reg, "PUT", f"{M}/stages/production", ALICE, {"version": "1.0"}, 200),
+            (reg, "PUT", f"{M}/stages/BAD", ALICE, {"version": "1.0"}, 400),
+            (reg, "PUT", f"{M}/stages/production", None, {"version": "1.0"}, 401),
+            (reg, "PUT", f"{M}/stages/production", BOB, {"version": "1.0"}, 403),
+            (reg, "PUT", f"{M}/stages/production", ALICE, {"version": "9.9"}, 404),
+            (reg, "PUT", f"{M}/stages/production", ALICE, {"version": "2.0"}, 409),  # yanked
+            (reg, "PUT", f"{M}/stages/production", ALICE, BIG, 413),
+            (reg, "DELETE", f"{M}/stages/BAD", ALICE, None, 400),
+            (reg, "DELETE", f"{M}/stages/production", None, None, 401),
+            (reg, "DELETE", f"{M}/stages/production", BOB, None, 403),
+            (reg, "DELETE", f"{M}/stages/staging", ALICE, None, 404),
+            (reg, "DELETE", f"{M}/stages/production", ALICE, None, 200),
+            (reg, "DELETE", f"{M}/versions/2.0/yank", None, None, 401),
+            (reg, "DELETE", f"{M}/versions/2.0/yank", BOB, None, 403),
+            (reg, "DELETE", f"{M}/versions/9.9/yank", ALICE, None, 404),
+            (reg, "DELETE", f"{M}/versions/2.0/yank", ALICE, None, 200),
+            (reg, "POST", f"{M}/tokens", ALICE, {"expires": "90d"}, 201),
+            (reg, "POST", f"{M}/tokens", ALICE, {"expires": "soon"}, 400),
+            (reg, "POST", f"{M}/tokens", None, {}, 401),
+            (reg, "POST", f"{M}/tokens", BOB, {}, 403),
+            (reg, "POST", f"{API}/nope/tokens", ALICE, {}, 404),
+            (reg, "POST", f"{M}/tokens", ALICE, BIG, 413),
+            (reg, "GET", f"{M}/tokens", ALICE, None, 200),
+            (reg, "GET", f"{API}/a$b/tokens", ALICE, None, 400),
+            (reg, "GET", f"{M}/tokens", None, None, 401),
+            (reg, "GET", f"{M}/tokens", as_token, None, 403),
+            (reg, "GET", f"{API}/nope/tokens", ALICE, None, 404),
+            (reg, "DELETE", f"{API}/a$b/tokens/{tid}", ALICE, None, 400),
+            (reg, "DELETE", f"{M}/tokens/{tid}", None, None, 401),
+            (reg, "DELETE", f"{M}/tokens/{tid}", BOB, None, 403),  # alice's token
+            (reg, "DELETE", f"{M}/tokens/0123456789abcdef", ALICE, None, 404),
+            (reg, "DELETE", f"{M}/tokens/{tid}", ALICE, None, 200),
+            (anonymous, "GET", f"{M}/tokens", None, None, 409),
+            (anonymous, "POST", f"{M}/tokens", None, {}, 409),
+            (anonymous, "DELETE", f"{M}/tokens/{tid}", None, None, 409),
+        ]  # fmt: skip
+        for server, method, path, auth, body, status in rows:
+            send = {"data": body} if isinstance(body, bytes) else {"json": body}
+            answer = requests.request(method, server.url + path, auth=auth, timeout=10,  # type: ignore[arg-type]
+                                      headers={"Content-Type": "application/json"}, **send)  # fmt: skip
+            assert answer.status_code == status, (method, path, auth, answer.text)
+            template = api_contract.template_of(documented, path)
+            produced.add((template or path, method.lower(), str(status)))
+    assert api_contract.documented(documented) == produced
