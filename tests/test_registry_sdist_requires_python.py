@@ -123,6 +123,8 @@ def test_twine_form_field_stands_in_and_reindex_derives_it(tmp_path: Path) -> No
         assert answer.status_code == 200, answer.text
         requires_python_listed(reg, "model-rp", from_pkg_info.name, "<3.5,>=2.7")
         requires_python_listed(reg, "model-rp", silent.name, ">=3.98")
+        model = requests.get(f"{reg.url}/api/v1/models/model-rp", timeout=10).json()
+        assert [v["requires_python"] for v in model["versions"]] == ["<3.5,>=2.7", ">=3.98"]
     # reindex rebuilds the records: from PKG-INFO, and the form's value where it had none
     for record in (data / "meta").glob("*.tar.gz.json"):
         text = record.read_text()
