@@ -8,12 +8,16 @@ server dispatches are exactly the document's operations, and the answers that dr
 from __future__ import annotations
 
 import json
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import api_contract
 import pytest
 import requests
 from registry_support import PASSWORDS, make_wheel, post_upload
+from test_registry_disk_full import fill_inodes
 
 from modelpack_registry.openapi import openapi_document
 from support import Registry
@@ -105,15 +109,41 @@ BIG = b'{"pad": "' + b" " * (65 * 1024) + b'"}'  # over the API's 64 KiB body li
 M = f"{API}/model-foo"
 
 
-def test_every_documented_answer_is_produced_and_valid(tmp_path: Path, htpasswd: Path) -> None:
+def ask(documented: dict[str, Any], server: Registry, method: str, path: str, auth: object,
+        body: object, status: int) -> tuple[str, str, str]:  # fmt: skip
+    """Send one request, check its status; the (template, method, status) it produced."""
+    send = {"data": body} if isinstance(body, bytes) else {"json": body}
+    answer = requests.request(method, server.url + path, auth=auth, timeout=10,  # type: ignore[arg-type]
+                              headers={"Content-Type": "application/json"}, **send)  # fmt: skip
+    assert answer.status_code == status, (method, path, auth, answer.text)
+    return api_contract.template_of(documented, path) or path, method.lower(), str(status)
+
+
+@pytest.fixture
+def small_fs(tmp_path: Path) -> Iterator[Path]:
+    """A tmpfs of 16 MiB and 1024 inodes (the tests run as root), unmounted afterwards."""
+    mount = tmp_path / "fs"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m,nr_inodes=1024,mode=0755", "tmpfs",
+                    str(mount)], check=True)  # fmt: skip
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
+def test_every_documented_answer_is_produced_and_valid(tmp_path: Path, htpasswd: Path,
+                                                       small_fs: Path) -> None:  # fmt: skip
     """One request for each (path, method, status) of openapi.json, in an order that makes
-    each happen; the registries check every answer's body when they stop."""
+    each happen (507: with the data folder's file system full); the registries check every
+    answer's body when they stop."""
     dist = tmp_path / "dist"
     wheels = [make_wheel(dist, "model-foo", v) for v in ("1.0", "2.0")]
     produced: set[tuple[str, str, str]] = set()
     documented = openapi_document()
     args = ["--htpasswd", str(htpasswd), "--protect-reads"]
-    with Registry(tmp_path / "data", args=args) as reg, \
+    log = tmp_path / "registry.log"  # the log and the recorded answers stay off small_fs
+    with Registry(small_fs / "data", args=args, log=log) as reg, \
             Registry(tmp_path / "anonymous") as anonymous:  # fmt: skip
         for wheel in wheels:
             assert (
@@ -191,11 +221,24 @@ def test_every_documented_answer_is_produced_and_valid(tmp_path: Path, htpasswd:
             (anonymous, "POST", f"{M}/tokens", None, {}, 409),
             (anonymous, "DELETE", f"{M}/tokens/{tid}", None, None, 409),
         ]  # fmt: skip
-        for server, method, path, auth, body, status in rows:
-            send = {"data": body} if isinstance(body, bytes) else {"json": body}
-            answer = requests.request(method, server.url + path, auth=auth, timeout=10,  # type: ignore[arg-type]
-                                      headers={"Content-Type": "application/json"}, **send)  # fmt: skip
-            assert answer.status_code == status, (method, path, auth, answer.text)
-            template = api_contract.template_of(documented, path)
-            produced.add((template or path, method.lower(), str(status)))
+        # With the disk full, every write answers 507 (but a revoke: it only deletes).
+        # Things to change first:
+        rows += [
+            (reg, "PUT", f"{M}/stages/production", ALICE, {"version": "1.0"}, 200),
+            (reg, "PUT", f"{M}/owners/bob", ALICE, role, 200),
+        ]  # fmt: skip
+        full = [
+            (reg, "PUT", f"{M}/stages/staging", ALICE, {"version": "1.0"}, 507),
+            (reg, "DELETE", f"{M}/stages/production", ALICE, None, 507),
+            (reg, "PUT", f"{M}/versions/1.0/yank", ALICE, {"reason": "x"}, 507),
+            (reg, "DELETE", f"{M}/versions/1.0/yank", ALICE, None, 507),
+            (reg, "PUT", f"{M}/owners/carol", ALICE, role, 507),
+            (reg, "DELETE", f"{M}/owners/bob", ALICE, None, 507),
+            (reg, "POST", f"{M}/tokens", ALICE, {}, 507),
+        ]  # fmt: skip
+        for row in rows:
+            produced.add(ask(documented, *row))
+        fill_inodes(small_fs / "filler", leave=0)
+        for row in full:
+            produced.add(ask(documented, *row))
     assert api_contract.documented(documented) == produced

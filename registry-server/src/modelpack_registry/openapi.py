@@ -41,6 +41,7 @@ def _errors(*codes: str, **special: str) -> dict[str, Any]:
         "404": "Unknown model, version, stage or owner",
         "409": "The version is yanked and cannot be promoted, or the last owner would go",
         "413": "The request body is over 64 KiB",
+        "507": "The data folder is out of space or inodes; nothing was changed",
     }
     text.update({code[1:]: words for code, words in special.items()})
     return {code: _json(_ref("Error"), text[code]) for code in codes}
@@ -55,6 +56,11 @@ def _read_errors(*codes: str) -> dict[str, Any]:
         e401="Credentials needed (the registry runs with --protect-reads)",
         e403="Wrong credentials (the registry runs with --protect-reads)",
     )
+
+
+def _write_errors(*codes: str, **special: str) -> dict[str, Any]:
+    """Error answers of a write: ``codes``, and those every write may give."""
+    return _errors(*sorted({*codes, "401", "403", "404", "507"}), **special)
 
 
 _NAME = {"name": "name", "in": "path", "required": True, "schema": _STR,
@@ -247,7 +253,7 @@ def openapi_document() -> dict[str, Any]:
                     "requestBody": body["promote"],
                     "responses": {
                         "200": _json(_ref("StageChange"), "Promoted"),
-                        **_errors("400", "401", "403", "404", "409", "413"),
+                        **_write_errors("400", "409", "413"),
                     },
                 },
                 "delete": {
@@ -257,7 +263,7 @@ def openapi_document() -> dict[str, Any]:
                     "security": _WRITE,
                     "responses": {
                         "200": _json(_ref("StageChange"), "Removed"),
-                        **_errors("400", "401", "403", "404"),
+                        **_write_errors("400"),
                     },
                 },
             },
@@ -270,7 +276,7 @@ def openapi_document() -> dict[str, Any]:
                     "requestBody": body["yank"],
                     "responses": {
                         "200": _json(_ref("YankState"), "Yanked"),
-                        **_errors("400", "401", "403", "404", "413"),
+                        **_write_errors("400", "413"),
                     },
                 },
                 "delete": {
@@ -280,7 +286,7 @@ def openapi_document() -> dict[str, Any]:
                     "security": _WRITE,
                     "responses": {
                         "200": _json(_ref("YankState"), "Un-yanked"),
-                        **_errors("401", "403", "404"),
+                        **_write_errors(),
                     },
                 },
             },
@@ -304,7 +310,7 @@ def openapi_document() -> dict[str, Any]:
                     "requestBody": body["role"],
                     "responses": {
                         "200": _json(_ref("Owners"), "The owners after the change"),
-                        **_errors("400", "401", "403", "404", "409", "413"),
+                        **_write_errors("400", "409", "413"),
                     },
                 },
                 "delete": {
@@ -314,7 +320,7 @@ def openapi_document() -> dict[str, Any]:
                     "security": _WRITE,
                     "responses": {
                         "200": _json(_ref("Owners"), "The owners after the change"),
-                        **_errors("400", "401", "403", "404", "409"),
+                        **_write_errors("400", "409"),
                     },
                 },
             },
@@ -328,11 +334,8 @@ def openapi_document() -> dict[str, Any]:
                     "requestBody": body["token"],
                     "responses": {
                         "201": _json(_ref("NewToken"), "The token"),
-                        **_errors(
+                        **_write_errors(
                             "400",
-                            "401",
-                            "403",
-                            "404",
                             "409",
                             "413",
                             e400="Invalid expires or user",
@@ -362,12 +365,8 @@ def openapi_document() -> dict[str, Any]:
                     "security": _BASIC_ONLY,
                     "responses": {
                         "200": _json(_ref("RevokedToken"), "Revoked"),
-                        **_errors(
-                            "400",
-                            "401",
-                            "403",
-                            "404",
-                            "409",
+                        **_errors(  # revoking deletes a file: never a 507
+                            *("400", "401", "403", "404", "409"),
                             e404="No such token of this model",
                             e409=_NO_TOKENS,
                         ),
