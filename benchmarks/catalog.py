@@ -36,7 +36,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="modelpack-catalog-") as tmp:
         data = Path(tmp) / "data"
         source = make_wheel(Path(tmp) / "dist", "model-0000", "1.0", summary="model number 0")
-        with Registry(data) as reg:
+        with Registry(data, contract=False) as reg:
             post_upload(reg.url, source.name, source.read_bytes()).raise_for_status()
         template = json.loads((data / "meta" / f"{source.name}.json").read_text())
         for i in range(1, args.models):
@@ -48,7 +48,7 @@ def main() -> None:
             metadata = data / "meta" / f"{source.name}.metadata"
             if metadata.exists():
                 (data / "meta" / f"{filename}.metadata").hardlink_to(metadata)
-        with Registry(data) as reg:
+        with Registry(data, contract=False) as reg:
             session = requests.Session()
             rows = []
             for label, path in [("GET /health (baseline)", "/health"), ("GET /", "/"),

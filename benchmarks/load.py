@@ -117,8 +117,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="modelpack-load-") as tmp:
         root = Path(tmp)
         data = root / "data"
-        a = Registry(data, args=["--threads", "32"], log=root / "a.log").start()
-        b = Registry(data, args=["--threads", "32"], log=root / "b.log").start()
+        a = Registry(data, args=["--threads", "32"], log=root / "a.log", contract=False).start()
+        b = Registry(data, args=["--threads", "32"], log=root / "b.log", contract=False).start()
         projects = [f"load-model-{i}" for i in range(args.projects)]
         for name in projects:
             wheel = make_wheel(root / "seed", name, "1.0", payload=bytes(1 << 20))

@@ -6,7 +6,9 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import api_contract
 import bcrypt
 import pytest
 import requests
@@ -68,3 +70,32 @@ def plain_index(tmp_path: Path) -> Iterator[str]:
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=10)
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    """How much of openapi.json the tests produced (see api_contract.py).
+
+    ``MODELPACK_API_COVERAGE=list`` lists the documented answers no test produced;
+    ``=strict`` lists them and fails the run if there are any (for full runs).
+    """
+    doc = api_contract.DOCUMENTS.get("last")
+    listing = os.environ.get("MODELPACK_API_COVERAGE") in ("list", "strict")
+    if doc is None or not (api_contract.SEEN or listing):
+        return
+    missing = sorted(api_contract.documented(doc) - api_contract.SEEN)
+    terminalreporter.write_sep("-", f"API contract: {len(api_contract.SEEN)} documented answers "
+                               f"produced and valid, {len(missing)} never produced")  # fmt: skip
+    if listing:
+        for template, method, status in missing:
+            terminalreporter.write_line(
+                f"  never produced: {method.upper()} {template} -> {status}"
+            )
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Under ``MODELPACK_API_COVERAGE=strict``, an answer never produced fails the run."""
+    doc = api_contract.DOCUMENTS.get("last")
+    if doc is None or os.environ.get("MODELPACK_API_COVERAGE") != "strict":
+        return
+    if api_contract.documented(doc) - api_contract.SEEN and exitstatus == 0:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -49,7 +49,13 @@ def uv_bin() -> str:
 
 
 class Registry:
-    """A `modelpack-registry serve` process on a free loopback port."""
+    """A `modelpack-registry serve` process on a free loopback port.
+
+    Unless ``contract=False``, it runs through ``api_recorder.py``, and each of its
+    ``/api/v1`` answers is checked against ``openapi.json`` (``api_contract.py``) when it
+    stops: leaving the ``with`` block raises AssertionError listing every answer that
+    breaks the contract, so every API call of every test is a contract test.
+    """
 
     def __init__(
         self,
@@ -60,6 +66,7 @@ class Registry:
         args: Sequence[str] = (),
         log: Path | None = None,
         env: dict[str, str] | None = None,
+        contract: bool = True,
     ) -> None:
         """``env``: added to the server's environment; with ``SCRIPT_NAME`` (gunicorn
         serves everything under that path prefix) :attr:`url` ends with it."""
@@ -70,6 +77,9 @@ class Registry:
         self.args = list(args)
         self.log = log or self.data.parent / f"registry-{self.port}.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.contract = contract
+        self.recorded = self.log.parent / f"api-answers-{self.port}"
+        self.contract_problems: list[str] = []
 
     @property
     def url(self) -> str:
@@ -80,8 +90,9 @@ class Registry:
         return f"{self.url}/simple/"
 
     def command(self) -> list[str]:
+        run = [str(REPO / "tests" / "api_recorder.py"), str(self.recorded)]
         return [
-            sys.executable, "-m", "modelpack_registry", "serve",
+            sys.executable, *(run if self.contract else ["-m", "modelpack_registry"]), "serve",
             "--data", str(self.data), "--host", self.host, "--port", str(self.port),
             *self.args,
         ]  # fmt: skip
@@ -117,12 +128,26 @@ class Registry:
             except subprocess.TimeoutExpired:
                 self._signal(signal.SIGKILL)
                 self.proc.wait(timeout=15)
+        self._check_contract()
+
+    def _check_contract(self) -> None:
+        if self.contract and (self.recorded / "openapi.json").exists():
+            from api_contract import check_folder
+
+            self.contract_problems += check_folder(self.recorded)
+
+    def assert_contract(self) -> None:
+        """Raise AssertionError if an API answer so far broke ``openapi.json``."""
+        self._check_contract()
+        problems, self.contract_problems = self.contract_problems, []
+        assert not problems, "API answers that break openapi.json:\n" + "\n".join(problems)
 
     def kill(self) -> None:
         """SIGKILL the whole process group, as a crashed node would."""
         self._signal(signal.SIGKILL)
         if self.proc is not None:
             self.proc.wait(timeout=15)
+        self._check_contract()
 
     def _signal(self, sig: int) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -134,8 +159,10 @@ class Registry:
     def __enter__(self) -> Registry:
         return self.start()
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: object, *exc: object) -> None:
         self.stop()
+        if exc_type is None:  # a failing test's own error stays the one reported
+            self.assert_contract()
 
 
 class Venv:

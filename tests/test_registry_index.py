@@ -89,6 +89,12 @@ def test_content_negotiation_redirects_and_unknown_names(shared: Registry, tmp_p
     html = requests.get(url, headers={"Accept": "text/html"})
     assert html.headers["Content-Type"].startswith("text/html")
     assert requests.get(url + "?format=" + JSON_TYPE).headers["Content-Type"] == JSON_TYPE
+    # What a cache needs: every answer chosen by Accept says so, the 406 too.
+    for accept in (JSON_TYPE, "text/html", "image/png"):
+        for page in (url, shared.index_url):
+            answer = requests.get(page, headers={"Accept": accept})
+            assert answer.status_code == (406 if accept == "image/png" else 200)
+            assert answer.headers["Vary"] == "Accept", (page, accept, answer.headers)
     for spelling in ("Neg_Model/", "neg.model", "neg-model"):
         moved = requests.get(shared.index_url + spelling, allow_redirects=False)
         assert moved.status_code == 301

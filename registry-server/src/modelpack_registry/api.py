@@ -27,6 +27,8 @@ Every error is raised as an :class:`HTTPFailure` and answered by the app as
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
@@ -54,6 +56,7 @@ from modelpack_registry.models import (
 )
 from modelpack_registry.openapi import openapi_document
 from modelpack_registry.owners import (
+    Owners,
     check_user,
     model_name,
     read_owners,
@@ -64,7 +67,7 @@ from modelpack_registry.owners import (
 from modelpack_registry.stages import check_reason, check_stage, set_stage, set_yank
 from modelpack_registry.validate import versions_equal
 
-__all__ = ["PREFIX", "handle_api", "json_error"]
+__all__ = ["PREFIX", "ROUTES", "handle_api", "json_error", "owners_doc"]
 
 PREFIX = "/api/v1"
 MAX_BODY = 64 * 1024
@@ -104,7 +107,7 @@ def _read_json(environ: dict[str, Any]) -> dict[str, Any]:
 
 
 def _model(snap: Snapshot, raw: str) -> str:
-    name = canonicalize_name(unquote(raw))
+    name = canonicalize_name(raw)
     if name not in snap.projects:
         raise NotFound(f"no model named {name!r} in this registry; `modelpack list` shows them")
     return name
@@ -127,45 +130,70 @@ def _user(environ: dict[str, Any], access: Access) -> Principal | None:
     return access.authenticate(environ, "for changes")
 
 
+@dataclass(frozen=True)
+class Call:
+    """One API request, matched to a route: its path parameters already unquoted."""
+
+    environ: dict[str, Any]
+    method: str  # HEAD is answered as GET
+    params: dict[str, str]
+    index: Index
+    access: Access
+
+
+Handler = Callable[[Call], Response]
+
+
+def _openapi(call: Call) -> Response:
+    return json_response("200 OK", openapi_document())
+
+
+def _list_models(call: Call) -> Response:
+    query = parse_qs(call.environ.get("QUERY_STRING", "")).get("q", [""])[0]
+    models = filter_models(summaries(call.index.snapshot()), query)
+    return json_response("200 OK", {"models": [summary_json(m) for m in models]})
+
+
+def _get_model(call: Call) -> Response:
+    snap = call.index.snapshot()
+    name = _model(snap, call.params["name"])
+    script = call.environ.get("SCRIPT_NAME", "")
+    return json_response("200 OK", describe_model(snap, name, script))
+
+
 def handle_api(environ: dict[str, Any], method: str, path: str, index: Index,
                access: Access) -> Response:  # fmt: skip
-    """Answer one request whose path starts with ``/api/v1``.
+    """Answer one request whose path starts with ``/api/v1``, through :data:`ROUTES`.
 
     :raises HTTPFailure: for every answer that is not a success.
     """
-    parts = [p for p in path[len(PREFIX) :].split("/") if p]
-    reads = ("GET", "HEAD")
-    if parts == ["openapi.json"] and method in reads:
-        return json_response("200 OK", openapi_document())
-    if parts == ["models"] and method in reads:
-        query = parse_qs(environ.get("QUERY_STRING", "")).get("q", [""])[0]
-        models = filter_models(summaries(index.snapshot()), query)
-        return json_response("200 OK", {"models": [summary_json(m) for m in models]})
-    if len(parts) == 2 and parts[0] == "models" and method in reads:
-        snap = index.snapshot()
-        name = _model(snap, parts[1])
-        return json_response("200 OK", describe_model(snap, name, environ.get("SCRIPT_NAME", "")))
-    if len(parts) == 4 and parts[0] == "models" and parts[2] == "stages":
-        _allow(method, ("PUT", "DELETE"))
-        who = _user(environ, access)
-        return _stage(environ, method, parts[1], unquote(parts[3]), access, index, who)
-    if len(parts) == 5 and parts[0] == "models" and parts[2] == "versions" and parts[4] == "yank":
-        _allow(method, ("PUT", "DELETE"))
-        who = _user(environ, access)
-        return _yank(environ, method, parts[1], unquote(parts[3]), access, index, who)
-    if len(parts) == 3 and parts[:1] == ["models"] and parts[2] == "owners" and method in reads:
-        return _get_owners(parts[1], access, index)
-    if len(parts) == 4 and parts[0] == "models" and parts[2] == "owners":
-        _allow(method, ("PUT", "DELETE"))
-        who = _user(environ, access)
-        return _change_owners(environ, method, parts[1], unquote(parts[3]), access, index, who)
-    if len(parts) in (3, 4) and parts[0] == "models" and parts[2] == "tokens":
-        return _tokens(environ, method, parts, access, index)
-    if parts in (["models"], ["openapi.json"]) or (len(parts) == 2 and parts[0] == "models"):
-        _allow(method, reads)
-    if len(parts) == 3 and parts[0] == "models" and parts[2] == "owners":
-        _allow(method, reads)
+    parts = [p for p in path.split("/") if p]
+    wanted = "GET" if method == "HEAD" else method
+    allowed: list[str] = []
+    for route_method, template, handler in ROUTES:
+        params = _match(template, parts)
+        if params is None:
+            continue
+        if route_method == wanted:
+            return handler(Call(environ, wanted, params, index, access))
+        allowed += [route_method, "HEAD"] if route_method == "GET" else [route_method]
+    if allowed:
+        _allow(method, tuple(allowed))
     raise NotFound(f"no API endpoint {method} {path}; see GET {PREFIX}/openapi.json")
+
+
+def _match(template: str, parts: list[str]) -> dict[str, str] | None:
+    """The path parameters if ``parts`` (the path's non-empty segments) fit ``template``."""
+    pattern = template.strip("/").split("/")
+    if len(pattern) != len(parts):
+        return None
+    params: dict[str, str] = {}
+    for want, got in zip(pattern, parts, strict=True):
+        if want.startswith("{"):
+            params[want[1:-1]] = unquote(got)
+        elif want != got:
+            return None
+    return params
 
 
 def _allow(method: str, allowed: tuple[str, ...]) -> None:
@@ -181,11 +209,13 @@ def _fresh(index: Index) -> Snapshot:
     return index.snapshot()
 
 
-def _stage(environ: dict[str, Any], method: str, raw_name: str, stage: str, access: Access,
-           index: Index, who: Principal | None) -> Response:  # fmt: skip
-    check_stage(stage)
+def _stage(call: Call) -> Response:
+    """PUT promotes ``{"version": ...}`` to the stage; DELETE removes the stage."""
+    environ, method, index, access = call.environ, call.method, call.index, call.access
+    who = _user(environ, access)
+    stage = check_stage(call.params["stage"])
     snap = _fresh(index)
-    name = _model(snap, raw_name)
+    name = _model(snap, call.params["name"])
     access.authorize(who, name, "promote" if method == "PUT" else "remove a stage of")
     version: str | None = None
     if method == "PUT":
@@ -206,12 +236,14 @@ def _stage(environ: dict[str, Any], method: str, raw_name: str, stage: str, acce
     return json_response("200 OK", result)
 
 
-def _yank(environ: dict[str, Any], method: str, raw_name: str, raw_version: str,
-          access: Access, index: Index, who: Principal | None) -> Response:  # fmt: skip
+def _yank(call: Call) -> Response:
+    """PUT yanks every file of the version (``{"reason": ...}``); DELETE un-yanks."""
+    environ, method, index, access = call.environ, call.method, call.index, call.access
+    who = _user(environ, access)
     snap = _fresh(index)
-    name = _model(snap, raw_name)
+    name = _model(snap, call.params["name"])
     access.authorize(who, name, "yank" if method == "PUT" else "un-yank")
-    version = _version(snap, name, raw_version)
+    version = _version(snap, name, call.params["version"])
     reason = check_reason(_read_json(environ).get("reason")) if method == "PUT" else None
     files = [r.filename for r in version_records(snap, name, version)]
     set_yank(access.data, files, reason, who.user if who else None)
@@ -220,59 +252,85 @@ def _yank(environ: dict[str, Any], method: str, raw_name: str, raw_version: str,
     return json_response("200 OK", doc)
 
 
-def _owners_doc(name: str, access: Access) -> dict[str, Any]:
-    owners, history = read_owners_file(access.data, name)
-    doc: dict[str, Any] = {"name": name, "owners": [], "maintainers": []}
-    if owners is not None:
-        doc.update(owners.as_dict())
-    doc["history"] = history
-    return doc
+def owners_doc(name: str, owners: Owners | None, history: list[dict[str, Any]]) -> dict[str, Any]:
+    """The ``Owners`` schema: what GET, PUT and DELETE ``.../owners`` all answer."""
+    found = owners or Owners()
+    return {"name": name, **found.as_dict(), "history": history}
 
 
 def _known(name: str, access: Access, index: Index) -> bool:
     return name in _fresh(index).projects or read_owners(access.data, name) is not None
 
 
-def _get_owners(raw_name: str, access: Access, index: Index) -> Response:
-    name = model_name(unquote(raw_name))
-    if not _known(name, access, index):
+def _get_owners(call: Call) -> Response:
+    name = model_name(call.params["name"])
+    if not _known(name, call.access, call.index):
         raise NotFound(f"no model named {name!r} in this registry; `modelpack list` shows them")
-    return json_response("200 OK", _owners_doc(name, access))
+    return json_response("200 OK", owners_doc(name, *read_owners_file(call.access.data, name)))
 
 
-def _change_owners(environ: dict[str, Any], method: str, raw_name: str, user: str,
-                   access: Access, index: Index, who: Principal | None) -> Response:  # fmt: skip
-    name = model_name(unquote(raw_name))
-    check_user(user)
+def _change_owners(call: Call) -> Response:
+    """PUT gives ``user`` a role (``{"role": ...}``); DELETE takes it away."""
+    environ, access, index = call.environ, call.access, call.index
+    who = _user(environ, access)
+    name, user = model_name(call.params["name"]), check_user(call.params["user"])
     if not _known(name, access, index) and not (who is None or who.admin):
         raise NotFound(
             f"no model named {name!r} in this registry; its first upload makes its uploader "
             "the owner (an admin may reserve a name by adding an owner)"
         )
     access.authorize_owners_change(who, name)
-    if method == "PUT":
+    by = who.user if who else None
+    if call.method == "PUT":
         role = _read_json(environ).get("role")
         if role not in ("owner", "maintainer"):
             raise BadRequest('send {"role": "owner"} or {"role": "maintainer"}')
         if access.htpasswd is not None and not access.htpasswd.has_user(user):
             raise BadRequest(f"no user {user!r} in this registry's htpasswd file")
-        owners = set_role(access.data, name, user, str(role), who.user if who else None)
+        owners, history = set_role(access.data, name, user, str(role), by)
     else:
-        owners = remove_user(access.data, name, user, who.user if who else None)
+        owners, history = remove_user(access.data, name, user, by)
     index.invalidate()
-    return json_response("200 OK", {"name": name, **owners.as_dict()})
+    return json_response("200 OK", owners_doc(name, owners, history))
 
 
-def _tokens(environ: dict[str, Any], method: str, parts: list[str], access: Access,
-            index: Index) -> Response:  # fmt: skip
-    """``/models/<name>/tokens[/<id>]``; the rules are in :mod:`.api_tokens`."""
-    _allow(method, ("GET", "HEAD", "POST") if len(parts) == 3 else ("DELETE",))
-    who = api_tokens.caller(environ, access)
-    name = model_name(unquote(parts[1]))
-    if method == "DELETE":
-        return json_response("200 OK", api_tokens.revoke(access, who, name, unquote(parts[3])))
-    known = _known(name, access, index)
-    if method == "POST":
-        made = api_tokens.create(access, who, name, known, lambda: _read_json(environ))
-        return json_response("201 Created", made)
-    return json_response("200 OK", api_tokens.listing(access, who, name, known))
+def _create_token(call: Call) -> Response:
+    """The rules for ``/models/<name>/tokens[/<id>]`` are in :mod:`.api_tokens`."""
+    who = api_tokens.caller(call.environ, call.access)
+    name = model_name(call.params["name"])
+    known = _known(name, call.access, call.index)
+    made = api_tokens.create(call.access, who, name, known, lambda: _read_json(call.environ))
+    return json_response("201 Created", made)
+
+
+def _list_tokens(call: Call) -> Response:
+    who = api_tokens.caller(call.environ, call.access)
+    name = model_name(call.params["name"])
+    known = _known(name, call.access, call.index)
+    return json_response("200 OK", api_tokens.listing(call.access, who, name, known))
+
+
+def _revoke_token(call: Call) -> Response:
+    who = api_tokens.caller(call.environ, call.access)
+    name = model_name(call.params["name"])
+    return json_response("200 OK", api_tokens.revoke(call.access, who, name, call.params["id"]))
+
+
+#: Every endpoint: (method, path template, handler). HEAD is answered wherever GET is.
+#: tests/test_registry_api_contract.py checks this equals the (path, method) pairs of
+#: :func:`~modelpack_registry.openapi.openapi_document`.
+ROUTES: tuple[tuple[str, str, Handler], ...] = (
+    ("GET", f"{PREFIX}/openapi.json", _openapi),
+    ("GET", f"{PREFIX}/models", _list_models),
+    ("GET", f"{PREFIX}/models/{{name}}", _get_model),
+    ("PUT", f"{PREFIX}/models/{{name}}/stages/{{stage}}", _stage),
+    ("DELETE", f"{PREFIX}/models/{{name}}/stages/{{stage}}", _stage),
+    ("PUT", f"{PREFIX}/models/{{name}}/versions/{{version}}/yank", _yank),
+    ("DELETE", f"{PREFIX}/models/{{name}}/versions/{{version}}/yank", _yank),
+    ("GET", f"{PREFIX}/models/{{name}}/owners", _get_owners),
+    ("PUT", f"{PREFIX}/models/{{name}}/owners/{{user}}", _change_owners),
+    ("DELETE", f"{PREFIX}/models/{{name}}/owners/{{user}}", _change_owners),
+    ("GET", f"{PREFIX}/models/{{name}}/tokens", _list_tokens),
+    ("POST", f"{PREFIX}/models/{{name}}/tokens", _create_token),
+    ("DELETE", f"{PREFIX}/models/{{name}}/tokens/{{id}}", _revoke_token),
+)

@@ -335,6 +335,7 @@ class RegistryApp:
                 "406 Not Acceptable",
                 "supported: application/vnd.pypi.simple.v1+json, "
                 "application/vnd.pypi.simple.v1+html, text/html",
+                [("Vary", "Accept")],  # a cache must not answer other Accepts with it
             )
         snap = full = self.index.snapshot()
         packages = "../../packages/"

@@ -14,14 +14,16 @@ import email.utils
 import os
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from modelpack_registry.errors import NotFound
 from modelpack_registry.index import Snapshot
 
-__all__ = ["Response", "content_type", "serve_file", "serve_path"]
+__all__ = ["SENT_BY_SENDFILE", "Response", "content_type", "serve_file", "serve_path"]
 
 BLOCK = 1 << 20
+#: ``environ`` key: bytes of the body the server sent with sendfile (see :class:`_Counted`)
+SENT_BY_SENDFILE = "modelpack.sent_by_sendfile"
 Response = tuple[str, list[tuple[str, str]], Iterable[bytes]]
 
 
@@ -119,11 +121,45 @@ def serve_path(environ: dict[str, Any], path: Path, etag_hex: str, ctype: str,
         f.seek(start)
         if "wsgi.file_wrapper" in environ:
             # gunicorn's sendfile sends Content-Length bytes from the current offset.
-            return status, headers, environ["wsgi.file_wrapper"](f, BLOCK)
+            return status, headers, environ["wsgi.file_wrapper"](_Counted(f, environ), BLOCK)
         return status, headers, _read_slice(f, length)
     except BaseException:
         f.close()
         raise
+
+
+class _Counted:
+    """The file handed to ``wsgi.file_wrapper``, noting how many bytes sendfile sent.
+
+    gunicorn counts only the bytes it writes itself, so its access log said 0 for every
+    file it sent with ``socket.sendfile``. That call leaves the file's position after the
+    last byte sent, also when the client goes away (documented), through ``seek``: this
+    proxy puts the count in ``environ[SENT_BY_SENDFILE]``, which the access logger
+    (:mod:`~modelpack_registry.accesslog`) adds. Reads (no sendfile: TLS) are counted
+    by the server as usual.
+    """
+
+    def __init__(self, f: BinaryIO, environ: dict[str, Any]) -> None:
+        self._f = f
+        self._start = f.tell()
+        self._environ = environ
+
+    def fileno(self) -> int:
+        return self._f.fileno()
+
+    def read(self, size: int = -1) -> bytes:
+        return self._f.read(size)
+
+    def tell(self) -> int:
+        return self._f.tell()
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        position = self._f.seek(offset, whence)
+        self._environ[SENT_BY_SENDFILE] = max(position - self._start, 0)
+        return position
+
+    def close(self) -> None:
+        self._f.close()
 
 
 def _read_slice(f: Any, length: int) -> Iterable[bytes]:

@@ -72,7 +72,8 @@ def derive_record(
         sha256=file_sha256(path),
         size=stat.st_size,
         upload_time=upload_time,
-        requires_python=info.requires_python,
+        # an sdist without one in PKG-INFO keeps what its upload form said
+        requires_python=info.requires_python or (old.requires_python if old else None),
         summary=info.summary,
         core_metadata_sha256=(
             hashlib.sha256(info.metadata).hexdigest() if info.metadata is not None else None

@@ -34,15 +34,33 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
 def _errors(*codes: str, **special: str) -> dict[str, Any]:
     """Error answers for ``codes``; ``special`` (``e409="..."``) words one for this path."""
     text = {
-        "400": "Invalid stage name, body or reason",
+        "400": "Invalid model, stage or user name, body or reason",
         "401": "Credentials needed (the registry runs with --htpasswd)",
         "403": "Wrong credentials, or not allowed to change this model (the message says "
         "who owns it and who to ask)",
         "404": "Unknown model, version, stage or owner",
         "409": "The version is yanked and cannot be promoted, or the last owner would go",
+        "413": "The request body is over 64 KiB",
+        "507": "The data folder is out of space or inodes; nothing was changed",
     }
     text.update({code[1:]: words for code, words in special.items()})
     return {code: _json(_ref("Error"), text[code]) for code in codes}
+
+
+def _read_errors(*codes: str) -> dict[str, Any]:
+    """Error answers of a read: ``codes``, and 401/403 when reads are protected."""
+    return _errors(
+        *codes,
+        "401",
+        "403",
+        e401="Credentials needed (the registry runs with --protect-reads)",
+        e403="Wrong credentials (the registry runs with --protect-reads)",
+    )
+
+
+def _write_errors(*codes: str, **special: str) -> dict[str, Any]:
+    """Error answers of a write: ``codes``, and those every write may give."""
+    return _errors(*sorted({*codes, "401", "403", "404", "507"}), **special)
 
 
 _NAME = {"name": "name", "in": "path", "required": True, "schema": _STR,
@@ -212,7 +230,10 @@ def openapi_document() -> dict[str, Any]:
                             "description": "Words that must all appear",
                         }
                     ],
-                    "responses": {"200": _json(_ref("ModelList"), "The models")},
+                    "responses": {
+                        "200": _json(_ref("ModelList"), "The models"),
+                        **_read_errors(),
+                    },
                 }
             },
             "/api/v1/models/{name}": {
@@ -220,7 +241,7 @@ def openapi_document() -> dict[str, Any]:
                     "operationId": "getModel",
                     "summary": "One model: versions (ascending), stages and stage history",
                     "parameters": [_NAME],
-                    "responses": {"200": _json(_ref("Model"), "The model"), **_errors("404")},
+                    "responses": {"200": _json(_ref("Model"), "The model"), **_read_errors("404")},
                 }
             },
             "/api/v1/models/{name}/stages/{stage}": {
@@ -232,7 +253,7 @@ def openapi_document() -> dict[str, Any]:
                     "requestBody": body["promote"],
                     "responses": {
                         "200": _json(_ref("StageChange"), "Promoted"),
-                        **_errors("400", "401", "403", "404", "409"),
+                        **_write_errors("400", "409", "413"),
                     },
                 },
                 "delete": {
@@ -242,7 +263,7 @@ def openapi_document() -> dict[str, Any]:
                     "security": _WRITE,
                     "responses": {
                         "200": _json(_ref("StageChange"), "Removed"),
-                        **_errors("400", "401", "403", "404"),
+                        **_write_errors("400"),
                     },
                 },
             },
@@ -255,7 +276,7 @@ def openapi_document() -> dict[str, Any]:
                     "requestBody": body["yank"],
                     "responses": {
                         "200": _json(_ref("YankState"), "Yanked"),
-                        **_errors("400", "401", "403", "404"),
+                        **_write_errors("400", "413"),
                     },
                 },
                 "delete": {
@@ -265,7 +286,7 @@ def openapi_document() -> dict[str, Any]:
                     "security": _WRITE,
                     "responses": {
                         "200": _json(_ref("YankState"), "Un-yanked"),
-                        **_errors("401", "403", "404"),
+                        **_write_errors(),
                     },
                 },
             },
@@ -274,7 +295,10 @@ def openapi_document() -> dict[str, Any]:
                     "operationId": "getOwners",
                     "summary": "Who may change a model (both lists empty: ownerless)",
                     "parameters": [_NAME],
-                    "responses": {"200": _json(_ref("Owners"), "The owners"), **_errors("404")},
+                    "responses": {
+                        "200": _json(_ref("Owners"), "The owners"),
+                        **_read_errors("400", "404"),
+                    },
                 }
             },
             "/api/v1/models/{name}/owners/{user}": {
@@ -286,7 +310,7 @@ def openapi_document() -> dict[str, Any]:
                     "requestBody": body["role"],
                     "responses": {
                         "200": _json(_ref("Owners"), "The owners after the change"),
-                        **_errors("400", "401", "403", "404", "409"),
+                        **_write_errors("400", "409", "413"),
                     },
                 },
                 "delete": {
@@ -296,7 +320,7 @@ def openapi_document() -> dict[str, Any]:
                     "security": _WRITE,
                     "responses": {
                         "200": _json(_ref("Owners"), "The owners after the change"),
-                        **_errors("401", "403", "404", "409"),
+                        **_write_errors("400", "409"),
                     },
                 },
             },
@@ -310,12 +334,10 @@ def openapi_document() -> dict[str, Any]:
                     "requestBody": body["token"],
                     "responses": {
                         "201": _json(_ref("NewToken"), "The token"),
-                        **_errors(
+                        **_write_errors(
                             "400",
-                            "401",
-                            "403",
-                            "404",
                             "409",
+                            "413",
                             e400="Invalid expires or user",
                             e403=_CREATE_403,
                             e409=_NO_TOKENS,
@@ -330,7 +352,7 @@ def openapi_document() -> dict[str, Any]:
                     "security": _BASIC_ONLY,
                     "responses": {
                         "200": _json(_ref("TokenList"), "The tokens, oldest first"),
-                        **_errors("401", "403", "404", "409", e409=_NO_TOKENS),
+                        **_errors("400", "401", "403", "404", "409", e409=_NO_TOKENS),
                     },
                 },
             },
@@ -343,11 +365,8 @@ def openapi_document() -> dict[str, Any]:
                     "security": _BASIC_ONLY,
                     "responses": {
                         "200": _json(_ref("RevokedToken"), "Revoked"),
-                        **_errors(
-                            "401",
-                            "403",
-                            "404",
-                            "409",
+                        **_errors(  # revoking deletes a file: never a 507
+                            *("400", "401", "403", "404", "409"),
                             e404="No such token of this model",
                             e409=_NO_TOKENS,
                         ),
@@ -358,7 +377,10 @@ def openapi_document() -> dict[str, Any]:
                 "get": {
                     "operationId": "openapi",
                     "summary": "This document",
-                    "responses": {"200": {"description": "OpenAPI 3.1 document"}},
+                    "responses": {
+                        "200": {"description": "OpenAPI 3.1 document"},
+                        **_read_errors(),
+                    },
                 }
             },
         },

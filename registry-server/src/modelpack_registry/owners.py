@@ -177,10 +177,12 @@ def has_distributions(data: DataDir, name: str) -> bool:
     return any(found == name for _, found, _ in data.distributions())
 
 
-def set_role(data: DataDir, name: str, user: str, role: str, by: str | None = None) -> Owners:
-    """Make ``user`` an owner or a maintainer of ``name`` (locked, atomic); return the result.
+def set_role(data: DataDir, name: str, user: str, role: str,
+             by: str | None = None) -> tuple[Owners, list[dict[str, Any]]]:  # fmt: skip
+    """Make ``user`` an owner or a maintainer of ``name`` (locked, atomic).
 
-    ``by`` (who asked) goes into the file's history with the change.
+    ``by`` (who asked) goes into the file's history with the change. Returns the owners
+    and the whole history as written (what ``GET .../owners`` would read right after).
 
     :raises BadRequest: unknown role or invalid user name.
     :raises Conflict: it would demote the last owner.
@@ -201,15 +203,18 @@ def set_role(data: DataDir, name: str, user: str, role: str, by: str | None = No
             maintainers.append(user)
         result = Owners(tuple(owners), tuple(maintainers))
         change = role_change(user, current.role(user), role, by)
-        write_owners(data, name, result, [*history, change])
+        history = [*history, change]
+        write_owners(data, name, result, history)
         data.bump_generation()
-    return result
+    return result, history
 
 
-def remove_user(data: DataDir, name: str, user: str, by: str | None = None) -> Owners:
-    """Remove ``user`` from the owners and maintainers of ``name``; return the result.
+def remove_user(data: DataDir, name: str, user: str,
+                by: str | None = None) -> tuple[Owners, list[dict[str, Any]]]:  # fmt: skip
+    """Remove ``user`` from the owners and maintainers of ``name``.
 
-    ``by`` (who asked) goes into the file's history with the change.
+    ``by`` (who asked) goes into the file's history with the change. Returns the owners
+    and the whole history as written, like :func:`set_role`.
 
     :raises NotFound: ``user`` is neither.
     :raises Conflict: ``user`` is the last owner.
@@ -224,9 +229,10 @@ def remove_user(data: DataDir, name: str, user: str, by: str | None = None) -> O
             raise Conflict(_last_owner(name, user, "remove them"))
         result = Owners(owners, tuple(u for u in current.maintainers if u != user))
         change = role_change(user, current.role(user), None, by)
-        write_owners(data, name, result, [*history, change])
+        history = [*history, change]
+        write_owners(data, name, result, history)
         data.bump_generation()
-    return result
+    return result, history
 
 
 def _last_owner(name: str, user: str, action: str) -> str:

@@ -176,6 +176,7 @@ def serve(config: ServeConfig) -> None:
         "keepalive": 5,
         "accesslog": "-" if config.access_log else None,
         "access_log_format": ACCESS_LOG_FORMAT,
+        "logger_class": "modelpack_registry.accesslog.AccessLogger",  # counts sendfile bytes
         "errorlog": "-",
         "loglevel": "info",
         "proc_name": "modelpack-registry",

@@ -52,6 +52,7 @@ from modelpack_registry.immutable import promoted_to, version_conflict
 from modelpack_registry.index import Index, Snapshot
 from modelpack_registry.limits import check_form, check_upload
 from modelpack_registry.maintenance import utc_now
+from modelpack_registry.pkg_info import valid_requires_python
 from modelpack_registry.receive import (
     DIGEST_FIELDS,
     IDLE_TIMEOUT,
@@ -164,7 +165,9 @@ def _receive_and_publish(environ: dict[str, Any], data: DataDir, index: Index,
         sha256=digest,
         size=form.size,
         upload_time=utc_now(),
-        requires_python=info.requires_python,
+        # PKG-INFO (or METADATA) first; twine's form field when the file says nothing
+        requires_python=info.requires_python
+        or valid_requires_python(form.fields.get("requires_python")),
         summary=info.summary,
         core_metadata_sha256=(
             hashlib.sha256(info.metadata).hexdigest() if info.metadata is not None else None

@@ -29,6 +29,7 @@ from packaging.utils import (
 from packaging.version import InvalidVersion, Version
 
 from modelpack_registry.errors import BadRequest
+from modelpack_registry.pkg_info import MAX_PKG_INFO, is_pkg_info, requires_python, zip_pkg_info
 
 __all__ = [
     "DistInfo",
@@ -153,9 +154,10 @@ def inspect_distribution(path: Path, filename: str) -> DistInfo:
         return _inspect_wheel(path, filename, name, version)
     if suffix == ".zip":
         _check_zip_members(path, filename)
+        pkg_info = zip_pkg_info(path)
     else:
-        _check_tar(path, filename)
-    return DistInfo(name, version, None, None, None)
+        pkg_info = _check_tar(path, filename)
+    return DistInfo(name, version, requires_python(pkg_info), None, None)
 
 
 def _open_zip(path: Path, filename: str) -> zipfile.ZipFile:
@@ -183,7 +185,9 @@ def _check_zip_members(path: Path, filename: str) -> None:
             _refuse_member_type(filename, info.filename, kind)
 
 
-def _check_tar(path: Path, filename: str) -> None:
+def _check_tar(path: Path, filename: str) -> bytes | None:
+    """Check every member; return the sdist's PKG-INFO (read in the same pass) if it has one."""
+    found: list[bytes] = []
     try:
         with tarfile.open(path, "r:gz") as tf:
             for member in tf:
@@ -192,8 +196,12 @@ def _check_tar(path: Path, filename: str) -> None:
                     kind = _TAR_KINDS.get(member.type, "special file")
                     link = member.linkname if member.issym() or member.islnk() else ""
                     _refuse_member_type(filename, member.name, kind, link)
+                if member.isreg() and is_pkg_info(member.name) and member.size <= MAX_PKG_INFO:
+                    extracted = tf.extractfile(member)
+                    found += [extracted.read()] if extracted is not None else []
     except (tarfile.TarError, OSError, EOFError) as exc:
         raise BadRequest(f"{filename} is not a valid .tar.gz archive: {exc}") from exc
+    return found[0] if len(found) == 1 else None
 
 
 _KINDS = {stat.S_IFLNK: "symbolic link", stat.S_IFCHR: "character device",
