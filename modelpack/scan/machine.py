@@ -20,7 +20,7 @@ import pickletools
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import IO, Any, cast
 
 from modelpack.scan.stream import Stream
 
@@ -82,6 +82,9 @@ _CONST = {"INT", "BININT", "BININT1", "BININT2", "LONG", "LONG1", "LONG4", "FLOA
           "SHORT_BINSTRING"}  # fmt: skip
 _BYTES = {"BINBYTES", "SHORT_BINBYTES", "BINBYTES8", "BYTEARRAY8"}
 _PUT = {"PUT", "BINPUT", "LONG_BINPUT"}
+_CODE2OP = {op.code.encode("latin-1"): op for op in pickletools.opcodes}
+_SIZED = {"BINBYTES": (4, False), "BINUNICODE": (4, False), "BINSTRING": (4, True),
+          "BINBYTES8": (8, False), "BYTEARRAY8": (8, False), "BINUNICODE8": (8, False)}  # fmt: skip
 _GET = {"GET", "BINGET", "LONG_BINGET"}
 
 
@@ -118,7 +121,38 @@ class Machine:
         raise Unparseable(f"the pickle ends at offset {pos} without STOP", pos, self.effects)
 
     def _ops(self) -> Iterator[tuple[Any, Any, int | None]]:
-        return pickletools.genops(self.stream)  # type: ignore[arg-type]
+        """:func:`pickletools.genops`, except that a length-prefixed argument over
+        :attr:`Stream.BIG` bytes is skipped, never read (an array's bytes)."""
+        stream = self.stream
+        while True:
+            pos = stream.tell()
+            code = stream.read(1)
+            if not code:
+                raise EOFError("pickle exhausted before seeing STOP")
+            op = _CODE2OP.get(code)
+            if op is None:
+                raise ValueError(f"no opcode {code!r}")
+            if op.name not in _SIZED:
+                yield op, op.arg.reader(cast("IO[bytes]", stream)) if op.arg else None, pos
+                continue
+            width, signed = _SIZED[op.name]
+            raw = stream.read(width)
+            if len(raw) != width:
+                raise EOFError("truncated length")
+            n = int.from_bytes(raw, "little", signed=signed)
+            if n < 0:
+                raise ValueError(f"negative length {n}")
+            if n > Stream.BIG:
+                stream.skip(n)
+                yield op, OPAQUE, pos
+                continue
+            data = stream.read(n)
+            if len(data) != n:
+                raise EOFError(f"expected {n} bytes, got {len(data)}")
+            if op.name.startswith("BINUNICODE"):
+                yield op, data.decode("utf-8", "surrogatepass"), pos
+            else:
+                yield op, data.decode("latin-1") if op.name == "BINSTRING" else data, pos
 
     # -- stack helpers, as pickle._Unpickler has them ----------------------------------
     def _pop(self) -> Any:
@@ -166,7 +200,7 @@ class Machine:
 
     def _do(self, name: str, arg: Any, pos: int) -> None:
         if name in _CONST:
-            self._push(arg)
+            self._push(arg)  # a skipped huge string is OPAQUE: no STACK_GLOBAL operand
         elif name in _BYTES:
             self._push(OPAQUE)  # large payloads are never held (see Stream.read)
         elif name in ("NONE", "NEWTRUE", "NEWFALSE", "EMPTY_LIST", "EMPTY_SET", "NEXT_BUFFER"):

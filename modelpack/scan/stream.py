@@ -1,18 +1,16 @@
 """A forward-only byte stream for the scanner: reads, skips and peeks, never holds a payload.
 
 A pickle of a big array carries its bytes as one opcode argument (``BINBYTES8``,
-``BYTEARRAY8``...) and joblib writes arrays inline; :mod:`pickletools` reads each
-argument whole. For anything over :attr:`Stream.BIG` bytes this stream skips the
-bytes (a seek, or a read-and-discard for a decompressing or zip member stream) and
-hands back an untouched anonymous mapping of the same length, so scanning a
-multi-GB file stays flat in memory.
+``BYTEARRAY8``...) and joblib writes arrays inline. The scanner skips anything over
+:attr:`Stream.BIG` bytes (a seek on a file, a read-and-discard in a decompressing or
+zip member stream) instead of reading it, so scanning a multi-GB file stays flat in
+memory; a read over that size is refused.
 """
 
 from __future__ import annotations
 
 import io
-import mmap
-from typing import IO, Any
+from typing import IO
 
 __all__ = ["Stream"]
 
@@ -34,12 +32,11 @@ class Stream:
     def tell(self) -> int:
         return self._pos
 
-    def read(self, n: int = -1) -> Any:
+    def read(self, n: int = -1) -> bytes:
         if n is None or n < 0:
             raise ValueError("unbounded read")
-        if n > self.BIG:
-            self.skip(n)
-            return mmap.mmap(-1, n)
+        if n > self.BIG:  # payloads are skipped by the caller; this is a hostile length
+            raise ValueError(f"an argument of {n} bytes")
         out = b""
         if self._pending:
             out, self._pending = self._pending[:n], self._pending[n:]
