@@ -73,7 +73,7 @@ def _kind(head: bytes) -> str:
         return "npy"
     if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
         return "zip"
-    if head[:1] == b"\x80" and len(head) > 1:
+    if head[:1] == b"\x80" and len(head) > 1 and head[1] <= 5:  # PROTO 0-5
         return "pickle"
     for name, magic in (("zlib", b"x"), ("gzip", b"\x1f\x8b"), ("bz2", b"BZh"),
                         ("lzma", b"]\x00"), ("xz", b"\xfd7zXZ"), ("lz4", b'\x04"M\x18'),
