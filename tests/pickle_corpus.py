@@ -335,9 +335,70 @@ def benign(weights: Path, package: str) -> list[str]:
     (weights / "vocab.txt").write_text("the\nof\nand\n")
     (weights / "config.json").write_text('{"layers": 3}')
     (weights / "raw.bin").write_bytes(rng.bytes(4096))
+    torch_like(weights)
     for name, (kind, obj, _) in files.items():  # everything loads back
         back = joblib.load(weights / name) if kind == "joblib" else pickle.loads(
             (weights / name).read_bytes())  # fmt: skip
         if hasattr(back, "predict"):
             assert (back.predict(x) == obj.predict(x)).all(), name
     return sorted(p.name for p in weights.iterdir())
+
+
+def torch_like(weights: Path) -> list[str]:
+    """A ``torch.save`` zip and a legacy torch file of a state dict, written the way torch
+    writes them (persistent ids for storages, ``torch._utils._rebuild_tensor_v2``), with
+    stand-in ``torch`` modules so that torch need not be installed."""
+    import collections
+    import sys
+    import types
+
+    torch = types.ModuleType("torch")
+    utils = types.ModuleType("torch._utils")
+
+    class FloatStorage:
+        pass
+
+    def _rebuild_tensor_v2(*args: Any) -> None:
+        return None
+
+    FloatStorage.__module__, FloatStorage.__qualname__ = "torch", "FloatStorage"
+    _rebuild_tensor_v2.__module__ = "torch._utils"
+    _rebuild_tensor_v2.__qualname__ = "_rebuild_tensor_v2"
+    torch.FloatStorage, utils._rebuild_tensor_v2 = FloatStorage, _rebuild_tensor_v2  # type: ignore[attr-defined]
+    sys.modules.update({"torch": torch, "torch._utils": utils})
+
+    class Storage:
+        pass
+
+    class Tensor:
+        def __reduce__(self) -> tuple[Any, ...]:
+            return (
+                _rebuild_tensor_v2,
+                (Storage(), 0, (4,), (1,), False, collections.OrderedDict()),
+            )
+
+    class TorchPickler(pickle.Pickler):
+        def persistent_id(self, obj: Any) -> Any:
+            return ("storage", FloatStorage, "0", "cpu", 4) if isinstance(obj, Storage) else None
+
+    def dumps(obj: Any) -> bytes:
+        buf = io.BytesIO()
+        TorchPickler(buf, protocol=2).dump(obj)
+        return buf.getvalue()
+
+    state = collections.OrderedDict(weight=Tensor(), bias=Tensor())
+    (weights / "torch_state.pt").write_bytes(_zip([
+        ("archive/data.pkl", dumps(state)), ("archive/byteorder", b"little"),
+        ("archive/data/0", b"\x80\x02" + b"\x00" * 14), ("archive/version", b"3\n"),
+        ("archive/.data/serialization_id", b"1234"),
+    ]))  # fmt: skip
+    sys_info = {"protocol_version": 1001, "little_endian": True,
+                "type_sizes": {"short": 2, "int": 4, "long": 4}}  # fmt: skip
+    (weights / "torch_legacy.pt").write_bytes(
+        b"".join(pickle.dumps(x, protocol=2) for x in (TORCH_MAGIC, 1001, sys_info))
+        + dumps(state)
+        + pickle.dumps(["0"], protocol=2)
+        + struct.pack("<q", 4)
+        + b"\x80\x02" * 8
+    )
+    return ["torch_state.pt", "torch_legacy.pt"]

@@ -25,7 +25,7 @@ from pickle_corpus import LOADER, TRANSFORMER, Case, malicious
 from support import BIN, Registry, modelpack, ok
 
 HERE = Path(__file__).parent
-DEPS = '"numpy>=1.24", "scikit-learn>=1.3", "joblib>=1.3"'
+DEPS = '"numpy>=1.24", "scikit-learn>=1.3", "joblib>=1.3", "torch>=2"'
 
 
 def scaffold(tmp: Path, name: str) -> tuple[Path, Path]:
@@ -127,6 +127,8 @@ def test_check_accepts_real_model_files(good_project: tuple[Path, list[str]]) ->
         assert kinds[f"pipeline_{comp}.joblib"] == [f"joblib/{comp}", "pickle"], kinds
     assert kinds["pipeline_level0.joblib"] == ["pickle"]
     assert kinds["arrays.npz"] == ["zip", "npy", "npy"]
+    assert kinds["torch_state.pt"] == ["zip", "pickle"]  # raw storages are not pickles
+    assert kinds["torch_legacy.pt"] == ["pickle"] * 5
     refs = {f"{r.module}.{r.name}" for _, r in scan_file(weights / "forest.joblib").refs}
     assert {"model_good.transformers.Center", "sklearn.tree._tree.Tree"} <= refs
 

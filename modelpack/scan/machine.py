@@ -186,8 +186,9 @@ class Machine:
         elif _CTOR.fullmatch(f"{func.module}.{func.name}"):
             # copyreg._reconstructor(cls, base, state) and __newobj__(cls, *args):
             # allowed only when cls (and base) are named globals, judged like any other.
-            targets = args[:2] if isinstance(args, tuple) else ()
-            if not targets or not all(isinstance(t, Global) for t in targets):
+            n = 2 if func.name == "_reconstructor" else 1  # (cls, base, state) / (cls, *args)
+            targets = args[:n] if isinstance(args, tuple) else ()
+            if len(targets) < n or not all(isinstance(t, Global) for t in targets):
                 self.refs.append(Ref(func.module, func.name, pos, "is called on a class the "
                                      "pickle computed instead of naming it"))  # fmt: skip
         return Call(func, args)
