@@ -201,6 +201,14 @@ def _numpy_and_joblib(add: Any, cmd: Any, evil: Any) -> None:
         obj = [np.arange(50_000, dtype=np.float64), {"step": Evil(cmd(f))}]
         add(f, save(f, lambda b, o=obj, c=comp: joblib.dump(o, b, compress=(c, 3) if c else 0)),
             "joblib", f"joblib, compress={comp}: os.system after an array")  # fmt: skip
+    f = "joblib_payload_opcodes.joblib"
+    data = save(f, lambda b: joblib.dump([np.frombuffer(b"\xaa" * 64, np.uint8)], b))
+    hidden = b"\x02cos\nsystem\n(" + v(cmd(f)) + b"tR."
+    for p in range(1, 17):  # joblib's padding: its length, then that many 0xff
+        if (old := bytes([p]) + b"\xff" * p + b"\xaa" * 64) in data:
+            # padding length 0x80 (PROTO for pickle.load), then the hidden pickle
+            data = data.replace(old, b"\x80" + hidden.ljust(0x80, b"\xff") + b"\xaa" * 64)
+    add(f, data, "pickle", "joblib array bytes that plain pickle.load runs as opcodes")
     f = "joblib_object_array.joblib"
     add(f, save(f, lambda b: joblib.dump({"x": np.ones(7), "o": objects(f)}, b)), "joblib",
         "joblib object array (a nested pickle after the wrapper)")  # fmt: skip

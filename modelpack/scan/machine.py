@@ -16,6 +16,7 @@ pickle (scanned).
 
 from __future__ import annotations
 
+import io
 import pickletools
 import re
 from collections.abc import Iterator
@@ -28,6 +29,7 @@ __all__ = ["Call", "Global", "Machine", "Ref", "Unparseable"]
 
 # A 10-byte LONG1 that legacy torch.save files start with, followed by 4 more pickles.
 TORCH_MAGIC = 0x1950A86A20F9469CFC6C
+_PROBE = 4096
 _CTOR = re.compile(r"(?:copyreg|copy_reg)\.(?:_reconstructor|__newobj__|__newobj_ex__)")
 
 
@@ -105,6 +107,9 @@ class Machine:
         :raises Unparseable: the opcodes do not form a pickle the unpickler would finish.
         """
         self.stack, self.metastack, self.memo, self.effects = [], [], {}, False
+        return self._run()
+
+    def _run(self) -> Any:
         pos = self.stream.tell()
         try:
             for op, arg, pos_ in self._ops():
@@ -326,12 +331,39 @@ class Machine:
         count = 1
         for n in shape:
             count *= n
-        if state.get("numpy_array_alignment_bytes") is not None:
-            pad = self.stream.read(1)
-            if len(pad) != 1:
-                raise EOFError("joblib padding byte missing")
-            self.stream.skip(pad[0])
-        self.stream.skip(count * (elsize or _itemsize(typestr)))
+        size = count * (elsize or _itemsize(typestr))
+        aligned = state.get("numpy_array_alignment_bytes") is not None
+        pad = self.stream.peek(1)[:1] if aligned else b""
+        total = size + (1 + pad[0] if pad else 0)
+        self._probe_payload(min(total, _PROBE))
+        self.stream.skip(total)
+
+    def _probe_payload(self, n: int) -> None:
+        """Refuse array bytes that ``pickle.load`` (not joblib) would run as opcodes.
+
+        Loaded with plain ``pickle.load``, a joblib file goes on reading opcodes where
+        joblib reads array data. Real array data stops parsing within a few bytes; this
+        reads the first *n* (at most :data:`_PROBE`) bytes on a copy of the stack and
+        memo; any global they name, a call, or a full window that parses all the way
+        is refused.
+        """
+        start = self.stream.tell()
+        window = self.stream.peek(n)
+        fork = Machine(Stream(io.BytesIO(window)))
+        fork.stack, fork.metastack = list(self.stack), [list(m) for m in self.metastack]
+        fork.memo = dict(self.memo)
+        try:
+            fork._run()
+            ended = True  # STOP: plain pickle.load returns there
+        except Unparseable as exc:
+            ended = exc.offset < len(window) - 16 or (len(window) < _PROBE and not fork.effects)
+        why = ("is named by the bytes of a joblib array, which plain pickle.load would run "
+               "as opcodes")  # fmt: skip
+        for ref in fork.refs:
+            self.refs.append(Ref(ref.module, ref.name, start + ref.offset, why))
+        if not ended:
+            self.refs.append(Ref("?", "?", start, f"the first {len(window)} bytes of a joblib array "
+                                 "parse as pickle opcodes (plain pickle.load would run them)"))  # fmt: skip
 
 
 def _is_array_wrapper(inst: Call) -> bool:
