@@ -221,8 +221,11 @@ def _gzip(data: bytes) -> bytes:
 
 
 def _zip(members: list[tuple[str, bytes]]) -> bytes:
+    import warnings
+
     buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
+    with zipfile.ZipFile(buf, "w") as zf, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a duplicated member name is the point of one case
         for name, data in members:
             zf.writestr(name, data)
     return buf.getvalue()

@@ -193,3 +193,36 @@ def test_publish_refuses_a_wheel_whose_weights_check_refuses(
     assert "nothing was uploaded" in result.stderr
     assert not list((registry.data / "packages").rglob("*.whl"))
     assert BIN.exists()
+
+
+def test_hostile_bytes_never_crash_the_scan(
+    evil_project: tuple[Path, list[Case]], good_project: tuple[Path, list[str]]
+) -> None:
+    # Mutated corpus files (bytes flipped, cut, inserted): every one is scanned to a
+    # verdict, an error or data, and judged, never an exception (a traceback for users).
+    import io
+    import random
+
+    from modelpack.scan import Policy, scan_stream
+
+    sources = [p for project in (evil_project[0], good_project[0])
+               for p in (project / "src").rglob("weights/*") if p.is_file()]  # fmt: skip
+    policy = Policy("model_evil", lambda module: None, {"numpy": "numpy"}, {})
+    rng = random.Random(13)
+    outcomes = {"errors": 0, "refs": 0, "clean": 0}
+    for _ in range(1500):
+        data = bytearray(rng.choice(sources).read_bytes()[:100_000])
+        for _ in range(rng.randint(1, 6)):
+            pos = rng.randrange(len(data) or 1)
+            roll = rng.random()
+            if roll < 0.5 and data:
+                data[pos] = rng.randrange(256)
+            elif roll < 0.75:
+                del data[pos : pos + rng.randint(1, 64)]
+            else:
+                data[pos:pos] = rng.randbytes(rng.randint(1, 16))
+        scan = scan_stream(io.BufferedReader(io.BytesIO(bytes(data))), Path("mutated"))
+        for _, ref in scan.refs:
+            policy.judge(ref.module, ref.name)
+        outcomes["errors" if scan.errors else "refs" if scan.refs else "clean"] += 1
+    assert all(outcomes.values()), outcomes  # the mutations reached every outcome

@@ -18,6 +18,7 @@ import gzip
 import io
 import lzma
 import re
+import struct
 import tarfile
 import tempfile
 import zipfile
@@ -36,6 +37,10 @@ _PICKLE_NAME = re.compile(r".*\.(pkl|pickle|joblib|pck|pcl|sav)$", re.IGNORECASE
 # torch.save zips: raw tensor storages and small text records, read by torch, never unpickled
 _TORCH_RAW = re.compile(r"(^|.*/)(data/\d+|\.data/.*|version|byteorder|\.format_version|"
                         r"\.storage_alignment)$")  # fmt: skip
+
+_DECOMPRESS_ERRORS = (OSError, EOFError, ValueError, lzma.LZMAError, zlib.error, RuntimeError)
+_READ_ERRORS = (*_DECOMPRESS_ERRORS, zipfile.BadZipFile, tarfile.TarError, NotImplementedError,
+                struct.error, KeyError, IndexError, UnicodeDecodeError, OverflowError)  # fmt: skip
 
 
 @dataclass
@@ -63,8 +68,11 @@ def scan_stream(f: IO[bytes], path: Path) -> FileScan:
     """Scan the open binary file *f* (a file on disk, or a member of a wheel) from its
     start; *path* only names it."""
     scan = FileScan(path)
-    _scan(Stream(f, seekable=isinstance(f, (io.BufferedReader, io.FileIO))), "", scan, 0,
-          strict=False, raw=f)  # fmt: skip
+    try:
+        _scan(Stream(f, seekable=isinstance(f, (io.BufferedReader, io.FileIO))), "", scan, 0,
+              strict=False, raw=f)  # fmt: skip
+    except _READ_ERRORS as exc:  # a corrupt container or stream: refused, never a traceback
+        scan.errors.append(f"unreadable ({type(exc).__name__}: {exc})")
     return scan
 
 
@@ -155,7 +163,7 @@ def _npy(stream: Stream, where: str, scan: FileScan) -> None:
 def _zip(f: IO[bytes], where: str, scan: FileScan, depth: int) -> None:
     try:
         zf = zipfile.ZipFile(f)
-    except (zipfile.BadZipFile, OSError) as exc:
+    except _READ_ERRORS as exc:
         scan.errors.append(f"{where}an unreadable zip archive ({exc})")
         return
     with zf:
@@ -168,14 +176,14 @@ def _zip(f: IO[bytes], where: str, scan: FileScan, depth: int) -> None:
                 with zf.open(info) as member:
                     _scan(Stream(member, seekable=False), label, scan, depth + 1,
                           strict=bool(_PICKLE_NAME.match(info.filename)))  # fmt: skip
-            except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError) as exc:
-                scan.errors.append(f"{label}unreadable ({exc})")
+            except _READ_ERRORS as exc:
+                scan.errors.append(f"{label}unreadable ({type(exc).__name__}: {exc})")
 
 
 def _tar(f: IO[bytes], where: str, scan: FileScan, depth: int) -> None:
     try:
         tf = tarfile.open(fileobj=f, mode="r:")
-    except (tarfile.TarError, OSError) as exc:
+    except _READ_ERRORS as exc:
         scan.errors.append(f"{where}an unreadable tar archive ({exc})")
         return
     with tf:
@@ -268,9 +276,6 @@ def _open_compressed(kind: str, raw: IO[bytes]) -> IO[bytes]:
     import lz4.frame  # type: ignore[import-not-found,import-untyped,unused-ignore]
 
     return lz4.frame.LZ4FrameFile(raw, "rb")  # type: ignore[no-any-return]
-
-
-_DECOMPRESS_ERRORS = (OSError, EOFError, ValueError, lzma.LZMAError, zlib.error, RuntimeError)
 
 
 def _compressed(kind: str, stream: Stream, where: str, scan: FileScan, depth: int) -> None:
