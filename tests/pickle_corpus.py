@@ -344,6 +344,7 @@ def benign(weights: Path, package: str) -> list[str]:
     np.savez(weights / "arrays.npz", a=np.arange(4.0), b=np.eye(3))
     np.savez_compressed(weights / "arrays_compressed.npz", a=np.arange(4.0))
     (weights / "vocab.txt").write_text("the\nof\nand\n")
+    (weights / "classes.txt").write_text("cat\ndog\nbird\n")  # reads as GLOBAL cat.dog, then fails
     (weights / "config.json").write_text('{"layers": 3}')
     (weights / "raw.bin").write_bytes(rng.bytes(4096))
     torch_like(weights)

@@ -85,9 +85,10 @@ def test_declared_but_unused_dependency_is_a_warning(project: Path) -> None:
 
 
 def write_pickle(project: Path, name: str, module: str, qualname: str) -> Path:
-    # A protocol-0 pickle that names module.qualname; it is never loaded.
+    # A pickle that names module.qualname and calls it (GLOBAL, EMPTY_TUPLE, NEWOBJ);
+    # it is never loaded.
     path = pkg(project) / "weights" / name
-    path.write_bytes(f"c{module}\n{qualname}\n)\x81.".encode())
+    path.write_bytes(f"c{module}\n{qualname}\n".encode() + b")\x81.")
     return path
 
 

@@ -8,77 +8,33 @@ else as an opaque object), so ``STACK_GLOBAL`` gets exactly the operands the rea
 unpickler would give it, however the strings were pushed, popped, duplicated or
 memoized around others.
 
-Joblib's inline arrays are followed as :class:`joblib.numpy_pickle.NumpyUnpickler`
-reads them: after the ``BUILD`` of a ``NumpyArrayWrapper`` come the array's raw bytes
-(skipped by the size its shape and dtype declare) or, for an object array, a nested
-pickle (scanned).
+Joblib's inline arrays, after the ``BUILD`` of a ``NumpyArrayWrapper``, are handled by
+:mod:`.joblib_arrays`.
 """
 
 from __future__ import annotations
 
-import io
 import pickletools
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any, cast
 
+from modelpack.scan.joblib_arrays import array_payload, is_array_wrapper
 from modelpack.scan.stream import Stream
+from modelpack.scan.values import OPAQUE, Call, Global, Ref, Unparseable
 
-__all__ = ["Call", "Global", "Machine", "Ref", "Unparseable"]
+__all__ = ["TORCH_MAGIC", "Call", "Global", "Machine", "Ref", "Unparseable"]
 
 # A 10-byte LONG1 that legacy torch.save files start with, followed by 4 more pickles.
 TORCH_MAGIC = 0x1950A86A20F9469CFC6C
-_PROBE = 4096
 _CTOR = re.compile(r"(?:copyreg|copy_reg)\.(?:_reconstructor|__newobj__|__newobj_ex__)")
 
 
-class Unparseable(Exception):
-    """The stream is not a pickle the unpickler would read to its end."""
-
-    def __init__(self, message: str, offset: int, effects: bool) -> None:
-        super().__init__(message)
-        self.offset = offset
-        self.effects = effects
-        """Whether opcodes that import or call had already been read."""
-
-
-@dataclass(frozen=True)
-class Global:
-    module: str
-    name: str
-
-
-@dataclass
-class Call:
-    """An object the unpickler made by calling *func* (or the unknown result of one)."""
-
-    func: Any
-    args: Any = None
-    state: Any = None
-
-
-class _Mark:
-    pass
-
-
-MARK = _Mark()
-OPAQUE = object()
-
-
-@dataclass(frozen=True)
-class Ref:
-    """One global the stream makes the unpickler import, or a call it cannot vouch for."""
-
-    module: str
-    name: str
-    offset: int
-    problem: str = ""
-    """Non-empty when the call itself is refused (whatever the global is)."""
-
-
-_SIDE_EFFECTS = {"GLOBAL", "STACK_GLOBAL", "INST", "OBJ", "REDUCE", "BUILD", "NEWOBJ",
-                 "NEWOBJ_EX", "EXT1", "EXT2", "EXT4", "PERSID", "BINPERSID"}  # fmt: skip
+# Opcodes that call something (a global, a persistent_load, the extension registry):
+# a stream that fails after one of these has run code; before, it imported at most.
+_SIDE_EFFECTS = {"INST", "OBJ", "REDUCE", "NEWOBJ", "NEWOBJ_EX", "EXT1", "EXT2", "EXT4",
+                 "PERSID", "BINPERSID"}  # fmt: skip
 _CONST = {"INT", "BININT", "BININT1", "BININT2", "LONG", "LONG1", "LONG4", "FLOAT", "BINFLOAT",
           "UNICODE", "SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "STRING", "BINSTRING",
           "SHORT_BINSTRING"}  # fmt: skip
@@ -107,9 +63,10 @@ class Machine:
         :raises Unparseable: the opcodes do not form a pickle the unpickler would finish.
         """
         self.stack, self.metastack, self.memo, self.effects = [], [], {}, False
-        return self._run()
+        return self.run()
 
-    def _run(self) -> Any:
+    def run(self) -> Any:
+        """Go on reading from the current stack, mark stack and memo up to STOP."""
         pos = self.stream.tell()
         try:
             for op, arg, pos_ in self._ops():
@@ -201,7 +158,7 @@ class Machine:
     # -- one opcode ---------------------------------------------------------------------
     def _step(self, name: str, arg: Any, pos: int) -> None:
         self._do(name, arg, pos)
-        if name in _SIDE_EFFECTS:  # only once it did import or call
+        if name in _SIDE_EFFECTS:  # only once it did call
             self.effects = True
 
     def _do(self, name: str, arg: Any, pos: int) -> None:
@@ -291,9 +248,9 @@ class Machine:
             inst = self._top()
             if isinstance(inst, Call):
                 inst.state = state
-                if _is_array_wrapper(inst):
+                if is_array_wrapper(inst):
                     self.stack[-1] = OPAQUE
-                    self._array_payload(inst, pos)
+                    array_payload(self, inst, pos)
         elif name in ("EXT1", "EXT2", "EXT4"):
             self.refs.append(Ref("copyreg", f"extension code {arg}", pos,
                                  "names a class through the copyreg extension registry"))  # fmt: skip
@@ -309,92 +266,6 @@ class Machine:
                 raise ValueError(f"unsupported pickle protocol {arg}")
         else:
             raise ValueError(f"opcode {name} is not handled")
-
-    # -- joblib -------------------------------------------------------------------------
-    def _array_payload(self, wrapper: Call, pos: int) -> None:
-        """Skip (or scan) what joblib's NumpyUnpickler reads after this wrapper's BUILD."""
-        state = wrapper.state if isinstance(wrapper.state, dict) else {}
-        dtype = state.get("dtype")
-        shape = state.get("shape")
-        typestr, elsize, flags = _dtype_parts(dtype)
-        if (
-            typestr is None
-            or not isinstance(shape, tuple)
-            or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape)
-        ):
-            raise Unparseable(f"a joblib array at offset {pos} does not declare a readable "
-                              "shape and dtype, so its payload cannot be skipped", pos, True)  # fmt: skip
-        if typestr.lstrip("<>|=").startswith("O") or flags & 1:
-            nested = Machine(self.stream, self.refs)  # object array: a whole pickle follows
-            nested.load()
-            return
-        count = 1
-        for n in shape:
-            count *= n
-        size = count * (elsize or _itemsize(typestr))
-        aligned = state.get("numpy_array_alignment_bytes") is not None
-        pad = self.stream.peek(1)[:1] if aligned else b""
-        total = size + (1 + pad[0] if pad else 0)
-        self._probe_payload(min(total, _PROBE))
-        self.stream.skip(total)
-
-    def _probe_payload(self, n: int) -> None:
-        """Refuse array bytes that ``pickle.load`` (not joblib) would run as opcodes.
-
-        Loaded with plain ``pickle.load``, a joblib file goes on reading opcodes where
-        joblib reads array data. Real array data stops parsing within a few bytes; this
-        reads the first *n* (at most :data:`_PROBE`) bytes on a copy of the stack and
-        memo; any global they name, a call, or a full window that parses all the way
-        is refused.
-        """
-        start = self.stream.tell()
-        window = self.stream.peek(n)
-        fork = Machine(Stream(io.BytesIO(window)))
-        fork.stack, fork.metastack = list(self.stack), [list(m) for m in self.metastack]
-        fork.memo = dict(self.memo)
-        try:
-            fork._run()
-            ended = True  # STOP: plain pickle.load returns there
-        except Unparseable as exc:
-            ended = exc.offset < len(window) - 16 or (len(window) < _PROBE and not fork.effects)
-        why = ("is named by the bytes of a joblib array, which plain pickle.load would run "
-               "as opcodes")  # fmt: skip
-        for ref in fork.refs:
-            self.refs.append(Ref(ref.module, ref.name, start + ref.offset, why))
-        if not ended:
-            self.refs.append(Ref("?", "?", start, f"the first {len(window)} bytes of a joblib array "
-                                 "parse as pickle opcodes (plain pickle.load would run them)"))  # fmt: skip
-
-
-def _is_array_wrapper(inst: Call) -> bool:
-    cls = inst.func
-    if isinstance(cls, Global) and _CTOR.fullmatch(f"{cls.module}.{cls.name}"):
-        cls = inst.args[0] if isinstance(inst.args, tuple) and inst.args else None
-    return (
-        isinstance(cls, Global)
-        and cls.name == "NumpyArrayWrapper"
-        and cls.module in ("joblib.numpy_pickle", "sklearn.externals.joblib.numpy_pickle")
-    )
-
-
-def _dtype_parts(dtype: Any) -> tuple[str | None, int, int]:
-    """``numpy.dtype('f8', False, True)`` + its BUILD state -> ('f8', elsize, flags)."""
-    if not isinstance(dtype, Call) or not isinstance(dtype.args, tuple) or not dtype.args:
-        return None, 0, 0
-    typestr = dtype.args[0]
-    if not isinstance(typestr, str):
-        return None, 0, 0
-    st = dtype.state if isinstance(dtype.state, tuple) else ()
-    elsize = st[5] if len(st) > 5 and isinstance(st[5], int) and st[5] > 0 else 0
-    flags = st[7] if len(st) > 7 and isinstance(st[7], int) else 0
-    return typestr, elsize, flags
-
-
-def _itemsize(typestr: str) -> int:
-    m = re.fullmatch(r"[<>|=]?([biufcmMSaVU])(\d+)", typestr)
-    if not m:
-        raise ValueError(f"cannot size the numpy dtype {typestr!r}")
-    return int(m.group(2)) * (4 if m.group(1) == "U" else 1)
 
 
 def _as_dict(items: list[Any]) -> dict[Any, Any]:

@@ -8,7 +8,9 @@ what checking refuses.
 from __future__ import annotations
 
 import hashlib
+import io
 import re
+import struct
 import zipfile
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager
@@ -171,7 +173,55 @@ def project_files(
 def wheel_files(
     zf: zipfile.ZipFile, names: Iterable[str], prefix: str
 ) -> list[tuple[str, str, Opener]]:
+    """The weights of an open wheel; a stored member (modelpack stores weights) opens as
+    a seekable window on the wheel file, so array payloads are skipped, not read."""
+
     def opener(n: str) -> AbstractContextManager[IO[bytes]]:
+        info = zf.getinfo(n)
+        if info.compress_type == zipfile.ZIP_STORED and zf.filename:
+            with open(zf.filename, "rb") as f:
+                f.seek(info.header_offset)
+                head = f.read(30)
+            if head[:4] == b"PK\x03\x04":
+                name_len, extra_len = struct.unpack("<HH", head[26:30])
+                start = info.header_offset + 30 + name_len + extra_len
+                return io.BufferedReader(_Window(zf.filename, start, info.file_size), 1 << 20)
         return zf.open(n)
 
     return [(n, n.removeprefix(prefix), lambda n=n: opener(n)) for n in names]
+
+
+class _Window(io.RawIOBase):
+    """Bytes *start* to *start + size* of the file at *path*, read-only and seekable."""
+
+    def __init__(self, path: str, start: int, size: int) -> None:
+        self._f = open(path, "rb")
+        self._start, self._size, self._pos = start, size, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        n = min(len(b), self._size - self._pos)
+        if n <= 0:
+            return 0
+        self._f.seek(self._start + self._pos)
+        data = self._f.read(n)
+        b[: len(data)] = data
+        self._pos += len(data)
+        return len(data)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def close(self) -> None:
+        self._f.close()
+        super().close()
