@@ -170,6 +170,13 @@ def malicious(weights: Path, markers: Path, package: str) -> list[Case]:
     add(f, _zip([("archive/data.pkl", pickle.dumps({}, 2)), ("archive/data/0", b"\x80\x02" * 8),
                  ("archive/constants.pkl", evil(f, 2))]), "zip:archive/constants.pkl",
         "a torch zip member other than data.pkl that is a pickle")  # fmt: skip
+    f = "tar_polyglot.tar"  # a valid tar whose first member's name is a pickle
+    name = f"cos\nsystem\n(Vtouch markers/{f}\ntR."
+    add(f, _tar([(name, b"weights")]), "pickle", "a tar that pickle.load reads as a pickle")
+    f = "bz2_polyglot.pkl"  # "BZh9" + 0 is BINBYTES of 3.7 MB to pickle.load, then a pickle
+    filler = int.from_bytes(b"Zh9\x00", "little")
+    add(f, b"BZh9\x00" + b"\x00" * filler + f"0cos\nsystem\n(V{cmd(f)}\ntR.".encode(),
+        "pickle", "bz2 magic that does not decompress: BINBYTES, then a pickle")  # fmt: skip
     f = "legacy_torch.tar"
     add(f, _tar([("sys_info", pickle.dumps(sys_info, 2)), ("pickle", evil(f, 2))]),
         "tar:pickle", "the oldest torch.save layout (tar)")  # fmt: skip

@@ -38,6 +38,8 @@ _PICKLE_NAME = re.compile(r".*\.(pkl|pickle|joblib|pck|pcl|sav)$", re.IGNORECASE
 _TORCH_RAW = re.compile(r"(^|.*/)(data/\d+|\.data/.*|version|byteorder|\.format_version|"
                         r"\.storage_alignment)$")  # fmt: skip
 
+_COMPRESSED = ("zlib", "gzip", "bz2", "lzma", "xz", "lz4", "zfile")
+_HEAD = 5 << 20  # a whole first block of any of them (bz2: 900 kB, lz4: 4 MiB)
 _DECOMPRESS_ERRORS = (OSError, EOFError, ValueError, lzma.LZMAError, zlib.error, RuntimeError)
 _READ_ERRORS = (*_DECOMPRESS_ERRORS, zipfile.BadZipFile, tarfile.TarError, NotImplementedError,
                 struct.error, KeyError, IndexError, UnicodeDecodeError, OverflowError)  # fmt: skip
@@ -106,13 +108,20 @@ def _scan(stream: Stream, where: str, scan: FileScan, depth: int, *, strict: boo
     if kind == "npy":
         scan.kinds.append("npy")
         _npy(stream, where, scan)
-    elif kind in ("zip", "tar"):
+    elif kind == "zip":
         scan.kinds.append(kind)
         with _seekable(stream, raw) as f:
-            (_zip if kind == "zip" else _tar)(f, where, scan, depth)
-    elif kind in ("zlib", "gzip", "bz2", "lzma", "xz", "lz4", "zfile"):
+            _zip(f, where, scan, depth)
+    elif kind == "tar":
+        scan.kinds.append(kind)
+        with _seekable(stream, raw) as f:
+            # a tar header starts with a member's name: pickle.load reads that as opcodes
+            _pickles(Stream(f, seekable=True), where, scan, strict=False)
+            f.seek(0)
+            _tar(f, where, scan, depth)
+    elif kind in _COMPRESSED and _decompresses(kind, stream.peek(_HEAD)):
         _compressed(kind, stream, where, scan, depth)
-    else:
+    else:  # a pickle, or not (a compression magic that does not decompress is an opcode too)
         _pickles(stream, where, scan, strict=strict or kind == "pickle")
 
 
@@ -260,6 +269,28 @@ class _ZlibReader(io.RawIOBase):
         n = min(len(b), len(self._buf))
         b[:n], self._buf = self._buf[:n], self._buf[n:]
         return n
+
+
+def _decompresses(kind: str, head: bytes) -> bool:
+    """Whether the first bytes really start a *kind* stream (else they are read as opcodes:
+    ``BZh`` is BINBYTES with a 3 MB length to ``pickle.load``)."""
+    if kind == "zfile":
+        head = head[max(head.find(b"x", 2), 2) :]
+    try:
+        if kind in ("zlib", "zfile", "gzip"):
+            return bool(zlib.decompressobj(31 if kind == "gzip" else 15).decompress(head, 1))
+        if kind == "bz2":
+            return bool(bz2.BZ2Decompressor().decompress(head, 1))
+        if kind in ("lzma", "xz"):
+            fmt = lzma.FORMAT_ALONE if kind == "lzma" else lzma.FORMAT_XZ
+            return bool(lzma.LZMADecompressor(fmt).decompress(head, 1))
+        import lz4.frame  # type: ignore[import-not-found,import-untyped,unused-ignore]
+
+        return bool(lz4.frame.LZ4FrameDecompressor().decompress(head, max_length=1))
+    except ImportError:
+        return True  # reported by _compressed, with what to install
+    except _DECOMPRESS_ERRORS:  # (lz4 raises RuntimeError)
+        return False
 
 
 def _open_compressed(kind: str, raw: IO[bytes]) -> IO[bytes]:
