@@ -226,3 +226,45 @@ def test_hostile_bytes_never_crash_the_scan(
             policy.judge(ref.module, ref.name)
         outcomes["errors" if scan.errors else "refs" if scan.refs else "clean"] += 1
     assert all(outcomes.values()), outcomes  # the mutations reached every outcome
+
+
+PACKAGE_SOURCE = {
+    "pkg": ("from .model import Model\nfrom . import helpers\n", True),
+    "pkg.model": (
+        "try:\n    import torch\nexcept ImportError:\n    torch = None\n"
+        "if True:\n    class Model:\n        class Inner:\n            pass\n"
+        "    def make():\n        pass\n"
+        "import os\nfrom os import system as run_it\nfrom .helpers import *\nAlias = Model\n",
+        False,
+    ),
+    "pkg.helpers": ("import subprocess\ndef helper():\n    pass\n", False),
+}
+
+
+@pytest.mark.parametrize(
+    ("module", "name", "judged_as"),
+    [("pkg.model", "Model", None), ("pkg.model", "Model.Inner", None), ("pkg.model", "make", None),
+     ("pkg", "Model", None), ("pkg", "helpers.helper", None), ("pkg.model", "helper", None),
+     ("pkg.model", "os.system", "os.system"), ("pkg.model", "run_it", "os.system"),
+     ("pkg.model", "subprocess.call", "subprocess.call"),
+     ("pkg", "helpers.subprocess.call", "subprocess.call"),
+     ("pkg.model", "Alias", "pkg.model.Alias"),
+     ("pkg.model", "Model.__init__.__globals__", "pkg.model.Model.__init__.__globals__"),
+     ("pkg.nowhere", "X", "pkg.nowhere.X"),
+     ("numpy", "ndarray", None), ("numpy._core.multiarray", "_reconstruct", None),
+     ("numpy", "load", "numpy.load"), ("numpy.testing._private.utils", "runstring", "numpy.testing._private.utils.runstring"),
+     ("numpy", "lib.npyio.os.system", "numpy.lib.npyio.os.system"),
+     ("__builtin__", "set", None), ("copy_reg", "_reconstructor", None),
+     ("exceptions", "ValueError", "builtins.ValueError"), ("itertools", "izip", "builtins.zip"),
+     ("__main__", "Step", "__main__.Step"), ("requests", "get", "requests.get")],
+)  # fmt: skip
+def test_policy_resolves_names_as_the_unpickler_would(
+    module: str, name: str, judged_as: str | None
+) -> None:
+    # The package's own source is read with ast; a name it imports is judged where it
+    # comes from. Python 2 names go through fix_imports. None means allowed.
+    from modelpack.scan import Policy
+
+    policy = Policy("pkg", PACKAGE_SOURCE.get, {"numpy": "numpy"}, {"requests": ["requests"]})
+    verdict = policy.judge(module, name)
+    assert (verdict.name if verdict else None) == judged_as, verdict

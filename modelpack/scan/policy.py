@@ -196,11 +196,30 @@ def _absolute(target: str, module: str, is_package: bool) -> str:
     return ".".join(parts[: max(keep, 0)] + ([rest] if rest else []))
 
 
+def _flat(body: list[ast.stmt]) -> list[ast.stmt]:
+    """*body* with the statements of top-level ``if``/``try``/``with`` blocks inlined."""
+    out: list[ast.stmt] = []
+    for node in body:
+        if isinstance(node, ast.If):
+            out += _flat(node.body) + _flat(node.orelse)
+        elif isinstance(node, ast.Try):
+            out += _flat(node.body)
+            for handler in node.handlers:
+                out += _flat(handler.body)
+            out += _flat(node.orelse) + _flat(node.finalbody)
+        elif isinstance(node, ast.With):
+            out += _flat(node.body)
+        else:
+            out.append(node)
+    return out
+
+
 def _binding(body: list[ast.stmt], name: str) -> ast.AST | tuple[str, str | None] | None:
     """The last top-level statement of *body* that binds *name*: a def or class, an
     import as ``(module, attribute or None)``, or an assignment (returned as-is)."""
     found: ast.AST | tuple[str, str | None] | None = None
-    for node in body:
+    star: tuple[str, str | None] | None = None  # `from x import *`: only if nothing else binds it
+    for node in _flat(body):
         if isinstance(node, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
             if node.name == name:
                 found = node
@@ -210,11 +229,13 @@ def _binding(body: list[ast.stmt], name: str) -> ast.AST | tuple[str, str | None
                     found = (alias.name if alias.asname else name, None)
         elif isinstance(node, ast.ImportFrom):
             for alias in node.names:
-                if alias.name == "*" or (alias.asname or alias.name) == name:
-                    attr = name if alias.name == "*" else alias.name
-                    found = ("." * node.level + (node.module or ""), attr)
+                origin = "." * node.level + (node.module or "")
+                if alias.name == "*":
+                    star = star or (origin, name)
+                elif (alias.asname or alias.name) == name:
+                    found = (origin, alias.name)
         elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
             if any(isinstance(t, ast.Name) and t.id == name for t in targets):
                 found = node
-    return found
+    return found if found is not None else star
