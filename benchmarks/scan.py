@@ -8,7 +8,9 @@ Writes, in a temporary folder, a joblib file of a dict holding float64 arrays of
 saved), a ``.npy`` of --size bytes, a protocol-5 pickle of an array of --size bytes,
 and the joblib file again inside a wheel-like zip (stored, as ``modelpack build``
 writes weights: ``publish`` scans them there). With --compressed, a zlib joblib file
-of that size (compress=3) too; its baseline is decompressing it.
+of that size (compress=3) too; its baseline is decompressing it. Last, a pickle of a
+dict of a million short strings (3 million opcodes, 17 MiB), against unpickling it:
+the scan runs every opcode in Python, so this is its slow case.
 
 For each file the baseline is reading it to the end in 1 MiB blocks (``cat > /dev/null``
 from Python), measured in the same run, with the page cache warm for both; the scan is
@@ -21,6 +23,7 @@ must be decompressed to be read at all.
 from __future__ import annotations
 
 import argparse
+import pickle
 import statistics
 import tempfile
 import time
@@ -68,6 +71,11 @@ def scan_member(path: Path) -> None:
     assert not result.errors and result.refs, result.errors
 
 
+def unpickle(path: Path) -> None:
+    with path.open("rb") as f:
+        pickle.load(f)
+
+
 def checked_scan(path: Path) -> None:
     result = scan_file(path)
     assert not result.errors, result.errors
@@ -86,8 +94,6 @@ def main() -> int:
     ap.add_argument("--compressed", default="", help="also a zlib joblib file of this size")
     args = ap.parse_args()
     size = parse_size(args.size)
-
-    import pickle
 
     import joblib
     import numpy as np
@@ -112,6 +118,9 @@ def main() -> int:
         with zipfile.ZipFile(whl, "w", zipfile.ZIP_STORED) as zf:
             zf.write(jl, "model/weights/model.joblib")
         files["joblib in a wheel (publish)"] = (whl, read_member, scan_member)
+        vocab = root / "vocab.pkl"  # many small opcodes instead of a few large ones
+        vocab.write_bytes(pickle.dumps({f"token{i}": i for i in range(1_000_000)}, protocol=4))
+        files["dict of 1M str->int (pickle.load)"] = (vocab, unpickle, checked_scan)
         if args.compressed:
             cn = parse_size(args.compressed) // 8
             cz = root / "model_zlib.joblib"
@@ -129,7 +138,8 @@ def main() -> int:
             b, s = statistics.median(bases), statistics.median(scans)
             mib = path.stat().st_size / (1 << 20)
             print(f"{label:<34} {mib:>6.0f}MiB {b:>11.3f} {s:>8.3f} {s / b:>13.2f}x")
-    print("baseline: reading the file to the end (zip: the member; zlib: decompressing it)")
+    print("baseline: reading the file to the end (zip: the member; zlib: decompressing it;"
+          " the dict: unpickling it)")  # fmt: skip
     return 0
 
 

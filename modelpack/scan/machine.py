@@ -18,7 +18,7 @@ import pickletools
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import IO, Any, cast
+from typing import Any
 
 from modelpack.scan.joblib_arrays import array_payload, is_array_wrapper
 from modelpack.scan.stream import Stream
@@ -40,9 +40,27 @@ _CONST = {"INT", "BININT", "BININT1", "BININT2", "LONG", "LONG1", "LONG4", "FLOA
           "SHORT_BINSTRING"}  # fmt: skip
 _BYTES = {"BINBYTES", "SHORT_BINBYTES", "BINBYTES8", "BYTEARRAY8"}
 _PUT = {"PUT", "BINPUT", "LONG_BINPUT"}
-_CODE2OP = {op.code.encode("latin-1"): op for op in pickletools.opcodes}
-_SIZED = {"BINBYTES": (4, False), "BINUNICODE": (4, False), "BINSTRING": (4, True),
-          "BINBYTES8": (8, False), "BYTEARRAY8": (8, False), "BINUNICODE8": (8, False)}  # fmt: skip
+_NO_ARG, _READER, _INT, _SIZED = range(4)
+# width in bytes, signed, and the decoding of a length-prefixed argument
+_FAST = {"BININT1": (_INT, 1, False, None), "BINPUT": (_INT, 1, False, None),
+         "BINGET": (_INT, 1, False, None), "BININT2": (_INT, 2, False, None),
+         "BININT": (_INT, 4, True, None), "LONG_BINPUT": (_INT, 4, False, None),
+         "LONG_BINGET": (_INT, 4, False, None),
+         "SHORT_BINUNICODE": (_SIZED, 1, False, "utf-8"), "BINUNICODE": (_SIZED, 4, False, "utf-8"),
+         "BINUNICODE8": (_SIZED, 8, False, "utf-8"), "SHORT_BINSTRING": (_SIZED, 1, False, "latin-1"),
+         "BINSTRING": (_SIZED, 4, True, "latin-1"), "SHORT_BINBYTES": (_SIZED, 1, False, None),
+         "BINBYTES": (_SIZED, 4, False, None), "BINBYTES8": (_SIZED, 8, False, None),
+         "BYTEARRAY8": (_SIZED, 8, False, None)}  # fmt: skip
+_TABLE: dict[bytes, tuple[str, int, int, bool, Any]] = {
+    op.code.encode("latin-1"): (
+        (op.name, *_FAST[op.name][:3], _FAST[op.name][3])
+        if op.name in _FAST
+        else (op.name, _READER, 0, False, op.arg.reader)
+        if op.arg
+        else (op.name, _NO_ARG, 0, False, None)
+    )
+    for op in pickletools.opcodes
+}
 _GET = {"GET", "BINGET", "LONG_BINGET"}
 
 
@@ -69,11 +87,13 @@ class Machine:
         """Go on reading from the current stack, mark stack and memo up to STOP."""
         pos = self.stream.tell()
         try:
-            for op, arg, pos_ in self._ops():
-                pos = pos_ if pos_ is not None else pos
-                if op.name == "STOP":
+            do, side_effects = self._do, _SIDE_EFFECTS
+            for name, arg, pos in self._ops():
+                if name == "STOP":
                     return self._pop()
-                self._step(op.name, arg, pos)
+                do(name, arg, pos)
+                if name in side_effects:  # only once it did call
+                    self.effects = True
         except Unparseable:
             raise
         except (ValueError, IndexError, EOFError, UnicodeDecodeError, TypeError, KeyError,
@@ -82,39 +102,48 @@ class Machine:
                               self.effects) from exc  # fmt: skip
         raise Unparseable(f"the pickle ends at offset {pos} without STOP", pos, self.effects)
 
-    def _ops(self) -> Iterator[tuple[Any, Any, int | None]]:
-        """:func:`pickletools.genops`, except that a length-prefixed argument over
-        :attr:`Stream.BIG` bytes is skipped, never read (an array's bytes)."""
+    def _ops(self) -> Iterator[tuple[str, Any, int]]:
+        """(name, argument, offset) per opcode, as :func:`pickletools.genops` reads them,
+        except that a length-prefixed argument over :attr:`Stream.BIG` bytes is skipped,
+        never read (an array's bytes)."""
         stream = self.stream
+        read, table = stream.read, _TABLE
         while True:
-            pos = stream.tell()
-            code = stream.read(1)
-            if not code:
-                raise EOFError("pickle exhausted before seeing STOP")
-            op = _CODE2OP.get(code)
-            if op is None:
-                raise ValueError(f"no opcode {code!r}")
-            if op.name not in _SIZED:
-                yield op, op.arg.reader(cast("IO[bytes]", stream)) if op.arg else None, pos
+            buf, off = stream._buf, stream._off
+            if off < len(buf):  # the common case, without a call (3 million opcodes: 0.5 s)
+                pos = stream._pos
+                entry = table.get(buf[off : off + 1])
+                stream._off, stream._pos = off + 1, pos + 1
+            else:
+                pos = stream.tell()
+                entry = table.get(read(1))
+            if entry is None:
+                raise EOFError("pickle exhausted before seeing STOP") if stream.tell() == pos \
+                    else ValueError("not an opcode")  # fmt: skip
+            name, kind, width, signed, extra = entry
+            if kind == _NO_ARG:
+                yield name, None, pos
                 continue
-            width, signed = _SIZED[op.name]
-            raw = stream.read(width)
+            if kind == _READER:
+                yield name, extra(stream), pos
+                continue
+            raw = read(width)
             if len(raw) != width:
-                raise EOFError("truncated length")
+                raise EOFError("truncated argument")
             n = int.from_bytes(raw, "little", signed=signed)
+            if kind == _INT:
+                yield name, n, pos
+                continue
             if n < 0:
                 raise ValueError(f"negative length {n}")
             if n > Stream.BIG:
                 stream.skip(n)
-                yield op, OPAQUE, pos
+                yield name, OPAQUE, pos
                 continue
-            data = stream.read(n)
+            data = read(n)
             if len(data) != n:
                 raise EOFError(f"expected {n} bytes, got {len(data)}")
-            if op.name.startswith("BINUNICODE"):
-                yield op, data.decode("utf-8", "surrogatepass"), pos
-            else:
-                yield op, data.decode("latin-1") if op.name == "BINSTRING" else data, pos
+            yield name, data.decode(extra, "surrogatepass") if extra else data, pos
 
     # -- stack helpers, as pickle._Unpickler has them ----------------------------------
     def _pop(self) -> Any:
@@ -156,14 +185,20 @@ class Machine:
         return Call(func, args)
 
     # -- one opcode ---------------------------------------------------------------------
-    def _step(self, name: str, arg: Any, pos: int) -> None:
-        self._do(name, arg, pos)
-        if name in _SIDE_EFFECTS:  # only once it did call
-            self.effects = True
-
     def _do(self, name: str, arg: Any, pos: int) -> None:
         if name in _CONST:
             self._push(arg)  # a skipped huge string is OPAQUE: no STACK_GLOBAL operand
+        elif name in _PUT:
+            if int(arg) < 0:
+                raise ValueError("negative memo index")
+            self.memo[int(arg)] = self._top()
+        elif name == "MEMOIZE":
+            self.memo[len(self.memo)] = self._top()
+        elif name in _GET:
+            self._push(self.memo[int(arg)])
+        elif name == "MARK":
+            self.metastack.append(self.stack)
+            self.stack = []
         elif name in _BYTES:
             self._push(OPAQUE)  # large payloads are never held (see Stream.read)
         elif name in ("NONE", "NEWTRUE", "NEWFALSE", "EMPTY_LIST", "EMPTY_SET", "NEXT_BUFFER"):
@@ -205,17 +240,6 @@ class Machine:
             self._pop_mark()
         elif name == "DUP":
             self._push(self._top())
-        elif name == "MARK":
-            self.metastack.append(self.stack)
-            self.stack = []
-        elif name in _PUT:
-            if int(arg) < 0:
-                raise ValueError("negative memo index")
-            self.memo[int(arg)] = self._top()
-        elif name == "MEMOIZE":
-            self.memo[len(self.memo)] = self._top()
-        elif name in _GET:
-            self._push(self.memo[int(arg)])
         elif name == "GLOBAL":
             module, qual = str(arg).split(" ", 1)
             self._push(self._global(module, qual, pos))
