@@ -49,7 +49,7 @@ _READ_ERRORS = (*_DECOMPRESS_ERRORS, zipfile.BadZipFile, tarfile.TarError, NotIm
 class FileScan:
     path: Path
     kinds: list[str] = field(default_factory=list)
-    """What was found, outermost first: ``pickle``, ``joblib/zlib``, ``npy``, ``zip``..."""
+    """What was found, outermost first: ``pickle``, ``zlib``, ``npy``, ``zip``, ``tar``..."""
     refs: list[tuple[str, Ref]] = field(default_factory=list)
     """Every global imported, with where (``member NAME, offset N``)."""
     errors: list[str] = field(default_factory=list)
@@ -327,7 +327,7 @@ def _compressed(kind: str, stream: Stream, where: str, scan: FileScan, depth: in
     if not first:
         return
     label = f"{where}{kind}-compressed: "
-    scan.kinds.append(f"joblib/{kind}")
+    scan.kinds.append(kind)
     inner_stream = Stream(io.BufferedReader(_Prefixed(first, inner), 1 << 20), seekable=False)
     try:
         _scan(inner_stream, label, scan, depth + 1, strict=False)
