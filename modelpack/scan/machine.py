@@ -40,6 +40,7 @@ _CONST = {"INT", "BININT", "BININT1", "BININT2", "LONG", "LONG1", "LONG4", "FLOA
           "SHORT_BINSTRING"}  # fmt: skip
 _BYTES = {"BINBYTES", "SHORT_BINBYTES", "BINBYTES8", "BYTEARRAY8"}
 _PUT = {"PUT", "BINPUT", "LONG_BINPUT"}
+_MAX_MARKS = 1_000_000
 _NO_ARG, _READER, _INT, _SIZED = range(4)
 # width in bytes, signed, and the decoding of a length-prefixed argument
 _FAST = {"BININT1": (_INT, 1, False, None), "BINPUT": (_INT, 1, False, None),
@@ -197,6 +198,8 @@ class Machine:
         elif name in _GET:
             self._push(self.memo[int(arg)])
         elif name == "MARK":
+            if len(self.metastack) >= _MAX_MARKS:  # the unpickler would too, after eating the RAM
+                raise ValueError(f"more than {_MAX_MARKS} nested MARKs")
             self.metastack.append(self.stack)
             self.stack = []
         elif name in _BYTES:
