@@ -250,7 +250,7 @@ def _tar(members: list[tuple[str, bytes]]) -> bytes:
 
 # Run as `python -c LOADER weights_dir case...`: loads each file, ignoring errors.
 LOADER = r"""
-import gzip, pickle, sys, tarfile, time, zipfile, warnings
+import gzip, pickle, sys, tarfile, zipfile, warnings
 from pathlib import Path
 warnings.simplefilter("ignore")
 root = Path(sys.argv[1])
@@ -285,7 +285,6 @@ for spec in sys.argv[2:]:
                 pickle.load(tf.extractfile(loader.split(":")[1]))
     except Exception as exc:
         print(f"{file}: {type(exc).__name__}: {exc}", file=sys.stderr)
-time.sleep(1)  # Popen payloads finish in the background
 """
 
 

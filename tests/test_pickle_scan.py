@@ -15,6 +15,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -67,8 +68,13 @@ def test_every_malicious_file_runs_code_when_loaded(evil_project: tuple[Path, li
     env = {**os.environ, "PYTHONPATH": str(project / "src")}
     subprocess.run([sys.executable, "-c", LOADER, str(weights), *(f"{c.file}={c.loader}" for c in cases)],
                    capture_output=True, text=True, env=env, cwd=project.parent, timeout=300)  # fmt: skip
-    ran = {p.name for p in markers.iterdir()}
-    missing = [c.file for c in cases if c.file.replace("/", "_") not in ran]
+    deadline = time.monotonic() + 20  # Popen payloads finish after the loader exits
+    while True:
+        ran = {p.name for p in markers.iterdir()}
+        missing = [c.file for c in cases if c.file.replace("/", "_") not in ran]
+        if not missing or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
     assert not missing, f"these files did not run their payload when loaded: {missing}"
     assert len(cases) >= 30
 
