@@ -4,12 +4,13 @@
 - the model has weights;
 - every module the package imports (AST scan) is provided by a declared dependency;
   declared dependencies never used are reported as warnings;
-- every pickle among the weights references only modules that the package or a
-  declared dependency provides, and no dangerous callable (``os.system``, ``eval``...);
+- every weight file is scanned by content for pickles (plain, joblib at any
+  compression, ``.npy``/``.npz`` object arrays, torch zips and legacy files), and each
+  global they name is judged against an allow-list (see :mod:`modelpack.scan`);
 - (on the built wheel) the wheel installs nothing but the model's own package.
 
-Nothing is imported or unpickled: imports are read with :mod:`ast`, pickles with
-:mod:`pickletools`, and modules are mapped to distributions from installed metadata.
+Nothing is imported or unpickled: imports are read with :mod:`ast`, pickles on a
+symbolic stack, and modules are mapped to distributions from installed metadata.
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ from __future__ import annotations
 import ast
 import json
 import sys
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +28,22 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 from modelpack.errors import MissingWeightsError, ProjectError
-from modelpack.pickles import PICKLE_SUFFIXES, is_dangerous, scan_pickle
 from modelpack.project import Project, weight_files
+from modelpack.scan.policy import Policy
+from modelpack.scan.report import (
+    TRUSTED_KEY,
+    closure,
+    dependency_modules,
+    judge_weights,
+    project_files,
+    providers,
+    trusted_problems,
+    wheel_files,
+)
 from modelpack.wheel import WheelInfo
 
-__all__ = ["MANIFEST_KEYS", "Problem", "check_project", "check_wheel", "manifest_problems"]
+__all__ = ["MANIFEST_KEYS", "Problem", "check_project", "check_wheel", "check_wheel_weights",
+           "manifest_problems"]  # fmt: skip
 
 _STDLIB = set(sys.stdlib_module_names) | {"__builtin__", "copy_reg", "__future__"}
 
@@ -44,6 +56,8 @@ MANIFEST_KEYS: dict[str, str] = {
     "input_example": "any JSON value that predict() accepts, e.g. input_example = [[1.0, 2.0]]",
     "registry": 'the registry URL, e.g. registry = "http://registry.example:8080"',
     "weights": 'the weights folder relative to the package, e.g. weights = "weights"',
+    TRUSTED_KEY: "a table of weight files reviewed by hand (paths relative to the weights "
+    'folder) to their sha256, e.g. trusted-pickles = { "old.pkl" = "<64 hex>" }',
 }
 
 
@@ -82,6 +96,7 @@ def manifest_problems(config: dict[str, Any]) -> list[Problem]:
         "weights": lambda v: (
             isinstance(v, str) and ".." not in Path(v).parts and not v.startswith("/")
         ),
+        TRUSTED_KEY: lambda v: not trusted_problems({TRUSTED_KEY: v}),
     }
     for key, value in config.items():
         if key not in MANIFEST_KEYS:
@@ -154,27 +169,25 @@ def _declared(project: Project) -> tuple[set[str], list[Problem]]:
     return names, problems
 
 
-def _closure(dists: set[str]) -> set[str]:
-    """*dists* plus everything they require, as installed here."""
-    seen: set[str] = set()
-    todo = list(dists)
-    while todo:
-        name = todo.pop()
-        if name in seen:
-            continue
-        seen.add(name)
-        try:
-            reqs = metadata.requires(name) or []
-        except metadata.PackageNotFoundError:
-            continue
-        for r in reqs:
-            try:
-                req = Requirement(r)
-            except InvalidRequirement:
+def package_source(package_dir: Path, package: str) -> Callable[[str], tuple[str, bool] | None]:
+    """The source of one of the package's modules, and whether it is a package."""
+
+    def source(module: str) -> tuple[str, bool] | None:
+        parts = module.split(".")
+        if parts[0] != package:
+            return None
+        base = package_dir.joinpath(*parts[1:])
+        for path, is_pkg in ((base / "__init__.py", True), (base.with_suffix(".py"), False)):
+            if len(parts) == 1 and not is_pkg:
                 continue
-            if req.marker is None or req.marker.evaluate({"extra": ""}):
-                todo.append(str(canonicalize_name(req.name)))
-    return seen
+            if path.is_file():
+                try:
+                    return path.read_text(encoding="utf-8"), is_pkg
+                except (OSError, UnicodeDecodeError):
+                    return None
+        return None
+
+    return source
 
 
 def check_project(project: Project) -> list[Problem]:
@@ -193,17 +206,15 @@ def check_project(project: Project) -> list[Problem]:
         problems.append(Problem("error", "weights", str(exc)))
         weights = []
 
-    providers = {
-        m: {canonicalize_name(d) for d in ds} for m, ds in metadata.packages_distributions().items()
-    }
-    indirect = _closure(declared)
+    provided = providers()
+    indirect = closure(declared)
     own = {project.package}
     used: set[str] = set()
 
     for module, where in sorted(_imports(project.package_dir).items()):
         if module in _STDLIB or module in own:
             continue
-        dists = providers.get(module, set())
+        dists = set(provided.get(module, []))
         used |= dists
         if not dists:
             problems.append(Problem("error", where, f"imports {module}, which is not installed here, so no "
@@ -219,29 +230,15 @@ def check_project(project: Project) -> list[Problem]:
                                         f"provides; add {dist} to [project] dependencies "
                                         "(or run `modelpack check --fix`)", missing_dist=dist))  # fmt: skip
 
-    for path in weights:
-        if not path.name.endswith(PICKLE_SUFFIXES) and path.suffix not in (".pt", ".pth"):
-            continue
-        scan = scan_pickle(path)
-        rel = path.relative_to(project.root)
-        if scan.note:
-            problems.append(Problem("warning", str(rel), scan.note))
-        for name in scan.globals:
-            module = name.split(".", 1)[0]
-            if is_dangerous(name):
-                problems.append(Problem("error", str(rel), f"references {name}, which can run arbitrary "
-                                        "code when unpickled; rebuild the file without it"))  # fmt: skip
-            elif module in _STDLIB or module in own:
-                continue
-            else:
-                dists = providers.get(module, set())
-                used |= dists
-                if not dists & indirect:
-                    fix = (f"add {sorted(dists)[0]} to [project] dependencies" if dists
-                           else f"install and declare the distribution that provides {module}")  # fmt: skip
-                    problems.append(Problem("error", str(rel), f"references {name}, but no declared "
-                                            f"dependency provides module {module}; {fix}",
-                                            missing_dist=sorted(dists)[0] if dists else None))  # fmt: skip
+    if weights and project.weights_dir is not None:
+        policy = Policy(project.package, package_source(project.package_dir, project.package),
+                        dependency_modules(declared, provided), provided)  # fmt: skip
+        trusted = project.config.get(TRUSTED_KEY, {})
+        files = project_files(project.weights_dir, project.root, weights)
+        for f in judge_weights(files, policy, trusted if isinstance(trusted, dict) else {}):
+            severity = "error" if f.error else "warning"
+            problems.append(Problem(severity, f.where, f.message, f.missing_dist))
+        used |= policy.used
 
     for unused in sorted(declared - used):
         problems.append(Problem("warning", "[project] dependencies", f"{unused} is declared but never "
@@ -257,3 +254,45 @@ def check_wheel(info: WheelInfo, package: str) -> list[Problem]:
     return [Problem("error", info.filename, f"installs top-level {', '.join(others)} besides {package}; "
                     "two models could overwrite each other's modules: move them inside "
                     f"{package}/")]  # fmt: skip
+
+
+def check_wheel_weights(info: WheelInfo, subdir: str) -> list[Problem]:
+    """The pickle check of :func:`check_project`, on the weights inside a built wheel.
+
+    The allow-list comes from the wheel itself: its package (the entry point's), the
+    package's sources in the wheel, and its ``Requires-Dist``; a ``trusted-pickles``
+    table is read from its ``modelpack.json``.
+    """
+    package = sorted(
+        v.split(":", 1)[0].strip().split(".", 1)[0] for v in info.entry_points.values()
+    )[0]
+    declared: set[str] = set()
+    for r in info.requires_dist:
+        try:
+            req = Requirement(r)
+        except InvalidRequirement:
+            continue
+        if req.marker is None or req.marker.evaluate({"extra": ""}):
+            declared.add(str(canonicalize_name(req.name)))
+    provided = providers()
+    with zipfile.ZipFile(info.path) as zf:
+        names = set(zf.namelist())
+
+        def source(module: str) -> tuple[str, bool] | None:
+            base = module.replace(".", "/")
+            for name, is_pkg in ((f"{base}/__init__.py", True), (f"{base}.py", False)):
+                if name in names and module.split(".", 1)[0] == package:
+                    return zf.read(name).decode("utf-8", "replace"), is_pkg
+            return None
+
+        manifest_name = next((n for n in names if n.endswith(".dist-info/modelpack.json")), None)
+        try:
+            manifest = json.loads(zf.read(manifest_name)) if manifest_name else {}
+        except ValueError:
+            manifest = {}
+        trusted = manifest.get(TRUSTED_KEY) if isinstance(manifest, dict) else None
+        policy = Policy(package, source, dependency_modules(declared, provided), provided)
+        files = wheel_files(zf, info.weights, f"{package}/{subdir.strip('/')}/")
+        findings = judge_weights(files, policy, trusted if isinstance(trusted, dict) else {})
+    return [Problem("error" if f.error else "warning", f"{info.filename}: {f.where}", f.message)
+            for f in findings]  # fmt: skip

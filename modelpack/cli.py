@@ -253,9 +253,12 @@ def _parser() -> argparse.ArgumentParser:
         "check", parents=[common], help="check a model project (dependencies, pickles, manifest, weights)",
         description=(
             "Check PROJECT before building: the [tool.modelpack] manifest, the weights, "
-            "imports that no declared dependency provides (AST scan), and the globals "
-            "that pickles among the weights reference (read statically, never unpickled). "
-            "`modelpack build` runs the same checks."
+            "imports that no declared dependency provides (AST scan), and every weight file, "
+            "scanned by content for pickles (joblib, .npy, torch files too; never unpickled): "
+            "each global they name must be a harmless stdlib constructor, defined in the "
+            "package, or from a declared dependency. A file reviewed by hand can be exempted "
+            "with its sha256 in [tool.modelpack] trusted-pickles (see docs/model-checks.md). "
+            "`modelpack build` and `publish` run the same checks."
         ),
     )  # fmt: skip
     p.add_argument("project", nargs="?", default=".", metavar="PROJECT", help="default: .")

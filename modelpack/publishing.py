@@ -27,6 +27,7 @@ from modelpack.config import (
 )
 from modelpack.errors import (
     AuthenticationError,
+    CheckError,
     ProjectError,
     RegistryUnreachableError,
     UploadError,
@@ -36,7 +37,7 @@ from modelpack.errors import (
 from modelpack.index import IndexClient
 from modelpack.project import load_project
 from modelpack.twine_speed import big_block_settings, fast_hashes, upload_warnings
-from modelpack.wheel import inspect_wheel, weights_subdir
+from modelpack.wheel import WheelInfo, inspect_wheel, weights_subdir
 
 if TYPE_CHECKING:
     from modelpack.verify import Verified
@@ -145,6 +146,7 @@ def publish(
     every wheel passes; after the upload the check runs again on what the registry
     serves. *progress* is told what is happening, for a person waiting.
 
+    :raises CheckError: a wheel's weights fail the pickle check of ``modelpack check``.
     :raises VersionExistsError: a file of that version is already in the registry.
     :raises ModelFaultError: with *verify*, a model's import, load() or predict fails.
     :raises EnvironmentFaultError: with *verify*, a dependency cannot be resolved or an
@@ -162,7 +164,8 @@ def publish(
 
     for path in files:
         if path.name.endswith(".whl"):
-            inspect_wheel(path, weights_subdir(path))
+            subdir = weights_subdir(path)
+            _refuse_unsafe_weights(inspect_wheel(path, subdir), subdir)
     # Check every file before uploading any, so a refused version uploads nothing.
     for path in files:
         name, version = name_version(path)
@@ -223,6 +226,18 @@ def publish(
                                            item.sha256, resolution)  # fmt: skip
                 published[i] = replace(item, checked=checked)
     return published
+
+
+def _refuse_unsafe_weights(info: WheelInfo, subdir: str) -> None:
+    """:raises CheckError: the pickle check of ``modelpack check`` fails on the wheel's weights."""
+    from modelpack.checks import check_wheel_weights
+
+    errors = [p for p in check_wheel_weights(info, subdir) if p.severity == "error"]
+    if errors:
+        lines = "\n".join(f"  {p.where}: {p.message}" for p in errors)
+        raise CheckError(
+            f"{info.filename} fails {len(errors)} check(s); nothing was uploaded:\n{lines}"
+        )
 
 
 def _twine_upload(registry: str, credentials: Credentials | None, path: Path) -> None:

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from packaging.version import Version
 
-from modelpack.pickles import scan_pickle
 from modelpack.scaffold import new_project
+from modelpack.scan import scan_file
 from support import modelpack
 
 
@@ -85,16 +85,18 @@ def test_declared_but_unused_dependency_is_a_warning(project: Path) -> None:
 
 
 def write_pickle(project: Path, name: str, module: str, qualname: str) -> Path:
-    # A protocol-0 pickle that names module.qualname; it is never loaded.
+    # A pickle that names module.qualname and calls it (GLOBAL, EMPTY_TUPLE, NEWOBJ);
+    # it is never loaded.
     path = pkg(project) / "weights" / name
-    path.write_bytes(f"c{module}\n{qualname}\n)\x81.".encode())
+    path.write_bytes(f"c{module}\n{qualname}\n".encode() + b")\x81.")
     return path
 
 
 def test_pickle_of_a_class_no_dependency_provides(project: Path) -> None:
     write_pickle(project, "pipeline.pkl", "requests.models", "Response")
     failed(modelpack("check", project), "weights/pipeline.pkl", "requests.models.Response",
-           "no declared dependency provides module requests")  # fmt: skip
+           "comes from requests, which no declared dependency provides",
+           "add requests to [project] dependencies")  # fmt: skip
 
 
 def test_pickle_of_a_class_from_nowhere(project: Path) -> None:
@@ -107,14 +109,16 @@ def test_pickle_of_a_class_from_nowhere(project: Path) -> None:
                                               ("subprocess", "Popen")])  # fmt: skip
 def test_dangerous_pickle(project: Path, module: str, name: str) -> None:
     path = write_pickle(project, "evil.pkl", module, name)
-    failed(modelpack("check", project), f"{module}.{name}", "can run arbitrary code")
-    assert f"{module}.{name}" in scan_pickle(path).globals
+    failed(modelpack("check", project), f"references {module}.{name} (offset 0)",
+           "is not on the allow-list", "[tool.modelpack] trusted-pickles")  # fmt: skip
+    assert [(r.module, r.name) for _, r in scan_file(path).refs] == [(module, name)]
 
 
 def test_pickles_of_the_package_own_classes_pass(project: Path) -> None:
     # the template's weights: an instance of model_chk.model.LinearModel
-    scan = scan_pickle(pkg(project) / "weights" / "model.pkl")
-    assert scan.complete and scan.globals == ("model_chk.model.LinearModel",)
+    scan = scan_file(pkg(project) / "weights" / "model.pkl")
+    assert not scan.errors and scan.kinds == ["pickle"]
+    assert [f"{r.module}.{r.name}" for _, r in scan.refs] == ["model_chk.model.LinearModel"]
 
 
 @pytest.mark.parametrize(
@@ -169,9 +173,10 @@ def test_pickle_scan_reads_past_a_large_payload(tmp_path: Path) -> None:
     obj = [collections.OrderedDict(a=1), b"\0" * (64 << 20), collections.Counter("ab")]
     path = tmp_path / "big.pkl"
     path.write_bytes(pickle.dumps(obj, protocol=4))
-    scan = scan_pickle(path)
-    assert scan.complete
-    assert scan.globals == ("collections.OrderedDict", "collections.Counter")
+    scan = scan_file(path)
+    assert not scan.errors
+    names = [f"{r.module}.{r.name}" for _, r in scan.refs]
+    assert names == ["collections.OrderedDict", "collections.Counter"]
 
 
 @pytest.mark.parametrize(
