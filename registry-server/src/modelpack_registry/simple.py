@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import html
 import json
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, NamedTuple
 from urllib.parse import quote
 
 from modelpack_registry.index import Snapshot
@@ -120,6 +121,40 @@ def render_project(snap: Snapshot, project: str, media: str, packages: str = PAC
             "files": [_json_file(snap, r, packages) for r in records],
         }
         return json.dumps(doc).encode()
+    return html_page(
+        project,
+        (
+            Anchor(
+                _file_url(record, packages),
+                record.filename,
+                record.sha256,
+                record.requires_python,
+                record.core_metadata_sha256,
+                snap.yanked.get(record.filename),
+            )
+            for record in records
+        ),
+    )
+
+
+class Anchor(NamedTuple):
+    """One file link of a PEP 503 project page, whichever source it came from."""
+
+    url: str
+    filename: str
+    sha256: str
+    requires_python: str | None
+    core_metadata_sha256: str | None
+    yanked: str | None
+    """The PEP 592 reason ("" for none given), or None when not yanked."""
+
+
+def html_page(project: str, anchors: Iterable[Anchor]) -> bytes:
+    """A PEP 503 project page (with PEP 592, 658/714 and ``requires-python`` attributes).
+
+    The one HTML renderer for private pages and for upstream pages passed through
+    (:mod:`modelpack_registry.upstream.render`), so both read the same to pip and uv.
+    """
     lines = [
         "<!DOCTYPE html>",
         "<html><head>",
@@ -127,17 +162,17 @@ def render_project(snap: Snapshot, project: str, media: str, packages: str = PAC
         f"<title>Links for {_esc(project)}</title></head><body>",
         f"<h1>Links for {_esc(project)}</h1>",
     ]
-    for record in records:
-        attrs = [f'href="{_esc(_file_url(record, packages))}#sha256={record.sha256}"']
-        if record.requires_python:
-            attrs.append(f'data-requires-python="{_esc(record.requires_python)}"')
-        if record.core_metadata_sha256:
-            value = f"sha256={record.core_metadata_sha256}"
+    for a in anchors:
+        attrs = [f'href="{_esc(a.url)}#sha256={a.sha256}"']
+        if a.requires_python:
+            attrs.append(f'data-requires-python="{_esc(a.requires_python)}"')
+        if a.core_metadata_sha256:
+            value = f"sha256={a.core_metadata_sha256}"
             attrs.append(f'data-core-metadata="{value}"')
             attrs.append(f'data-dist-info-metadata="{value}"')
-        if record.filename in snap.yanked:
-            attrs.append(f'data-yanked="{_esc(snap.yanked[record.filename])}"')
-        lines.append(f"<a {' '.join(attrs)}>{_esc(record.filename)}</a><br>")
+        if a.yanked is not None:
+            attrs.append(f'data-yanked="{_esc(a.yanked)}"')
+        lines.append(f"<a {' '.join(attrs)}>{_esc(a.filename)}</a><br>")
     lines.append("</body></html>")
     return ("\n".join(lines) + "\n").encode()
 

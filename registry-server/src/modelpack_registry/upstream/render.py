@@ -13,7 +13,6 @@ where ``<root>`` leads from the page back to the registry's root (``../../`` fro
 
 from __future__ import annotations
 
-import html
 import json
 from collections.abc import Sequence
 from typing import Any
@@ -21,6 +20,7 @@ from urllib.parse import quote
 
 from packaging.utils import parse_sdist_filename, parse_wheel_filename
 
+from modelpack_registry.simple import Anchor, html_page
 from modelpack_registry.upstream.client import Link
 
 __all__ = ["FILES_ROUTE", "file_url", "render_page", "versions_of"]
@@ -63,27 +63,22 @@ def render_page(project: str, links: Sequence[Link], versions: Sequence[str], me
             "files": [_json_file(project, link, root) for link in links],
         }
         return json.dumps(doc).encode()
-    esc = html.escape
-    lines = [
-        "<!DOCTYPE html>",
-        "<html><head>",
-        f'<meta name="pypi:repository-version" content="{API_VERSION}">',
-        f"<title>Links for {esc(project)}</title></head><body>",
-        f"<h1>Links for {esc(project)}</h1>",
-    ]
-    for link in links:
-        attrs = [f'href="{esc(file_url(root, project, link))}#sha256={link.sha256}"']
-        if link.requires_python:
-            attrs.append(f'data-requires-python="{esc(link.requires_python)}"')
-        if link.core_metadata:
-            value = f"sha256={link.core_metadata}"
-            attrs.append(f'data-core-metadata="{value}" data-dist-info-metadata="{value}"')
-        if link.yanked is not False:
-            reason = link.yanked if isinstance(link.yanked, str) else ""
-            attrs.append(f'data-yanked="{esc(reason)}"')
-        lines.append(f"<a {' '.join(attrs)}>{esc(link.filename)}</a><br>")
-    lines.append("</body></html>")
-    return ("\n".join(lines) + "\n").encode()
+    return html_page(
+        project,
+        (
+            Anchor(
+                file_url(root, project, link),
+                link.filename,
+                link.sha256,
+                link.requires_python,
+                link.core_metadata,
+                None
+                if link.yanked is False
+                else (link.yanked if isinstance(link.yanked, str) else ""),
+            )
+            for link in links
+        ),
+    )
 
 
 def _json_file(project: str, link: Link, root: str) -> dict[str, Any]:
