@@ -3,6 +3,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +15,14 @@ import pytest
 import requests
 from registry_support import DAVE, PASSWORDS
 
-from support import BIN, Registry, free_port
+from support import BIN, Registry, free_port, uv_bin
+
+# The packaging tools nobody here wrote, for the tests that drive them (consumer recipes,
+# publishers). pdm 2.29 imports hishel.SyncSqliteStorage, which hishel 2.0 removed
+# ("module 'hishel' has no attribute 'SyncSqliteStorage'").
+PACKAGING_TOOLS = ("poetry>=2,<3", "pdm>=2.20,<3", "hishel<2", "pip-tools>=7,<8", "hatch>=1.13,<2",
+                   "flit>=3.9,<5")  # fmt: skip
+PACKAGING_COMMANDS = ("poetry", "pdm", "pip-compile", "hatch", "flit")
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -46,6 +54,29 @@ def htpasswd(tmp_path: Path) -> Path:
     ]
     path.write_text("\n".join([*lines, DAVE]) + "\n")
     return path
+
+
+@pytest.fixture(scope="session")
+def packaging_tools(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder with poetry, pdm, pip-compile, hatch, flit and uv, to put first on PATH.
+
+    They are installed once per test run into a tool venv with uv from the machine's
+    package index (1.5 s with a warm uv cache), shared by every test file that needs them.
+    """
+    root = tmp_path_factory.mktemp("packaging-tools")
+    started = time.monotonic()
+    venv = root / "venv"
+    uv = uv_bin()
+    subprocess.run([uv, "venv", "-q", "--python", sys.executable, str(venv)], check=True)
+    subprocess.run([uv, "pip", "install", "-q", "--python", str(venv / "bin" / "python"),
+                    *PACKAGING_TOOLS], check=True, timeout=300)  # fmt: skip
+    tools = root / "bin"
+    tools.mkdir()
+    for name in PACKAGING_COMMANDS:
+        (tools / name).symlink_to(venv / "bin" / name)
+    (tools / "uv").symlink_to(uv)
+    print(f"tool venv ({', '.join(PACKAGING_COMMANDS)}): {time.monotonic() - started:.1f} s")
+    return tools
 
 
 @pytest.fixture

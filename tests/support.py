@@ -6,6 +6,7 @@ process, and `Venv` creates a real virtual environment with venv (plain pip) or 
 
 from __future__ import annotations
 
+import ensurepip
 import os
 import signal
 import socket
@@ -214,3 +215,18 @@ def clean_env() -> dict[str, str]:
     env.pop("PIP_FIND_LINKS", None)
     env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
     return env
+
+
+def make_venv(path: Path, tool: str = "pip") -> Path:
+    """An empty venv for a consumer; for pip, with the pip that ``python -m venv`` would
+    put there (ensurepip's bundled wheel), installed offline by uv: 0.2 s instead of the
+    3 to 8 s of ``python -m venv`` on a busy machine."""
+    env = {**clean_env(), "UV_NO_CONFIG": "1"}
+    subprocess.run(
+        [uv_bin(), "venv", "-q", "--python", sys.executable, str(path)], check=True, env=env
+    )
+    if tool == "pip":
+        bundled = Path(ensurepip.__file__).parent / "_bundled"
+        subprocess.run([uv_bin(), "pip", "install", "-q", "--python", str(path / "bin" / "python"),
+                        "--no-index", "--find-links", str(bundled), "pip"], check=True, env=env)  # fmt: skip
+    return path

@@ -14,14 +14,13 @@ tool runs with a throwaway HOME, pip with ``PIP_CONFIG_FILE=/dev/null`` (the mac
 pip config adds extra indexes), a proxy on a closed port for anything but loopback, and
 the registry's access log must show the requests.
 
-Poetry, PDM and pip-tools are installed once per module into a tool venv with uv from
-the machine's package index (1.6 s with a warm uv cache; the whole file takes 1.5 to
-2.5 minutes on a busy 2-core machine).
+Poetry, PDM and pip-tools come from the tool venv of conftest.py's ``packaging_tools``
+(installed once per run with uv from the machine's package index, 1.5 s with a warm uv
+cache; the whole file takes 1.5 to 2.5 minutes on a busy 2-core machine).
 """
 
 from __future__ import annotations
 
-import ensurepip
 import hashlib
 import json
 import os
@@ -38,7 +37,7 @@ import pytest
 import requests
 from registry_support import make_wheel, twine_upload
 
-from support import REPO, Registry, clean_env, modelpack, ok, uv_bin
+from support import REPO, Registry, clean_env, make_venv, modelpack, ok
 
 DOC = REPO / "docs" / "quickstart" / "consumer.md"
 DOC_REGISTRY = "https://models.example.com"
@@ -50,9 +49,6 @@ RECIPES = {
     "uv-project-sync", "poetry", "pdm", "pdm-add", "compile-uv", "compile-pip-tools",
     "require-hashes", "dockerfile", "stage",
 }  # fmt: skip
-# poetry, pdm and pip-tools for the tool venv. pdm 2.29 imports hishel.SyncSqliteStorage,
-# which hishel 2.0 removed ("module 'hishel' has no attribute 'SyncSqliteStorage'").
-TOOLS = ("poetry>=2,<3", "pdm>=2.20,<3", "hishel<2", "pip-tools>=7,<8")
 TIMEOUT = 300
 
 
@@ -135,21 +131,6 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def make_venv(path: Path, tool: str = "pip") -> Path:
-    """An empty venv for a consumer; for pip, with the pip that ``python -m venv`` would
-    put there (ensurepip's bundled wheel), installed offline by uv: 0.2 s instead of the
-    3 to 8 s of ``python -m venv`` on a busy machine."""
-    env = {**clean_env(), "UV_NO_CONFIG": "1"}
-    subprocess.run(
-        [uv_bin(), "venv", "-q", "--python", sys.executable, str(path)], check=True, env=env
-    )
-    if tool == "pip":
-        bundled = Path(ensurepip.__file__).parent / "_bundled"
-        subprocess.run([uv_bin(), "pip", "install", "-q", "--python", str(path / "bin" / "python"),
-                        "--no-index", "--find-links", str(bundled), "pip"], check=True, env=env)  # fmt: skip
-    return path
-
-
 def check_installed(python: Path | str, env: dict[str, str], cwd: Path) -> None:
     """The real model and six are importable, and the model predicts."""
     result = subprocess.run([str(python), "-c", PREDICT], cwd=cwd, env=env,
@@ -174,21 +155,8 @@ def build_model(root: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+def world(tmp_path_factory: pytest.TempPathFactory, packaging_tools: Path) -> Iterator[World]:
     root = tmp_path_factory.mktemp("consumer")
-    started = time.monotonic()
-    venv = root / "tools-venv"
-    uv = uv_bin()
-    subprocess.run([uv, "venv", "-q", "--python", sys.executable, str(venv)], check=True)
-    subprocess.run([uv, "pip", "install", "-q", "--python", str(venv / "bin" / "python"), *TOOLS],
-                   check=True, timeout=TIMEOUT)  # fmt: skip
-    tools = root / "tools"
-    tools.mkdir()
-    for name in ("poetry", "pdm", "pip-compile"):
-        (tools / name).symlink_to(venv / "bin" / name)
-    (tools / "uv").symlink_to(uv)
-    print(f"tool venv (poetry, pdm, pip-tools): {time.monotonic() - started:.1f} s")
-
     # The public package, fetched once through the machine's own pip configuration.
     wheels = root / "public"
     ok(subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary",
@@ -207,7 +175,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             env.pop("MODELPACK_USERNAME", None)
             ok(modelpack("publish", wheel, env=env))
             ok(modelpack("promote", "model-foo==0.1.0", "--stage", "production", env=env))
-            yield World(registry, upstream, sha256(wheel), sha256(six), tools)
+            yield World(registry, upstream, sha256(wheel), sha256(six), packaging_tools)
 
 
 def test_the_page_has_exactly_the_recipes_tested_here() -> None:
