@@ -21,7 +21,7 @@ is a 409 here as it is a 400 on the public index (see docs/registry.md).
 
 The tools come from conftest.py's ``packaging_tools``; hatch and pdm fetch their build
 backends (hatchling, pdm-backend) from the machine's package index into their isolated
-build environments. The file takes about 40 s.
+build environments. The file takes 45 to 75 s on a busy 2-core machine.
 """
 
 from __future__ import annotations
