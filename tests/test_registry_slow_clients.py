@@ -178,6 +178,23 @@ def test_the_server_raises_its_open_file_limit_for_its_connections(tmp_path: Pat
             assert requests.get(f"{reg.url}/health", timeout=ANSWER_WITHIN).status_code == 200
 
 
+def test_past_max_connections_a_new_client_closes_the_longest_waiting_one(
+    tmp_path: Path,
+) -> None:
+    with Registry(tmp_path / "data", args=["--max-connections", "50"]) as reg:
+        with ExitStack() as stack:
+            held = [stack.enter_context(_connect(reg, b"GET / HT")) for _ in range(80)]
+            assert requests.get(f"{reg.url}/health", timeout=ANSWER_WITHIN).status_code == 200
+            # the first ones were closed to make room, without an answer
+            assert _read_answer(held[0], ANSWER_WITHIN) == b""
+        for _ in range(50):  # the server reports it within a quarter of a second
+            if "to make room for new ones (--max-connections 50)" in reg.log.read_text():
+                break
+            time.sleep(0.1)
+        else:
+            raise AssertionError(reg.log.read_text())
+
+
 def test_bad_timeouts_are_one_line_errors(tmp_path: Path) -> None:
     for flag, value in [("--header-timeout", "0"), ("--max-connections", "0")]:
         result = subprocess.run(

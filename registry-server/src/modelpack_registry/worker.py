@@ -24,7 +24,10 @@ gunicorn 19) and replaces the worker loop:
 - After a request with a body the connection closes (lingering if the body was not read
   to its end: :mod:`modelpack_registry.linger`); after one without, it goes back to the
   loop, with any bytes of a pipelined next request.
-- At most ``worker_connections`` (``--max-connections``) connections per worker; when
+- At most ``worker_connections`` (``--max-connections``) connections per worker. At
+  that many, a new connection closes the one that has waited longest for its request
+  (an idle or a hostile one: a real client's head arrives within a round trip); only
+  when every connection is in a thread do new ones wait in the listen backlog. When
   file descriptors run out, accepting pauses for half a second.
 
 Plain HTTP/1.x only: TLS is terminated in front (docs/deployment.md), no HTTP/2.
@@ -55,9 +58,9 @@ from modelpack_registry.linger import linger, unread_body
 
 __all__ = ["MAX_HEAD", "SMALL_BODY", "RegistryWorker", "Timeouts"]
 
-MAX_HEAD = 64 * 1024
-"""A request head longer than this is answered 431 without waiting for its end."""
-SMALL_BODY = 64 * 1024
+MAX_HEAD = 32 * 1024
+"""A request head longer than this is answered 431 (nginx's default limit is 32 KiB too)."""
+SMALL_BODY = 16 * 1024
 """A body of known length up to this size is read by the loop before the request runs."""
 _RECV = 64 * 1024
 _TICK = 0.25  # how often deadlines are checked, seconds
@@ -127,6 +130,7 @@ class RegistryWorker(Worker):  # type: ignore[misc]
         self.paused_until = 0.0
         self.next_tick = 0.0
         self.expired = 0
+        self.evicted = 0
         self.reported = 0.0
 
     def init_process(self) -> None:
@@ -156,8 +160,8 @@ class RegistryWorker(Worker):  # type: ignore[misc]
         while self.alive:
             self.notify()
             now = time.monotonic()
-            self._accept_while(self.nr_conns < self.cfg.worker_connections
-                               and now >= self.paused_until)  # fmt: skip
+            room = self.nr_conns < self.cfg.worker_connections or bool(self.waiting)
+            self._accept_while(room and now >= self.paused_until)  # room: see _accept
             self._dispatch_events(_TICK)
             self._finish_done()
             self._expire()
@@ -202,13 +206,13 @@ class RegistryWorker(Worker):  # type: ignore[misc]
                     self._out_of_fds(exc)
                     return
                 raise
+            if self.nr_conns >= self.cfg.worker_connections and self.waiting:
+                self.evicted += 1
+                self._drop(next(iter(self.waiting.values())))  # it waited longest
             sock.setblocking(False)
             self.nr_conns += 1
             deadline = time.monotonic() + self.timeouts.header
             self._wait(_Conn(sock, client, listener.getsockname(), deadline))
-            if self.nr_conns >= self.cfg.worker_connections:
-                self._accept_while(False)
-                return
 
     def _out_of_fds(self, exc: OSError) -> None:
         now = time.monotonic()
@@ -295,15 +299,17 @@ class RegistryWorker(Worker):  # type: ignore[misc]
             self._refuse(conn, "408 Request Timeout",
                          f"the request did not arrive within {self.timeouts.header:g} s "
                          "(--header-timeout)")  # fmt: skip
-        if self.expired and now - self.reported > 60:
+        if (self.expired or self.evicted) and now - self.reported > 60:
             self.reported = now
-            self.log.warning(
-                "closed %d connection(s) whose request had not arrived within %g s "
-                "(--header-timeout)",
-                self.expired,
-                self.timeouts.header,
-            )
-            self.expired = 0
+            if self.expired:
+                self.log.warning("closed %d connection(s) whose request had not arrived "
+                                 "within %g s (--header-timeout)", self.expired,
+                                 self.timeouts.header)  # fmt: skip
+            if self.evicted:
+                self.log.warning("closed %d waiting connection(s) to make room for new ones "
+                                 "(--max-connections %d)", self.evicted,
+                                 self.cfg.worker_connections)  # fmt: skip
+            self.expired = self.evicted = 0
 
     def _completed(self, conn: _Conn, future: Future[bool]) -> None:
         """In the pool thread: hand the connection back to the loop."""
