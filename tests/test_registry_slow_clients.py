@@ -25,6 +25,7 @@ from registry_support import (
     make_wheel,
     multipart_head,
     post_upload,
+    stream_upload,
     twine_upload,
 )
 
@@ -96,6 +97,22 @@ def test_half_request_lines_and_trickling_uploads_do_not_stall_reads(tmp_path: P
             # a small upload (its body arrives with its head) is served beside them too
             second = make_wheel(tmp_path / "dist", "model-foo", "1.1")
             assert post_upload(reg.url, second.name, second.read_bytes()).status_code == 200
+
+
+def test_clients_that_do_not_read_their_downloads_do_not_stall_reads(tmp_path: Path) -> None:
+    """20 downloads of a 32 MiB wheel whose clients read nothing: sendfile blocks."""
+    big = make_wheel(tmp_path / "dist", "model-big", "1.0", payload=bytes(32 << 20))
+    with Registry(tmp_path / "data") as reg:
+        assert stream_upload(reg.url, big).status_code == 200
+        wheel = make_wheel(tmp_path / "dist", "model-foo", "1.0")
+        assert post_upload(reg.url, wheel.name, wheel.read_bytes()).status_code == 200
+        get = f"GET /packages/{big.name} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+        with ExitStack() as stack:
+            for _ in range(20):
+                sock = stack.enter_context(_connect(reg, get))
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            time.sleep(0.5)  # the server's sends fill the buffers and block
+            _answers(reg.url)
 
 
 def test_a_trickled_upload_is_cut_off_leaves_nothing_and_can_be_sent_again(

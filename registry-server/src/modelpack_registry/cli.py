@@ -73,7 +73,7 @@ def _parser() -> argparse.ArgumentParser:
         "--threads",
         type=int,
         default=16,
-        help="threads per worker for reads, and as many for uploads (16)",
+        help="threads per worker for reads, and as many for uploads and downloads (16)",
     )
     serve.add_argument("--max-upload-size", type=_size, default=_size("20GiB"), metavar="SIZE",
                        help="largest accepted upload body, e.g. 20GiB, 500MiB (20GiB)")  # fmt: skip

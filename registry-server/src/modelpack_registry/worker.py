@@ -16,8 +16,9 @@ gunicorn 19) and replaces the worker loop:
   connection with nothing on it closes after gunicorn's ``keepalive`` seconds.
 - Only then does a thread take the request: from a pool of ``--threads`` for requests
   whose body has arrived (or that have none), from another pool of ``--threads`` for
-  requests whose body is still to come (uploads), so uploads never take the threads
-  that serve the index, the files, the pages and ``/health``.
+  transfers, requests whose body is still to come (uploads) and file downloads
+  (``/packages/``), so that neither a slow upload nor a client that reads its download
+  slowly takes the threads that serve the index, the pages, the API and ``/health``.
 - The thread's socket times out after ``--body-timeout`` seconds without progress, for
   body reads and answer writes; uploads must also keep up ``--min-upload-rate``
   (:mod:`modelpack_registry.receive`).
@@ -67,6 +68,7 @@ _TICK = 0.25  # how often deadlines are checked, seconds
 _HEAD_END = re.compile(rb"\r?\n\r?\n")
 _CONTENT_LENGTH = re.compile(rb"\ncontent-length:[ \t]*(\d+)[ \t]*\r?(?=\n)", re.I)
 _ANY_LENGTH = re.compile(rb"\n[ \t]*content-length", re.I)
+_DOWNLOAD = re.compile(rb"(?:GET|HEAD) [^ ]*/packages/[^/ ?]")  # a file, under any prefix
 _CHUNKED_OR_EXPECT = re.compile(rb"\n[ \t]*(transfer-encoding|expect)", re.I)
 _QUIET_ERRORS = (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN, None)  # None: a timeout
 _NO_FDS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
@@ -96,7 +98,11 @@ class _Conn:
 
 
 def _head_status(head: bytearray, scanned: int) -> tuple[int, bool]:
-    """(bytes the loop must hold before the request can run, or -1; does a body follow)."""
+    """(bytes the loop must hold before the request can run, or -1; is it a transfer).
+
+    A transfer is a request whose body is still to come, or a file download: either can
+    take as long as the client makes it take.
+    """
     match = _HEAD_END.search(head, max(0, scanned - 3))
     if match is None:
         return -1, False
@@ -105,8 +111,8 @@ def _head_status(head: bytearray, scanned: int) -> tuple[int, bool]:
     if _CHUNKED_OR_EXPECT.search(lines):  # chunked, or a client waiting for 100-continue
         return end, True
     mentions = len(_ANY_LENGTH.findall(lines))
-    if mentions == 0:
-        return end, False  # no body (RFC 9112 6.3)
+    if mentions == 0:  # no body (RFC 9112 6.3)
+        return end, _DOWNLOAD.match(lines) is not None
     lengths = _CONTENT_LENGTH.findall(lines)
     if len(lengths) != 1 or mentions != 1:
         return end, True  # odd: the parser decides, in a thread that may wait for a body
@@ -136,7 +142,7 @@ class RegistryWorker(Worker):  # type: ignore[misc]
     def init_process(self) -> None:
         threads = max(1, self.cfg.threads)
         self.reads = ThreadPoolExecutor(threads, thread_name_prefix="registry-read")
-        self.bodies = ThreadPoolExecutor(threads, thread_name_prefix="registry-body")
+        self.transfers = ThreadPoolExecutor(threads, thread_name_prefix="registry-transfer")
         self.selector = selectors.DefaultSelector()
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_r, False)
@@ -144,7 +150,7 @@ class RegistryWorker(Worker):  # type: ignore[misc]
         super().init_process()  # ends by calling run()
 
     def handle_quit(self, sig: int, frame: Any) -> None:
-        for pool in (self.reads, self.bodies):
+        for pool in (self.reads, self.transfers):
             pool.shutdown(wait=False, cancel_futures=True)
         super().handle_quit(sig, frame)
 
@@ -253,7 +259,7 @@ class RegistryWorker(Worker):  # type: ignore[misc]
     def _check_head(self, conn: _Conn) -> None:
         if conn.scanned == 0 and conn.head.startswith((b"\r", b"\n")):
             del conn.head[: len(conn.head) - len(conn.head.lstrip(b"\r\n"))]  # RFC 9112 2.2
-        need, body_follows = _head_status(conn.head, conn.scanned)
+        need, transfer = _head_status(conn.head, conn.scanned)
         conn.scanned = len(conn.head)
         if need < 0:
             if len(conn.head) > MAX_HEAD:
@@ -264,7 +270,7 @@ class RegistryWorker(Worker):  # type: ignore[misc]
             return  # a small body still arriving
         self._unwait(conn)
         self.busy += 1
-        future = (self.bodies if body_follows else self.reads).submit(self._handle, conn)
+        future = (self.transfers if transfer else self.reads).submit(self._handle, conn)
         future.add_done_callback(partial(self._completed, conn))
 
     def _unwait(self, conn: _Conn) -> None:
@@ -349,7 +355,7 @@ class RegistryWorker(Worker):  # type: ignore[misc]
             self.notify()
             self._dispatch_events(min(1.0, max(0.0, deadline - time.monotonic())))
             self._finish_done()
-        for pool in (self.reads, self.bodies):
+        for pool in (self.reads, self.transfers):
             pool.shutdown(wait=False, cancel_futures=True)
         for listener in self.sockets:
             listener.close()
