@@ -1,35 +1,27 @@
 """A gunicorn worker whose event loop reads request heads, so that slow clients hold no thread.
 
-gunicorn's gthread worker gives a connection to a pool thread as soon as it is readable,
-and the thread then blocks in the HTTP parser until the whole request head is in; there
-is no header timeout (gunicorn's ``timeout`` is the worker heartbeat). 16 connections
-that sent half a request line stalled a registry with 16 threads (issue 13).
+gunicorn's gthread worker gives a connection to a thread once it is readable, and the
+thread blocks in the parser until the head is in, with no deadline: 16 half request
+lines stalled a registry with 16 threads (issue 13; docs/architecture.md has the
+measurements). :class:`RegistryWorker` keeps gunicorn (arbiter, request parser,
+``wsgi.create``, ``Response`` with ``sendfile``, access log, all used as gunicorn's sync
+worker uses them) and replaces the worker loop:
 
-:class:`RegistryWorker` keeps gunicorn (arbiter, request parser, ``wsgi.create``,
-``Response`` with ``sendfile``, access log: what the sync worker has used unchanged since
-gunicorn 19) and replaces the worker loop:
-
-- The main thread accepts connections and reads, without blocking, each request head
-  and a body of at most :data:`SMALL_BODY` bytes (the JSON API's writes). What has not
-  arrived ``--header-timeout`` seconds after the connection (or after the first byte of
-  a kept-alive connection's next request) is answered 408 and closed; a kept-alive
-  connection with nothing on it closes after gunicorn's ``keepalive`` seconds.
-- Only then does a thread take the request: from a pool of ``--threads`` for requests
-  whose body has arrived (or that have none), from another pool of ``--threads`` for
-  transfers, requests whose body is still to come (uploads) and file downloads
-  (``/packages/``), so that neither a slow upload nor a client that reads its download
-  slowly takes the threads that serve the index, the pages, the API and ``/health``.
-- The thread's socket times out after ``--body-timeout`` seconds without progress, for
-  body reads and answer writes; uploads must also keep up ``--min-upload-rate``
-  (:mod:`modelpack_registry.receive`).
-- After a request with a body the connection closes (lingering if the body was not read
-  to its end: :mod:`modelpack_registry.linger`); after one without, it goes back to the
-  loop, with any bytes of a pipelined next request.
-- At most ``worker_connections`` (``--max-connections``) connections per worker. At
-  that many, a new connection closes the one that has waited longest for its request
-  (an idle or a hostile one: a real client's head arrives within a round trip); only
-  when every connection is in a thread do new ones wait in the listen backlog. When
-  file descriptors run out, accepting pauses for half a second.
+- The main thread accepts connections and reads each request head, and a body of at
+  most :data:`SMALL_BODY` bytes, without blocking. What has not arrived within
+  ``--header-timeout`` seconds (of the connection, or of a kept-alive connection's next
+  first byte) gets 408; a kept-alive connection closes after ``keepalive`` idle seconds.
+- A complete request goes to a pool of ``--threads``; transfers (a body still to come,
+  or a ``/packages/`` download) to a second pool as large, so slow uploads and slowly
+  read downloads never take the threads that serve the index, pages, API and /health.
+- A thread's socket times out after ``--body-timeout`` seconds without progress; uploads
+  must also keep ``--min-upload-rate`` (:mod:`modelpack_registry.receive`).
+- After a request with a body the connection closes (lingering if the body is unread:
+  :mod:`modelpack_registry.linger`); after one without, it returns to the loop with any
+  pipelined bytes.
+- Past ``worker_connections`` (``--max-connections``), a new connection closes the one
+  that has waited longest for its request; when file descriptors run out, accepting
+  pauses for half a second.
 
 Plain HTTP/1.x only: TLS is terminated in front (docs/deployment.md), no HTTP/2.
 """
