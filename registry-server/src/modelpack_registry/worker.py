@@ -12,8 +12,9 @@ worker uses them) and replaces the worker loop:
   ``--header-timeout`` seconds (of the connection, or of a kept-alive connection's next
   first byte) gets 408; a kept-alive connection closes after ``keepalive`` idle seconds.
 - A complete request goes to a pool of ``--threads``; transfers (a body still to come,
-  or a ``/packages/`` download) to a second pool as large, so slow uploads and slowly
-  read downloads never take the threads that serve the index, pages, API and /health.
+  or a ``/packages/`` or ``/upstream/files/`` download) to a second pool as large, so
+  slow uploads and slowly read downloads never take the threads that serve the index,
+  pages, API and /health.
 - A thread's socket times out after ``--body-timeout`` seconds without progress; uploads
   must also keep ``--min-upload-rate`` (:mod:`modelpack_registry.receive`).
 - After a request with a body the connection closes (lingering if the body is unread:
@@ -60,7 +61,8 @@ _TICK = 0.25  # how often deadlines are checked, seconds
 _HEAD_END = re.compile(rb"\r?\n\r?\n")
 _CONTENT_LENGTH = re.compile(rb"\ncontent-length:[ \t]*(\d+)[ \t]*\r?(?=\n)", re.I)
 _ANY_LENGTH = re.compile(rb"\n[ \t]*content-length", re.I)
-_DOWNLOAD = re.compile(rb"(?:GET|HEAD) [^ ]*/packages/[^/ ?]")  # a file, under any prefix
+# a file (ours, or a cached upstream one), under any path prefix
+_DOWNLOAD = re.compile(rb"(?:GET|HEAD) [^ ]*/(?:packages|upstream/files)/[^/ ?]")
 _CHUNKED_OR_EXPECT = re.compile(rb"\n[ \t]*(transfer-encoding|expect)", re.I)
 _QUIET_ERRORS = (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN, None)  # None: a timeout
 _NO_FDS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
