@@ -23,6 +23,7 @@ from registry_support import (
     MULTIPART_TYPE,
     listing,
     make_wheel,
+    multipart_body,
     multipart_head,
     post_upload,
     stream_upload,
@@ -173,6 +174,15 @@ def test_kept_alive_and_pipelined_requests_are_served_in_order(tmp_path: Path) -
             answer = _read_answer(sock, ANSWER_WITHIN)
         assert answer.count(b"HTTP/1.1 200 OK") == 2, answer
         assert answer.index(b'"status": "ok"') < answer.index(b"<title>Simple index")
+        # a small upload whose body comes in a second write, as uv publish sends it
+        small = make_wheel(tmp_path / "dist", "model-bar", "1.0")
+        body, ctype = multipart_body(small.name, small.read_bytes())
+        head = (f"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: {ctype}\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n").encode()  # fmt: skip
+        with _connect(reg, head + body[:100]) as sock:
+            time.sleep(0.3)
+            sock.sendall(body[100:])
+            assert _read_answer(sock, ANSWER_WITHIN).startswith(b"HTTP/1.1 200 OK")
         with requests.Session() as session:  # keep-alive, then a write that closes
             for _ in range(3):
                 assert session.get(f"{reg.url}/health", timeout=10).status_code == 200

@@ -254,14 +254,14 @@ class RegistryWorker(Worker):  # type: ignore[misc]
         if conn.scanned == 0 and conn.head.startswith((b"\r", b"\n")):
             del conn.head[: len(conn.head) - len(conn.head.lstrip(b"\r\n"))]  # RFC 9112 2.2
         need, transfer = _head_status(conn.head, conn.scanned)
-        conn.scanned = len(conn.head)
         if need < 0:
+            conn.scanned = len(conn.head)  # next time, search only what is new
             if len(conn.head) > MAX_HEAD:
                 self._refuse(conn, "431 Request Header Fields Too Large",
                              f"the request head is larger than {MAX_HEAD} bytes")  # fmt: skip
             return
         if len(conn.head) < need:
-            return  # a small body still arriving
+            return  # a small body still arriving (scanned stays before the head's end)
         self._unwait(conn)
         self.busy += 1
         future = (self.transfers if transfer else self.reads).submit(self._handle, conn)
