@@ -22,6 +22,10 @@
 #   MODELPACK_ACCESS_LOG       "1": one line per request on stdout (never a secret)
 #   MODELPACK_UPSTREAM         a simple index to proxy for non-private names (read by
 #                              `modelpack-registry serve` itself; MODELPACK_UPSTREAM_TTL too)
+#   MODELPACK_HEADER_TIMEOUT   --header-timeout SECONDS   (the server's default, 20)
+#   MODELPACK_BODY_TIMEOUT     --body-timeout SECONDS     (60)
+#   MODELPACK_MIN_UPLOAD_RATE  --min-upload-rate SIZE     (10KiB)
+#   MODELPACK_MAX_CONNECTIONS  --max-connections N, per worker (4096)
 #   MODELPACK_INSECURE         "1": serve WITHOUT credentials when the htpasswd file is
 #                              missing (anonymous uploads; trusted networks only)
 #   SCRIPT_NAME                a path prefix such as /models: gunicorn then serves every
@@ -62,6 +66,11 @@ serve() {
     if [ "${MODELPACK_ACCESS_LOG:-}" = "1" ]; then
         set -- "$@" --access-log
     fi
+    # slow-client limits: passed only when set, so the server's defaults apply otherwise
+    [ -n "${MODELPACK_HEADER_TIMEOUT:-}" ] && set -- "$@" --header-timeout "$MODELPACK_HEADER_TIMEOUT"
+    [ -n "${MODELPACK_BODY_TIMEOUT:-}" ] && set -- "$@" --body-timeout "$MODELPACK_BODY_TIMEOUT"
+    [ -n "${MODELPACK_MIN_UPLOAD_RATE:-}" ] && set -- "$@" --min-upload-rate "$MODELPACK_MIN_UPLOAD_RATE"
+    [ -n "${MODELPACK_MAX_CONNECTIONS:-}" ] && set -- "$@" --max-connections "$MODELPACK_MAX_CONNECTIONS"
     if [ -f "$HTPASSWD" ]; then
         [ -r "$HTPASSWD" ] || fail "cannot read the htpasswd secret $HTPASSWD" \
             "(running as uid $(id -u)); make it readable by this user (Kubernetes:" \

@@ -317,7 +317,9 @@ def test_admins_protected_reads_and_grace_from_the_environment(
 ) -> None:
     env = entrypoint_env(tmp_path, free_port(), MODELPACK_PROTECT_READS="1",
                          MODELPACK_ADMINS="alice", MODELPACK_GRACEFUL_TIMEOUT="45",
-                         MODELPACK_ACCESS_LOG="1")  # fmt: skip
+                         MODELPACK_ACCESS_LOG="1", MODELPACK_HEADER_TIMEOUT="15",
+                         MODELPACK_BODY_TIMEOUT="90", MODELPACK_MIN_UPLOAD_RATE="1KiB",
+                         MODELPACK_MAX_CONNECTIONS="2000")  # fmt: skip
     box = Container(env, tmp_path / "container.log")
     try:
         cmdline = Path(f"/proc/{box.proc.pid}/cmdline").read_bytes().split(b"\0")
@@ -327,6 +329,9 @@ def test_admins_protected_reads_and_grace_from_the_environment(
         assert requests.get(f"{box.url}/simple/", auth=("alice", "s3cret")).status_code == 200
         assert requests.get(f"{box.url}/health").status_code == 200
         assert b"--access-log" in cmdline
+        for flag, value in [(b"--header-timeout", b"15"), (b"--body-timeout", b"90"),
+                            (b"--min-upload-rate", b"1KiB"), (b"--max-connections", b"2000")]:  # fmt: skip
+            assert cmdline[cmdline.index(flag) + 1] == value, cmdline
     finally:
         assert box.stop() == 0
     assert (

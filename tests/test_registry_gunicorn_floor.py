@@ -5,14 +5,16 @@ to close after a refused upload (linger.py); settings such as ``control_socket_d
 exist only in newer releases. The suite itself runs on whatever gunicorn the resolver
 picks (the newest), so this test installs the lower bound of the pin, read from
 registry-server/pyproject.toml, into a throwaway environment with the registry from this
-checkout, and drives it: serve, upload, list, and an early 409 with the connection
-closed.
+checkout, and drives it: serve, upload, list, an early 409 with the connection
+closed, and a request served while half request lines are held open.
 """
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
@@ -87,6 +89,15 @@ def test_the_oldest_allowed_gunicorn_serves_uploads_and_refuses_early(
 
         good = make_wheel(tmp_path / "dist", "model-foo", "2.1")
         assert post_upload(reg.url, good.name, good.read_bytes()).status_code == 200
+
+        # The worker (worker.py) reads request heads in its loop on this gunicorn too:
+        # half request lines do not take the only thread.
+        with ExitStack() as stack:
+            for _ in range(4):
+                stack.enter_context(socket.create_connection((reg.host, reg.port))).sendall(
+                    b"GET /health HT"
+                )
+            assert requests.get(f"{reg.url}/health", timeout=5).status_code == 200
     log = reg.log.read_text()
     assert "control_socket" not in log
     assert '"GET /simple/model-foo/ HTTP/1.1" 200 ' in log  # the access log format works

@@ -55,8 +55,9 @@ def test_metrics_count_what_the_data_folder_holds(tmp_path: Path) -> None:
                             json={"reason": "bad"}, timeout=10).status_code == 200  # fmt: skip
         assert requests.put(f"{reg.url}{API}/model-foo/stages/production",
                             json={"version": "2.0"}, timeout=10).status_code == 200  # fmt: skip
-        held = send_half_upload(reg.host, reg.port, "model_baz-1.0-py3-none-any.whl",
-                                make_wheel(dist, "model-baz", "1.0").read_bytes())  # fmt: skip
+        # 256 KiB: a body of at most 16 KiB is read whole before the upload starts (worker.py)
+        baz = make_wheel(dist, "model-baz", "1.0", payload=bytes(256 * 1024))
+        held = send_half_upload(reg.host, reg.port, baz.name, baz.read_bytes())
         try:
             for _ in range(50):  # until the server has opened the temp file
                 got = scrape(reg.url)

@@ -4,7 +4,8 @@ Where to read on: :mod:`~modelpack_registry.storage` describes the data folder l
 :mod:`~modelpack_registry.app` the HTTP endpoints
 (:mod:`~modelpack_registry.api` the JSON API, :mod:`~modelpack_registry.catalog` the pages,
 :mod:`~modelpack_registry.stages` stages and yank), :mod:`~modelpack_registry.server`
-how it is served (gunicorn, gthread), :mod:`~modelpack_registry.errors` the exceptions.
+how it is served (gunicorn, with :mod:`~modelpack_registry.worker` as its worker),
+:mod:`~modelpack_registry.errors` the exceptions.
 """
 
 __version__ = "0.1.0"

@@ -38,6 +38,10 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _rate(text: str) -> int:
+    return 0 if text.strip() == "0" else _size(text)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="modelpack-registry",
@@ -65,7 +69,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--insecure", action="store_true",
                        help="allow anonymous uploads on a non-loopback address")  # fmt: skip
     serve.add_argument("--workers", type=int, default=1, help="worker processes (default: 1)")
-    serve.add_argument("--threads", type=int, default=16, help="threads per worker (16)")
+    serve.add_argument(
+        "--threads",
+        type=int,
+        default=16,
+        help="threads per worker for reads, and as many for uploads and downloads (16)",
+    )
     serve.add_argument("--max-upload-size", type=_size, default=_size("20GiB"), metavar="SIZE",
                        help="largest accepted upload body, e.g. 20GiB, 500MiB (20GiB)")  # fmt: skip
     serve.add_argument("--graceful-timeout", type=int, default=30, metavar="SECONDS",
@@ -79,6 +88,14 @@ def _parser() -> argparse.ArgumentParser:
                        default=os.environ.get("MODELPACK_UPSTREAM_TTL") or "600",
                        help="serve a cached upstream page this long before asking again; env "
                        "MODELPACK_UPSTREAM_TTL (600)")  # fmt: skip
+    serve.add_argument("--header-timeout", type=float, default=20, metavar="SECONDS",
+                       help="a request's headers must arrive within this; no thread waits for them (20)")  # fmt: skip
+    serve.add_argument("--body-timeout", type=float, default=60, metavar="SECONDS",
+                       help="end a request whose body or answer makes no progress this long (60)")  # fmt: skip
+    serve.add_argument("--min-upload-rate", type=_rate, default=_size("10KiB"), metavar="SIZE",
+                       help="after --body-timeout, cut off an upload averaging less per second; 0: off (10KiB)")  # fmt: skip
+    serve.add_argument("--max-connections", type=int, default=4096, metavar="N",
+                       help="open connections per worker, idle ones included (4096)")  # fmt: skip
 
     verify = sub.add_parser(
         "verify",
@@ -113,6 +130,8 @@ def _serve(args: argparse.Namespace) -> int:
             max_upload_size=args.max_upload_size, admins=tuple(args.admin),
             protect_reads=args.protect_reads, graceful_timeout=args.graceful_timeout,
             access_log=args.access_log, upstream=args.upstream, upstream_ttl=args.upstream_ttl,
+            header_timeout=args.header_timeout, body_timeout=args.body_timeout,
+            min_upload_rate=args.min_upload_rate, max_connections=args.max_connections,
         )
     )  # fmt: skip
     return 0

@@ -13,6 +13,7 @@ subclasses to a status code and a plain-text message::
         ├── Forbidden            403: credentials wrong, or not allowed on this model
         ├── NotFound             404
         ├── MethodNotAllowed     405
+        ├── RequestTimeout       408: an upload body stalled or trickled (--body-timeout)
         ├── Conflict             409: the file exists (immutable), or the last owner
         ├── PayloadTooLarge      413: the body is over ``--max-upload-size``
         ├── InsufficientStorage  507: the data folder is out of space or inodes
@@ -36,6 +37,7 @@ __all__ = [
     "NotFound",
     "PayloadTooLarge",
     "RegistryError",
+    "RequestTimeout",
     "StorageError",
     "Unauthorized",
     "disk_full",
@@ -95,6 +97,12 @@ class MethodNotAllowed(HTTPFailure):
     """405: the method or ``:action`` is not supported."""
 
     status, reason = 405, "Method Not Allowed"
+
+
+class RequestTimeout(HTTPFailure):
+    """408: the body stopped arriving, or arrived slower than the minimum rate."""
+
+    status, reason = 408, "Request Timeout"
 
 
 class Conflict(HTTPFailure):

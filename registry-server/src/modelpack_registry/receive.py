@@ -20,6 +20,12 @@ through two ``BytesIO`` buffers, and a quarter in sha256. So:
 - the sha256 runs in a helper thread (:class:`_Hasher`; ``hashlib`` releases the GIL on
   large blocks) while the request thread receives, parses and writes the next blocks.
   At most ``_HASH_QUEUE`` blocks wait for it, so memory stays bounded.
+
+A client that stalls or trickles must not hold its thread (issue 13): before each read
+the socket's timeout is set so that no read waits more than ``body_timeout`` seconds,
+and so that the body keeps up ``min_rate`` bytes/s on average once its first
+``body_timeout`` seconds are over (Apache's ``mod_reqtimeout`` ``MinRate`` rule).
+Either deadline raises :class:`TooSlow`, and the caller deletes the temp file.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import io
 import os
 import queue
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,10 +48,10 @@ from modelpack_registry.storage import TempUpload
 
 __all__ = [
     "DIGEST_FIELDS",
-    "IDLE_TIMEOUT",
     "READ_BLOCK",
     "ClientGone",
     "Form",
+    "TooSlow",
     "UploadLimits",
     "parse_size",
     "receive",
@@ -53,7 +60,6 @@ __all__ = [
 
 READ_BLOCK = 1 << 20
 _HASH_QUEUE = 8  # blocks waiting for the hasher thread (8 MiB at most)
-IDLE_TIMEOUT = 120.0  # seconds without a byte from the client before an upload is dropped
 _UNITS = {
     "": 1, "b": 1,
     "k": 1000, "kb": 1000, "kib": 1024,
@@ -86,6 +92,10 @@ class UploadLimits:
     max_body: int = 20 * 1024**3
     max_field: int = 64 * 1024
     max_fields: int = 100
+    body_timeout: float = 60.0
+    """Longest wait for the next bytes of the body, seconds (``--body-timeout``)."""
+    min_rate: int = 10 * 1024
+    """Bytes/s the body must average after its first ``body_timeout`` s; 0: no minimum."""
 
 
 # The digests a client may announce as form fields (twine sends all three), and how to
@@ -208,6 +218,47 @@ class ClientGone(Exception):
     """The client closed the connection before the body was complete."""
 
 
+class TooSlow(Exception):
+    """The body stopped arriving for ``body_timeout`` s, or fell below ``min_rate``."""
+
+
+class _Pace:
+    """The deadline of each body read (see the module docstring)."""
+
+    def __init__(self, sock: Any, limits: UploadLimits) -> None:
+        self._sock = sock if callable(getattr(sock, "settimeout", None)) else None
+        self.limits = limits
+        self._start = time.monotonic()
+        self._rate_bound = False  # whether the last wait was cut short by the rate
+
+    def before_read(self, received: int) -> None:
+        """Set the socket's timeout for the next read; raise if the rate is already missed."""
+        idle = self.limits.body_timeout
+        wait = idle
+        if self.limits.min_rate > 0:
+            wait = self._start + idle + received / self.limits.min_rate - time.monotonic()
+            if wait <= 0:
+                raise TooSlow(self._too_slow(received))
+        self._rate_bound = wait < idle
+        if self._sock is not None:
+            self._sock.settimeout(min(wait, idle))
+
+    def timed_out(self, received: int) -> TooSlow:
+        if self._rate_bound:
+            return TooSlow(self._too_slow(received))
+        return TooSlow(
+            f"no data from the client for {self.limits.body_timeout:g} s (--body-timeout)"
+        )
+
+    def _too_slow(self, received: int) -> str:
+        elapsed = time.monotonic() - self._start
+        return (
+            f"the body arrived at {received / max(elapsed, 1e-9):.0f} bytes/s ({received} "
+            f"bytes in {elapsed:.0f} s), below this registry's minimum of "
+            f"{self.limits.min_rate} bytes/s (--min-upload-rate)"
+        )
+
+
 class _SocketBody:
     """gunicorn's request body of known length, read from the client socket directly.
 
@@ -263,9 +314,12 @@ class _SocketBody:
         return block
 
 
-def _read(stream: Any, size: int) -> bytes:
+def _read(stream: Any, size: int, pace: _Pace, received: int) -> bytes:
+    pace.before_read(received)
     try:
         return bytes(stream.read(size))
+    except TimeoutError as exc:
+        raise pace.timed_out(received) from exc
     except Exception as exc:  # any read error means the body is lost
         raise ClientGone(str(exc)) from exc
 
@@ -288,11 +342,12 @@ def receive(environ: dict[str, Any], temp: TempUpload, limits: UploadLimits, for
     except MultipartError as exc:
         raise BadRequest(f"malformed multipart request: {exc}") from exc
     stream = environ["wsgi.input"]
+    sock = environ.get("gunicorn.socket")
     if form.expected >= 0:
-        stream = _SocketBody.attach(stream, environ.get("gunicorn.socket")) or stream
+        stream = _SocketBody.attach(stream, sock) or stream
     flusher = _Flusher(temp.file.fileno())
     try:
-        _parse_body(stream, parser, form, temp, limits, flusher, on_file)
+        _parse_body(stream, parser, form, temp, _Pace(sock, limits), flusher, on_file)
     finally:
         for hasher in (form.sha256, *form.digests.values()):
             hasher.close()
@@ -300,8 +355,9 @@ def receive(environ: dict[str, Any], temp: TempUpload, limits: UploadLimits, for
 
 
 def _parse_body(stream: Any, parser: PushMultipartParser, form: Form, temp: TempUpload,
-                limits: UploadLimits, flusher: _Flusher,
+                pace: _Pace, flusher: _Flusher,
                 on_file: Callable[[Form], None]) -> None:  # fmt: skip
+    limits = pace.limits
     current: MultipartSegment | None = None
     in_file = False  # inside the one 'content' part that carries a filename
     buffer = bytearray()
@@ -310,7 +366,7 @@ def _parse_body(stream: Any, parser: PushMultipartParser, form: Form, temp: Temp
     try:
         while True:
             want = READ_BLOCK if expected < 0 else min(READ_BLOCK, expected - form.received)
-            chunk = _read(stream, want) if want > 0 else b""
+            chunk = _read(stream, want, pace, form.received) if want > 0 else b""
             form.received += len(chunk)
             if form.received > limits.max_body:
                 raise PayloadTooLarge(too_large(limits))

@@ -1,8 +1,10 @@
-"""Running the registry under gunicorn (gthread workers), embedded with ``BaseApplication``.
+"""Running the registry under gunicorn, embedded with ``BaseApplication``.
 
-gunicorn hands the app ``wsgi.input`` as a stream (no spooling, no body cap of its own),
-serves files with ``sendfile`` and runs a pool of threads per worker, so a slow
-transfer does not block other clients. Each worker process builds its own
+gunicorn hands the app ``wsgi.input`` as a stream (no spooling, no body cap of its own)
+and serves files with ``sendfile``. Its worker here is
+:class:`~modelpack_registry.worker.RegistryWorker`: an event loop reads each request
+head (with a deadline) and only then hands the request to a thread, so a slow or
+hostile client holds no thread while its request arrives. Each worker process builds its own
 :class:`~modelpack_registry.app.RegistryApp`; they share nothing but the data folder
 and notice each other's writes through ``DATA/generation``.
 
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import resource
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,8 +31,9 @@ from modelpack_registry.auth import Htpasswd
 from modelpack_registry.errors import ConfigError, StorageError
 from modelpack_registry.storage import DataDir
 from modelpack_registry.upload import UploadLimits
+from modelpack_registry.worker import Timeouts
 
-__all__ = ["ServeConfig", "is_loopback", "serve"]
+__all__ = ["ServeConfig", "is_loopback", "raise_fd_limit", "serve"]
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +60,14 @@ class ServeConfig:
     """A simple index to proxy for every name that is not private (upstream/)."""
     upstream_ttl: float = 600.0
     """Seconds an upstream project page is served from the cache before it is asked again."""
+    header_timeout: float = 20.0
+    """Seconds a request's head may take to arrive (then 408); no thread waits for it."""
+    body_timeout: float = 60.0
+    """Seconds a body read or an answer write may go without progress."""
+    min_upload_rate: int = 10 * 1024
+    """Bytes/s an upload must average after its first ``body_timeout`` seconds (0: off)."""
+    max_connections: int = 4096
+    """Open connections per worker process (gunicorn's ``worker_connections``)."""
 
 
 #: client address, Basic-auth user (``__token__`` for a token; never the password),
@@ -119,6 +131,8 @@ def prepare(config: ServeConfig) -> tuple[DataDir, Htpasswd | None]:
             raise ConfigError("--upstream-ttl must be 0 or more seconds")
     if config.workers < 1 or config.threads < 1:
         raise ConfigError("--workers and --threads must be at least 1")
+    if min(config.header_timeout, config.body_timeout) <= 0 or config.max_connections < 1:
+        raise ConfigError("--header-timeout, --body-timeout and --max-connections must be positive")
     htpasswd = Htpasswd(config.htpasswd) if config.htpasswd is not None else None
     for admin in config.admins:
         if htpasswd is not None and not htpasswd.has_user(admin):
@@ -131,10 +145,33 @@ def prepare(config: ServeConfig) -> tuple[DataDir, Htpasswd | None]:
     return data, htpasswd
 
 
+def raise_fd_limit(need: int) -> None:
+    """Raise the soft open-file limit to ``need`` (up to the hard limit), or warn.
+
+    Every open connection is a file descriptor, and many systems start processes with a
+    soft limit of 1024; the hard limit is usually far higher and a process may raise its
+    soft limit up to it. The worker processes inherit the limit.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < need:
+        target = need if hard == resource.RLIM_INFINITY else min(need, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        if target < need:
+            log.warning(
+                "the open-file limit is %d (hard limit), below the %d that --max-connections "
+                "needs: a worker will hold fewer connections; raise it (ulimit -Hn, "
+                "docker run --ulimit nofile=%d, systemd LimitNOFILE=)",
+                target,
+                need,
+                need,
+            )
+
+
 class _Gunicorn(BaseApplication):  # type: ignore[misc]
     def __init__(self, config: ServeConfig, options: dict[str, Any]) -> None:
         self.config = config
         self.options = options
+        self.timeouts = Timeouts(header=config.header_timeout, body=config.body_timeout)
         super().__init__()
 
     def load_config(self) -> None:
@@ -146,7 +183,9 @@ class _Gunicorn(BaseApplication):  # type: ignore[misc]
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
         data = DataDir(self.config.data)
         htpasswd = Htpasswd(self.config.htpasswd) if self.config.htpasswd else None
-        limits = UploadLimits(max_body=self.config.max_upload_size)
+        limits = UploadLimits(max_body=self.config.max_upload_size,
+                              body_timeout=self.config.body_timeout,
+                              min_rate=self.config.min_upload_rate)  # fmt: skip
         access = Access(data, htpasswd, self.config.admins, self.config.protect_reads)
         upstream = None
         if self.config.upstream is not None:
@@ -166,11 +205,13 @@ def serve(config: ServeConfig) -> None:
     :raises StorageError: see :func:`prepare`.
     """
     prepare(config)
+    raise_fd_limit(config.max_connections + 4 * config.threads + 64)
     options = {
         "bind": [_bind_address(config.host, config.port)],
         "workers": config.workers,
-        "worker_class": "gthread",
+        "worker_class": "modelpack_registry.worker.RegistryWorker",
         "threads": config.threads,
+        "worker_connections": config.max_connections,
         "timeout": 120,
         "graceful_timeout": config.graceful_timeout,
         "keepalive": 5,

@@ -45,6 +45,7 @@ from modelpack_registry.errors import (
     HTTPFailure,
     MethodNotAllowed,
     PayloadTooLarge,
+    RequestTimeout,
     disk_full,
     full_disk_error,
 )
@@ -55,9 +56,9 @@ from modelpack_registry.maintenance import utc_now
 from modelpack_registry.pkg_info import valid_requires_python
 from modelpack_registry.receive import (
     DIGEST_FIELDS,
-    IDLE_TIMEOUT,
     ClientGone,
     Form,
+    TooSlow,
     UploadLimits,
     parse_size,
     receive,
@@ -103,10 +104,6 @@ def handle_upload(environ: dict[str, Any], data: DataDir, index: Index, limits: 
         form.expected = declared
         if declared > limits.max_body:
             raise PayloadTooLarge(too_large(limits))
-        sock = environ.get("gunicorn.socket")
-        if sock is not None:
-            # A client that stalls mid-body must not hold a worker thread forever.
-            sock.settimeout(IDLE_TIMEOUT)
         temp = data.new_temp()
         try:
             return _receive_and_publish(environ, data, index, limits, form, temp, who)
@@ -117,6 +114,10 @@ def handle_upload(environ: dict[str, Any], data: DataDir, index: Index, limits: 
     except ClientGone as exc:
         log.warning("upload aborted by the client: %s", exc)
         raise BadRequest("the upload was incomplete (connection closed)") from exc
+    except TooSlow as exc:
+        log.warning("upload of %s cut off after %d bytes: %s", form.filename or "a file",
+                    form.received, exc)  # fmt: skip
+        raise RequestTimeout(f"{exc}; nothing was stored, upload again") from exc
     except HTTPFailure as exc:
         total = str(form.expected) if form.expected >= 0 else "?"
         log.info("refused %s after %d of %s bytes: %d %s", form.filename or "an upload",
