@@ -134,12 +134,17 @@ def raise_for_errors(project: Project, problems: list[Problem]) -> None:
 
 
 def _manifest(project: Project, version: str) -> dict[str, Any]:
-    skip = {"registry", "weights"}
+    from modelpack.card import card_fields
+    from modelpack.lineage import lineage
+
+    skip = {"registry", "weights", "metrics", "dataset"}
     fields = {k: v for k, v in project.config.items() if k not in skip}
     return {
         "name": project.canonical_name, "version": version, "package": project.package,
         "entry_point": project.entry_point, "manifest_version": 1,
         "weights_dir": project.weights_subdir, **fields,
+        **card_fields(project.root, project.config),  # metrics.json merged in (modelpack.card)
+        "lineage": lineage(project.root, project.config),
     }  # fmt: skip
 
 

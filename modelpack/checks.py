@@ -1,6 +1,7 @@
 """``modelpack check``: what would break for a consumer, found before publishing.
 
-- the manifest (``[tool.modelpack]``) is valid, key by key;
+- the manifest (``[tool.modelpack]``) is valid, key by key, and so is ``metrics.json``
+  (:mod:`modelpack.card`);
 - the model has weights;
 - every module the package imports (AST scan) is provided by a declared dependency;
   declared dependencies never used are reported as warnings;
@@ -27,6 +28,7 @@ from typing import Any
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
+from modelpack.card import read_card
 from modelpack.errors import MissingWeightsError, ProjectError
 from modelpack.project import Project, weight_files
 from modelpack.scan.policy import Policy
@@ -51,7 +53,8 @@ MANIFEST_KEYS: dict[str, str] = {
     "task": 'a string, e.g. task = "text-classification"',
     "framework": 'a string, e.g. framework = "scikit-learn"',
     "tags": 'a list of strings, e.g. tags = ["nlp", "french"]',
-    "metrics": "a table of numbers, e.g. metrics = { accuracy = 0.93 }",
+    "metrics": 'a table of metrics, e.g. metrics = { auc = { value = 0.93, better = "higher" } }',
+    "dataset": 'a table, e.g. dataset = { name = "iris", version = "1.0" }',
     "license": 'a string, e.g. license = "Apache-2.0"',
     "input_example": "any JSON value that predict() accepts, e.g. input_example = [[1.0, 2.0]]",
     "registry": 'the registry URL, e.g. registry = "http://registry.example:8080"',
@@ -86,10 +89,8 @@ def manifest_problems(config: dict[str, Any]) -> list[Problem]:
         "task": lambda v: isinstance(v, str) and bool(v.strip()),
         "framework": lambda v: isinstance(v, str) and bool(v.strip()),
         "tags": _is_str_list,
-        "metrics": lambda v: (
-            isinstance(v, dict)
-            and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v.values())
-        ),
+        "metrics": lambda v: True,  # checked key by key with metrics.json (modelpack.card)
+        "dataset": lambda v: True,
         "license": lambda v: isinstance(v, str) and bool(v.strip()),
         "input_example": lambda v: _json_ok(v),
         "registry": lambda v: isinstance(v, str) and v.startswith(("http://", "https://")),
@@ -196,6 +197,9 @@ def check_project(project: Project) -> list[Problem]:
     :raises ProjectError: the package folder cannot be found at all.
     """
     problems = manifest_problems(project.config)
+    card = read_card(project.root, project.config)
+    problems += [Problem("error", key, message) for key, message in card.errors]
+    problems += [Problem("warning", key, message) for key, message in card.warnings]
     declared, dep_problems = _declared(project)
     problems += dep_problems
     if project.package_dir is None:

@@ -125,7 +125,7 @@ def test_pickles_of_the_package_own_classes_pass(project: Path) -> None:
     ("line", "needle"),
     [('tags = "nlp"', "[tool.modelpack] tags: must be a list of strings"),
      ('taks = "regression"', "[tool.modelpack] taks: unknown key"),
-     ("metrics = { rmse = \"low\" }", "[tool.modelpack] metrics: must be a table of numbers"),
+     ("metrics = { rmse = \"low\" }", "[tool.modelpack] metrics.rmse: must be a number or a table"),
      ('registry = "ftp://x"', "[tool.modelpack] registry: must be the registry URL")],
 )  # fmt: skip
 def test_manifest_errors_name_the_key(project: Path, line: str, needle: str) -> None:

@@ -9,6 +9,7 @@ lives in the package (see model.py). Run it with `python train.py`, then
 
 from __future__ import annotations
 
+import json
 import pickle
 import random
 import sys
@@ -20,6 +21,8 @@ sys.path.insert(0, str(HERE / "src"))
 from {{ cookiecutter.package_name }}.model import LinearModel  # noqa: E402
 
 WEIGHTS = HERE / "src" / "{{ cookiecutter.package_name }}" / "weights" / "model.pkl"
+# Read by `modelpack check/build` into the wheel's manifest (the model card's numbers).
+METRICS = HERE / "metrics.json"
 TRUE_COEF = [1.0, -2.0, 0.25]
 TRUE_INTERCEPT = 0.5
 
@@ -75,8 +78,18 @@ def main() -> int:
     tmp = WEIGHTS.with_suffix(".tmp")
     tmp.write_bytes(pickle.dumps(model, protocol=4))
     tmp.replace(WEIGHTS)
-    print(f"trained {model!r}; training RMSE {rmse(model, xs, ys):.4f}")
-    print(f"wrote {WEIGHTS.relative_to(HERE)} ({WEIGHTS.stat().st_size} bytes)")
+    train_rmse = rmse(model, xs, ys)
+    held_out = make_data(n=100, seed=1)
+    card = {
+        "metrics": {
+            "rmse": {"value": round(train_rmse, 6), "better": "lower"},
+            "rmse_held_out": {"value": round(rmse(model, *held_out), 6), "better": "lower"},
+        },
+        "dataset": {"name": "synthetic-linear", "version": "seed-0-n200"},
+    }
+    METRICS.write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+    print(f"trained {model!r}; training RMSE {train_rmse:.4f}")
+    print(f"wrote {WEIGHTS.relative_to(HERE)} ({WEIGHTS.stat().st_size} bytes) and {METRICS.name}")
     return 0
 
 
