@@ -24,7 +24,10 @@ from support import BIN, Venv, uv_bin
 
 
 @pytest.fixture
-def project(tmp_path: Path) -> Path:
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    # The manifest records the build time: SOURCE_DATE_EPOCH fixes it, so the tests here
+    # that compare two builds byte for byte compare what they mean to.
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
     root = new_project("model-big", tmp_path / "src")
     weights = root / "src" / "model_big" / "weights"
     (weights / "extra").mkdir()
