@@ -27,7 +27,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["METRICS_FILE", "Card", "card_fields", "dataset_errors", "metrics_errors", "read_card"]
+__all__ = [
+    "METRICS_FILE",
+    "Card",
+    "card_fields",
+    "card_lines",
+    "dataset_errors",
+    "metrics_errors",
+    "read_card",
+]
 
 METRICS_FILE = "metrics.json"
 BETTER = ("higher", "lower")
@@ -179,3 +187,22 @@ def card_fields(root: Path, config: dict[str, Any]) -> dict[str, Any]:
     if card.dataset:
         fields["dataset"] = card.dataset
     return fields
+
+
+def card_lines(model: dict[str, Any]) -> list[str]:
+    """The metrics, dataset and lineage of a registry answer (``GET /api/v1/models/<name>``:
+    its latest version), as ``modelpack show`` prints them."""
+    lines = []
+    metrics = model.get("metrics") or {}
+    if metrics:
+        lines.append("metrics: " + ", ".join(
+            f"{k}={v['value']:.6g} ({v['better']} is better)" for k, v in sorted(metrics.items())))  # fmt: skip
+    if dataset := model.get("dataset"):
+        lines.append("dataset: " + " ".join(str(dataset[k]) for k in _DATASET_KEYS if k in dataset))
+    lineage = model.get("lineage") or {}
+    if lineage:
+        fw = lineage.get("framework") or {}
+        commit = (lineage.get("commit") or "-")[:12] + (" (dirty)" if lineage.get("dirty") else "")
+        lines.append(f"commit: {commit}  framework: {fw.get('name', '-')} {fw.get('version', '')}".rstrip()
+                     + f"  built: {lineage.get('build_time', '-')}")  # fmt: skip
+    return lines

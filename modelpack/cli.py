@@ -26,6 +26,7 @@ Ship ML models as Python wheels through a private package index (the registry).
   modelpack build model-foo        build dist/model_foo-<version>-py3-none-any.whl
   modelpack publish model-foo      upload it to the registry
   modelpack list / show model-foo  browse the registry
+  modelpack diff model-foo==0.1.0 model-foo==0.2.0   metrics, dependencies, weights, lineage
   modelpack promote model-foo==0.2.0 --stage production
   modelpack yank model-foo==0.1.0 --reason "wrong labels"
   modelpack token create model-foo  a CI token, sent as user __token__
@@ -144,6 +145,10 @@ def _cmd_show(args: argparse.Namespace) -> int:
         facts.append("tags: " + ", ".join(manifest["tags"]))
     if facts:
         print("  ".join(facts))
+    from modelpack.card import card_lines
+
+    for line in card_lines(model):
+        print(line)
     stages = model.get("stages") or {}
     if stages:
         print("stages: " + ", ".join(
@@ -157,6 +162,14 @@ def _cmd_show(args: argparse.Namespace) -> int:
     if latest:
         advice = install_advice(model["name"], latest, model.get("requires_dist"), args.registry)
         print("\n".join(advice))
+    return 0
+
+
+def _cmd_diff(args: argparse.Namespace) -> int:
+    from modelpack.diff import diff_lines, load_side
+
+    old, new = (load_side(spec, args.registry) for spec in (args.old, args.new))
+    print("\n".join(diff_lines(old, new)))
     return 0
 
 
@@ -317,6 +330,18 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("name", metavar="NAME")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_cmd_show)
+
+    p = sub.add_parser(
+        "diff", parents=[common, remote], help="what changed between two versions of a model",
+        description="Compare two versions (NAME==VERSION in the registry, or local .whl "
+        "files): metrics (better or worse), dataset, dependencies, weights (sha256) and "
+        "lineage (commit, framework, Python, build time).",
+    )  # fmt: skip
+    p.add_argument(
+        "old", metavar="OLD", help="e.g. model-foo==1.1 or dist/model_foo-1.1-py3-none-any.whl"
+    )
+    p.add_argument("new", metavar="NEW", help="e.g. model-foo==1.2")
+    p.set_defaults(func=_cmd_diff)
 
     p = sub.add_parser(
         "promote", parents=[common, remote], help="point a stage (e.g. production) at a version",

@@ -1,6 +1,7 @@
 """The JSON API under ``/api/v1/`` (what ``modelpack list/show/promote/yank`` speak)::
 
-    GET    /api/v1/models[?q=text]                          model summaries, by name
+    GET    /api/v1/models[?q=&task=&framework=&tag=&sort=]  model summaries, by name or
+                                                            best first by a metric
     GET    /api/v1/models/<name>                            one model: versions, stages, history
     PUT    /api/v1/models/<name>/stages/<stage>             {"version": "1.2.0"}: promote
     DELETE /api/v1/models/<name>/stages/<stage>             remove the stage
@@ -49,6 +50,8 @@ from modelpack_registry.index import Index, Snapshot
 from modelpack_registry.models import (
     describe_model,
     filter_models,
+    parse_sort,
+    select_models,
     summaries,
     summary_json,
     version_records,
@@ -149,8 +152,17 @@ def _openapi(call: Call) -> Response:
 
 
 def _list_models(call: Call) -> Response:
-    query = parse_qs(call.environ.get("QUERY_STRING", "")).get("q", [""])[0]
-    models = filter_models(summaries(call.index.snapshot()), query)
+    params = parse_qs(call.environ.get("QUERY_STRING", ""))
+
+    def one(key: str) -> str | None:
+        return params.get(key, [None])[0] or None
+
+    try:
+        metric = parse_sort(one("sort"))
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from None
+    models = filter_models(summaries(call.index.snapshot()), one("q"))
+    models = select_models(models, one("task"), one("framework"), one("tag"), metric)
     return json_response("200 OK", {"models": [summary_json(m) for m in models]})
 
 

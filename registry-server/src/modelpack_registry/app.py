@@ -239,9 +239,11 @@ class RegistryApp:
                        ("Cache-Control", "no-cache")]  # fmt: skip
             return "200 OK", headers, [body]
         if path == "/":
-            query = parse_qs(environ.get("QUERY_STRING", "")).get("q", [None])[0]
+            params = parse_qs(environ.get("QUERY_STRING", ""))
+            chosen = {k: params.get(k, [None])[0] for k in ("task", "framework", "tag", "sort")}
             snap = self.index.snapshot()
-            return _html(render_catalog(snap, query, script, _base_url(environ)))
+            query = params.get("q", [None])[0]
+            return _html(render_catalog(snap, query, script, _base_url(environ), chosen))
         if path == "/models" or path.startswith("/models/"):
             return self._model_page(environ, path)
         if path == "/simple" or path.startswith("/simple/"):

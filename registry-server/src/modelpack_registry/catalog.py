@@ -19,11 +19,19 @@ from urllib.parse import quote
 
 from modelpack_registry.cards import card_for_view
 from modelpack_registry.index import Snapshot
+from modelpack_registry.metrics_view import (
+    catalog_controls,
+    lineage_facts,
+    metric_cell,
+    metrics_section,
+)
 from modelpack_registry.models import (
     ModelSummary,
     describe_model,
     filter_models,
     latest_version,
+    parse_sort,
+    select_models,
     summaries,
     version_records,
 )
@@ -42,6 +50,7 @@ _STYLE = (
     ".card{border:1px solid #ddd;padding:0 1em;margin:1em 0}.muted{color:#666}"
     ".warning{border-left:4px solid #c80;padding-left:.6em}"
     "input[type=search]{width:24em;padding:.3em}"
+    "td.best{font-weight:bold}figure.chart{display:inline-block;margin:.5em 1em .5em 0}"
 )
 
 
@@ -99,27 +108,44 @@ def _who(user: str | None) -> str:
     )
 
 
-def render_catalog(snap: Snapshot, query: str | None, script: str = "", base: str = "") -> bytes:
-    """The catalog page, filtered by ``query`` (rows are rendered once per snapshot);
-    ``base`` is the registry's absolute URL, as the client reached it."""
+def render_catalog(
+    snap: Snapshot, query: str | None, script: str = "", base: str = "",
+    chosen: dict[str, str | None] | None = None,
+) -> bytes:  # fmt: skip
+    """The catalog page, filtered by ``query`` and the exact ``task``, ``framework`` and
+    ``tag`` of *chosen*, sorted by its ``sort`` (``metric:<name>``: best first), rows
+    rendered once per snapshot; ``base`` is the registry's absolute URL, as the client
+    reached it."""
     rows = snap.cached(
         ("catalog-rows", script), lambda: {m.name: _row(m, script) for m in summaries(snap)}
     )
     assert isinstance(rows, dict)
+    chosen = {k: v for k, v in (chosen or {}).items() if v}
     everything = summaries(snap)
-    shown = filter_models(everything, query)
+    problem = ""
+    try:
+        metric = parse_sort(chosen.get("sort"))
+    except ValueError as exc:
+        metric, problem = None, f'<p class="warning">{_esc(exc)}</p>'
+    shown = select_models(filter_models(everything, query), chosen.get("task"),
+                          chosen.get("framework"), chosen.get("tag"), metric)  # fmt: skip
     q = (query or "").strip()
+    filtered = bool(q or set(chosen) - {"sort"})
     form = (
         '<form method="get" action="" role="search">'
         f'<input type="search" name="q" value="{_esc(q)}" '
         'placeholder="Filter by name, task, framework, tag..." aria-label="Filter models"> '
-        '<button type="submit">Filter</button>'
-        + (' <a href="./">Clear</a>' if q else "")
+        + catalog_controls(everything, chosen)
+        + '<button type="submit">Filter</button>'
+        + (' <a href="./">Clear</a>' if q or chosen else "")
         + "</form>"
+        + problem
     )
     count = (
-        f"<p>{len(shown)} of {len(everything)} models match <code>{_esc(q)}</code>.</p>"
-        if q
+        f"<p>{len(shown)} of {len(everything)} models match"
+        + (f" <code>{_esc(q)}</code>" if q else " the filters")
+        + ".</p>"
+        if filtered
         else f"<p>{len(everything)} models. Install one with "
         f"<code>pip install --index-url {_esc(base)}/simple/ NAME</code>.</p>"
     )
@@ -127,8 +153,15 @@ def render_catalog(snap: Snapshot, query: str | None, script: str = "", base: st
         table = (
             '<table id="models"><thead><tr><th>Model</th><th>Latest</th><th>Summary</th>'
             "<th>Task / framework</th><th>Tags</th><th>Stages</th><th>Size</th>"
-            "<th>Uploaded</th></tr></thead><tbody>\n"
-            + "\n".join(rows[m.name] for m in shown)
+            "<th>Uploaded</th>"
+            + (f"<th>{_esc(metric)}</th>" if metric else "")
+            + "</tr></thead><tbody>\n"
+            + "\n".join(
+                rows[m.name][: -len("</tr>")] + metric_cell(m, metric) + "</tr>"
+                if metric
+                else rows[m.name]
+                for m in shown
+            )
             + "\n</tbody></table>"
         )
     elif everything:
@@ -259,6 +292,8 @@ def render_model(
             "<h2>Stages</h2><table><tr><th>Stage</th><th>Version</th><th>Promoted by</th>"
             f"<th>At</th></tr>{rows}</table>"
         )
+    parts.append(lineage_facts(detail))
+    parts.append(metrics_section(detail["versions"]))
     parts.append(f'<h2>Model card</h2><div class="card">{card}</div>')
     vrows: list[str] = []
     for v in reversed(detail["versions"]):

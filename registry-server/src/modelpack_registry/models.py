@@ -9,6 +9,7 @@ card is rendered once per file and stored (:mod:`modelpack_registry.cards`).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,9 +20,12 @@ from modelpack_registry.storage import Record
 
 __all__ = [
     "ModelSummary",
+    "card_json",
     "describe_model",
     "filter_models",
     "latest_version",
+    "parse_sort",
+    "select_models",
     "summaries",
     "summary_json",
     "version_records",
@@ -99,6 +103,37 @@ def _license(record: Record | None) -> str | None:
     return str(value) if isinstance(value, str) and value else record.license
 
 
+def _metrics(manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The manifest's ``metrics`` as ``{name: {"value", "better"}}``; a plain number (older
+    manifests) means higher is better; anything else is left out (never trusted)."""
+    raw = manifest.get("metrics")
+    out: dict[str, dict[str, Any]] = {}
+    for name, entry in raw.items() if isinstance(raw, dict) else ():
+        value, better = (entry.get("value"), entry.get("better", "higher")) if isinstance(
+            entry, dict) else (entry, "higher")  # fmt: skip
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and better in (
+            "higher", "lower") and math.isfinite(value):  # fmt: skip
+            out[str(name)] = {"value": float(value), "better": better}
+    return out
+
+
+def card_json(record: Record | None) -> dict[str, Any]:
+    """``metrics``, ``dataset`` and ``lineage`` of a file's manifest, normalized for the
+    API and the pages (empty or None when the wheel has none)."""
+    manifest = (record.manifest if record else None) or {}
+    dataset = manifest.get("dataset")
+    lineage = manifest.get("lineage")
+    return {
+        "metrics": _metrics(manifest),
+        "dataset": (
+            {k: str(v) for k, v in dataset.items() if k in ("name", "version", "url")}
+            if isinstance(dataset, dict) and isinstance(dataset.get("name"), str)
+            else None
+        ),
+        "lineage": lineage if isinstance(lineage, dict) else None,
+    }
+
+
 @dataclass(frozen=True)
 class ModelSummary:
     """One row of the catalog / one item of ``GET /api/v1/models``."""
@@ -116,6 +151,7 @@ class ModelSummary:
     stages: dict[str, str]
     yanked: bool  # the shown version is yanked (every version is)
     haystack: str  # lowercase text the filter searches
+    card: dict[str, Any]  # card_json() of the shown version
 
 
 def _summarize(snap: Snapshot, name: str) -> ModelSummary:
@@ -145,6 +181,7 @@ def _summarize(snap: Snapshot, name: str) -> ModelSummary:
         stages=stages,
         yanked=latest in yanked,
         haystack="\n".join(words).lower(),
+        card=card_json(main),
     )
 
 
@@ -168,6 +205,44 @@ def filter_models(items: list[ModelSummary], query: str | None) -> list[ModelSum
     return [m for m in items if all(w in m.haystack for w in words)]
 
 
+def parse_sort(sort: str | None) -> str | None:
+    """The metric of ``?sort=metric:<name>`` (None: by name).
+
+    :raises ValueError: any other value, with the fix in the message.
+    """
+    if not sort or sort == "name":
+        return None
+    kind, _, metric = sort.partition(":")
+    if kind != "metric" or not metric.strip():
+        raise ValueError(f"sort={sort!r} is not understood; use sort=name or sort=metric:<name>, "
+                         "e.g. sort=metric:auc")  # fmt: skip
+    return metric.strip()
+
+
+def select_models(
+    items: list[ModelSummary], task: str | None = None, framework: str | None = None,
+    tag: str | None = None, metric: str | None = None,
+) -> list[ModelSummary]:  # fmt: skip
+    """Models with this task, framework and tag (exact, case-insensitive), sorted by
+    ``metric`` best first (the direction most of them declare) when given: models without
+    it come last, by name."""
+
+    def same(a: str | None, b: str | None) -> bool:
+        return not b or (a or "").lower() == b.lower()
+
+    shown = [
+        m for m in items
+        if same(m.task, task) and same(m.framework, framework)
+        and (not tag or tag.lower() in (t.lower() for t in m.tags))
+    ]  # fmt: skip
+    if metric is None:
+        return shown
+    having = [m for m in shown if metric in m.card["metrics"]]
+    lower = sum(m.card["metrics"][metric]["better"] == "lower" for m in having) * 2 > len(having)
+    having.sort(key=lambda m: (m.card["metrics"][metric]["value"] * (1 if lower else -1), m.name))
+    return having + [m for m in shown if metric not in m.card["metrics"]]
+
+
 def summary_json(m: ModelSummary) -> dict[str, Any]:
     """The API shape of a summary."""
     return {
@@ -182,6 +257,7 @@ def summary_json(m: ModelSummary) -> dict[str, Any]:
         "upload_time": m.upload_time,
         "versions": list(m.versions),
         "stages": m.stages,
+        **m.card,
     }
 
 
@@ -208,6 +284,7 @@ def describe_model(snap: Snapshot, name: str, script: str = "") -> dict[str, Any
                     "requires_python": main.requires_python if main else None,
                     "requires_dist": list(main.requires_dist) if main else [],
                     "manifest": main.manifest if main else None,
+                    **card_json(main),
                     "files": [
                         {
                             "filename": r.filename,
@@ -228,6 +305,10 @@ def describe_model(snap: Snapshot, name: str, script: str = "") -> dict[str, Any
             "summary": summary.summary,
             "latest": summary.version,
             "manifest": latest_main.manifest if latest_main else None,
+            "task": summary.task,
+            "framework": summary.framework,
+            "tags": list(summary.tags),
+            **summary.card,
             "requires_dist": list(latest_main.requires_dist) if latest_main else [],
             "stages": {
                 stage: {

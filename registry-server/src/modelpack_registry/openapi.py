@@ -17,6 +17,36 @@ _NSTR = {"type": ["string", "null"]}
 _TIME = {"type": "string", "format": "date-time"}
 _STRS = {"type": "array", "items": _STR}
 _MANIFEST = {"type": ["object", "null"], "additionalProperties": True}
+_METRICS = {
+    "type": "object",
+    "description": "name -> value and which is better, from the wheel's modelpack.json",
+    "additionalProperties": {
+        "type": "object",
+        "properties": {"value": {"type": "number"}, "better": {"enum": ["higher", "lower"]}},
+        "required": ["value", "better"],
+    },
+}
+_DATASET = {
+    "type": ["object", "null"],
+    "properties": {"name": _STR, "version": _STR, "url": _STR},
+    "required": ["name"],
+    "additionalProperties": False,
+}
+_LINEAGE = {
+    "type": ["object", "null"],
+    "description": "Recorded by modelpack build: vcs, commit, dirty (absent outside git), "
+    "build_time, framework {name, version}, python",
+    "properties": {
+        "vcs": _STR,
+        "commit": _STR,
+        "dirty": {"type": "boolean"},
+        "build_time": _STR,
+        "framework": {"type": "object", "properties": {"name": _STR, "version": _STR}},
+        "python": _STR,
+    },
+    "additionalProperties": True,
+}
+_CARD = {"metrics": _METRICS, "dataset": _DATASET, "lineage": _LINEAGE}
 
 
 def _obj(props: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
@@ -96,6 +126,7 @@ _SCHEMAS: dict[str, Any] = {
             "upload_time": {"type": ["string", "null"]},
             "versions": _STRS,
             "stages": {"type": "object", "additionalProperties": _STR},
+            **_CARD,
         }
     ),
     "ModelList": _obj({"models": {"type": "array", "items": _ref("ModelSummary")}}),
@@ -121,6 +152,7 @@ _SCHEMAS: dict[str, Any] = {
             "requires_python": _NSTR,
             "requires_dist": _STRS,
             "manifest": _MANIFEST,
+            **_CARD,
             "files": {"type": "array", "items": _ref("File")},
         }
     ),
@@ -132,6 +164,10 @@ _SCHEMAS: dict[str, Any] = {
             "summary": _NSTR,
             "latest": _STR,
             "manifest": _MANIFEST,
+            "task": _NSTR,
+            "framework": _NSTR,
+            "tags": _STRS,
+            **_CARD,
             "requires_dist": _STRS,
             "stages": {"type": "object", "additionalProperties": _ref("Stage")},
             "history": {"type": "array", "items": _ref("HistoryEntry")},
@@ -220,7 +256,7 @@ def openapi_document() -> dict[str, Any]:
             "/api/v1/models": {
                 "get": {
                     "operationId": "listModels",
-                    "summary": "Every model with its latest version, sorted by name",
+                    "summary": "Every model with its latest version (filtered, sorted by name or a metric)",
                     "parameters": [
                         {
                             "name": "q",
@@ -228,11 +264,29 @@ def openapi_document() -> dict[str, Any]:
                             "required": False,
                             "schema": _STR,
                             "description": "Words that must all appear",
-                        }
+                        },
+                        *(
+                            {
+                                "name": key,
+                                "in": "query",
+                                "required": False,
+                                "schema": _STR,
+                                "description": f"Only models whose {key} is this (any case)",
+                            }
+                            for key in ("task", "framework", "tag")
+                        ),
+                        {
+                            "name": "sort",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"type": "string", "pattern": "^(name|metric:.+)$"},
+                            "description": "name (default), or metric:<name>: best first "
+                            "(the direction most models declare), models without it last",
+                        },
                     ],
                     "responses": {
                         "200": _json(_ref("ModelList"), "The models"),
-                        **_read_errors(),
+                        **_read_errors("400"),
                     },
                 }
             },
