@@ -117,3 +117,41 @@ def test_a_hostile_model_card_runs_nothing(
     assert dialogs == []
     page.screenshot(path=str(ARTIFACTS / "model-card.png"), full_page=True)
     page.close()
+
+
+def test_the_metrics_of_every_version_are_visible_side_by_side(
+    browser: Any, registry: Registry, tmp_path: Path
+) -> None:
+    dist = tmp_path / "dist"
+    for version, auc in (("1.0", 0.71), ("1.1", 0.78), ("1.2", 0.75)):
+        card = {
+            "metrics": {"auc": {"value": auc, "better": "higher"}},
+            "dataset": {"name": "claims", "version": "2026-11"},
+            "lineage": {"vcs": "git", "commit": f"{version.replace('.', '')}" * 20,
+                        "dirty": False, "build_time": "2026-11-30T12:00:00Z",
+                        "framework": {"name": "scikit-learn", "version": "1.5.2"}},
+        }  # fmt: skip
+        upload(registry, model_wheel(dist, "claims-model", version, card=card))
+    ARTIFACTS.mkdir(exist_ok=True)
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(f"{registry.url}/?sort=metric:auc", wait_until="load")
+    assert page.locator("tr.model").first.inner_text().startswith("claims-model")
+    page.goto(f"{registry.url}/models/claims-model/", wait_until="load")
+    table = page.locator("#metrics")
+    table.scroll_into_view_if_needed()
+    assert table.is_visible()
+    box = table.bounding_box()
+    assert box is not None and box["width"] > 100 and box["height"] > 20
+    cells = page.locator('#metrics tr[data-metric="auc"] td').all_inner_texts()
+    assert cells == ["0.75", "0.78", "0.71"]  # newest version first
+    assert "scikit-learn 1.5.2" in table.inner_text() and "claims 2026-11" in table.inner_text()
+    chart = page.locator("svg.metric-chart")
+    assert chart.count() == 1 and chart.is_visible()
+    chart_box = chart.bounding_box()
+    assert chart_box is not None and chart_box["width"] > 100 and chart_box["height"] > 40
+    assert page.locator("svg.metric-chart circle").count() == 3
+    shot = ARTIFACTS / "model-metrics.png"
+    table.screenshot(path=str(shot))
+    assert shot.stat().st_size > 1000
+    page.screenshot(path=str(ARTIFACTS / "model-metrics-page.png"), full_page=True)
+    page.close()

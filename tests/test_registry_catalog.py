@@ -13,6 +13,7 @@ import subprocess
 import sys
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import requests
 from registry_support import make_wheel, post_upload
@@ -46,8 +47,10 @@ def model_wheel(
     requires: tuple[str, ...] = ("numpy>=1.24",),
     summary: str = "A tiny test model",
     manifest: bool = True,
+    card: dict[str, Any] | None = None,
 ) -> Path:
-    """A wheel shaped like `modelpack build` output (installable, with no real deps)."""
+    """A wheel shaped like `modelpack build` output (installable, with no real deps);
+    *card* (metrics, dataset, lineage) replaces keys of its manifest."""
     dist = name.replace("-", "_")
     distinfo = f"{dist}-{version}.dist-info"
     keywords = ",".join(["modelpack-model", f"task:{task}", f"framework:{framework}", *tags])
@@ -87,6 +90,7 @@ def model_wheel(
                         "sha256": hashlib.sha256(weights).hexdigest(),
                     }
                 ],
+                **(card or {}),
             }
         ).encode()
     lines = []

@@ -61,7 +61,7 @@ def lineage_facts(detail: dict[str, Any]) -> str:
             ("Framework", _framework(lineage)),
             ("Built (UTC)", _esc(str((lineage or {}).get("build_time") or "—")))]  # fmt: skip
     body = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
-    return f'<table id="lineage">{body}</table>'
+    return f'<h2>Lineage</h2><table id="lineage">{body}</table>'
 
 
 def metrics_section(versions: list[dict[str, Any]]) -> str:
