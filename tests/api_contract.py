@@ -54,8 +54,8 @@ def _openapi(text: str) -> OpenAPI:
 
 
 def template_of(doc: dict[str, Any], path: str) -> str | None:
-    """The document's path template that ``path`` fits, or None."""
-    parts = [p for p in path.split("/") if p]
+    """The document's path template that ``path`` (a query string is ignored) fits, or None."""
+    parts = [p for p in path.split("?", 1)[0].split("/") if p]
     for template in doc["paths"]:
         pattern = [p for p in template.split("/") if p]
         if len(pattern) == len(parts) and all(

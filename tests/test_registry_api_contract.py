@@ -157,6 +157,7 @@ def test_every_documented_answer_is_produced_and_valid(tmp_path: Path, htpasswd:
             (reg, "GET", API, ALICE, None, 200), (reg, "GET", API, None, None, 401),
             (reg, "GET", API, WRONG, None, 403),
             (reg, "GET", M, ALICE, None, 200), (reg, "GET", M, None, None, 401),
+            (reg, "GET", f"{API}?sort=auc", ALICE, None, 400),  # not sort=metric:auc
             (reg, "GET", M, WRONG, None, 403), (reg, "GET", f"{API}/nope", ALICE, None, 404),
             (reg, "GET", f"{M}/owners", ALICE, None, 200),
             (reg, "GET", f"{API}/a$b/owners", ALICE, None, 400),

@@ -153,6 +153,10 @@ def test_catalog_lists_models_and_filters_without_javascript(
         "upload_time": foo["upload_time"],
         "versions": ["1.0", "1.1"],
         "stages": {},
+        # a metric written as a plain number (older manifests) counts as higher-is-better
+        "metrics": {"rmse": {"value": 0.5, "better": "higher"}},
+        "dataset": None,
+        "lineage": None,
     }
     assert foo["upload_time"].endswith("Z")
     assert listed[2]["task"] is None and listed[2]["summary"] == "Not built by modelpack"
@@ -197,7 +201,8 @@ def test_model_json_api_shape(registry: Registry, tmp_path: Path) -> None:
     upload(registry, model_wheel(dist, "model-foo", "1.9"))
     doc = requests.get(f"{registry.url}/api/v1/models/Model_Foo").json()
     assert set(doc) == {
-        "name", "summary", "latest", "manifest", "requires_dist", "stages", "history", "versions"
+        "name", "summary", "latest", "manifest", "requires_dist", "stages", "history", "versions",
+        "task", "framework", "tags", "metrics", "dataset", "lineage",
     }  # fmt: skip
     assert doc["name"] == "model-foo" and doc["latest"] == "1.10"
     assert doc["manifest"]["version"] == "1.10" and doc["manifest"]["task"] == "regression"
@@ -207,7 +212,7 @@ def test_model_json_api_shape(registry: Registry, tmp_path: Path) -> None:
     first = doc["versions"][0]
     assert set(first) == {
         "version", "upload_time", "uploaded_by", "yanked", "yanked_reason", "summary",
-        "requires_python", "requires_dist", "manifest", "files",
+        "requires_python", "requires_dist", "manifest", "files", "metrics", "dataset", "lineage",
     }  # fmt: skip
     assert first["uploaded_by"] is None  # an anonymous (loopback) registry
     assert first["yanked"] is False and first["yanked_reason"] is None
