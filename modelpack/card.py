@@ -178,6 +178,23 @@ def read_card(root: Path, config: dict[str, Any]) -> Card:
     return card
 
 
+def stale_card(root: Path, weights: list[Path]) -> list[tuple[str, str]]:
+    """A warning when ``metrics.json`` is older than a weight file: the weights were saved
+    again by something that did not measure them, so the card may describe other weights."""
+    try:
+        card_time = (root / METRICS_FILE).stat().st_mtime
+        newest = max(weights, key=lambda p: p.stat().st_mtime)
+        newest_time = newest.stat().st_mtime
+    except (OSError, ValueError):
+        return []  # no metrics.json, or no weights (reported elsewhere)
+    if newest_time <= card_time + 1:
+        return []
+    rel = newest.relative_to(root) if newest.is_relative_to(root) else newest
+    return [(METRICS_FILE, f"is older than {rel.as_posix()}: the weights were "
+                    "saved again without measuring them; run train.py again so the metrics "
+                    "describe these weights")]  # fmt: skip
+
+
 def card_fields(root: Path, config: dict[str, Any]) -> dict[str, Any]:
     """The manifest's ``metrics`` and ``dataset`` (only those present), normalized."""
     card = read_card(root, config)

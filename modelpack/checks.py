@@ -28,7 +28,7 @@ from typing import Any
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
-from modelpack.card import read_card
+from modelpack.card import read_card, stale_card
 from modelpack.errors import MissingWeightsError, ProjectError
 from modelpack.project import Project, weight_files
 from modelpack.scan.policy import Policy
@@ -210,6 +210,7 @@ def check_project(project: Project) -> list[Problem]:
         problems.append(Problem("error", "weights", str(exc)))
         weights = []
 
+    problems += [Problem("warning", k, m) for k, m in stale_card(project.root, weights)]
     provided = providers()
     indirect = closure(declared)
     own = {project.package}

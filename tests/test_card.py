@@ -143,3 +143,17 @@ def test_bad_metrics_json_fails_check_naming_the_key(
     result = modelpack("check", project)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert needle in result.stderr, result.stderr
+
+
+def test_metrics_older_than_the_weights_are_a_warning(project: Path) -> None:
+    import os
+
+    weights = project / "src" / "model_card" / "weights" / "model.pkl"
+    old = weights.stat().st_mtime - 3600
+    os.utime(project / "metrics.json", (old, old))
+    checked = modelpack("check", project)
+    assert checked.returncode == 0, checked.stderr
+    assert "warning: metrics.json: is older than src/model_card/weights/model.pkl" in checked.stderr
+    ok(modelpack("build", project))  # a warning, not an error
+    os.utime(project / "metrics.json")
+    assert "is older than" not in modelpack("check", project).stderr
