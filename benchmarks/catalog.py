@@ -5,7 +5,9 @@
 
 Publishes one small real wheel, then places 999 more records by hand (hard links and
 copies of its record, as a restore would leave them), starts a fresh registry and
-times GET /, GET /?q=..., GET /api/v1/models and GET /models/<name>/ (p50 / p99 of
+times GET /, GET /?q=..., GET /api/v1/models, the catalog and the API sorted by a metric
+(each record carries a model card: two metrics, a dataset, lineage) and GET
+/models/<name>/ (p50 / p99 of
 --requests each, after one warm-up request), beside GET /health as a baseline of the
 same server. Prints a table; asserts nothing.
 """
@@ -42,8 +44,14 @@ def main() -> None:
         for i in range(1, args.models):
             filename = f"model_{i:04d}-1.0-py3-none-any.whl"
             (data / "packages" / filename).hardlink_to(data / "packages" / source.name)
+            card = {"metrics": {"auc": {"value": (i * 7919 % 1000) / 1000, "better": "higher"},
+                                "log_loss": {"value": i / 1000, "better": "lower"}},
+                    "dataset": {"name": "claims", "version": str(i % 7)},
+                    "lineage": {"vcs": "git", "commit": f"{i:040x}", "dirty": False},
+                    "tags": ["tabular" if i % 2 else "nlp"]}  # fmt: skip
             record = {**template, "filename": filename, "name": f"model-{i:04d}",
-                      "summary": f"model number {i}"}  # fmt: skip
+                      "summary": f"model number {i}",
+                      "manifest": {**(template.get("manifest") or {}), **card}}  # fmt: skip
             (data / "meta" / f"{filename}.json").write_text(json.dumps(record))
             metadata = data / "meta" / f"{source.name}.metadata"
             if metadata.exists():
@@ -54,6 +62,9 @@ def main() -> None:
             for label, path in [("GET /health (baseline)", "/health"), ("GET /", "/"),
                                 ("GET /?q=number 0042", "/?q=number%200042"),
                                 ("GET /api/v1/models", "/api/v1/models"),
+                                ("GET /?sort=metric:auc", "/?sort=metric:auc"),
+                                ("GET /?tag=nlp&sort=metric:log_loss", "/?tag=nlp&sort=metric:log_loss"),
+                                ("GET /api/v1/models?sort=metric:auc", "/api/v1/models?sort=metric:auc"),
                                 ("GET /models/model-0042/", "/models/model-0042/")]:  # fmt: skip
                 session.get(reg.url + path).raise_for_status()
                 times = []
