@@ -28,7 +28,7 @@ from typing import Any
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
-from modelpack.card import read_card, stale_card
+from modelpack.card import dataset_errors, metrics_errors, read_card, stale_card
 from modelpack.errors import MissingWeightsError, ProjectError
 from modelpack.project import Project, weight_files
 from modelpack.scan.policy import Policy
@@ -266,7 +266,8 @@ def check_wheel_weights(info: WheelInfo, subdir: str) -> list[Problem]:
 
     The allow-list comes from the wheel itself: its package (the entry point's), the
     package's sources in the wheel, and its ``Requires-Dist``; a ``trusted-pickles``
-    table is read from its ``modelpack.json``.
+    table is read from its ``modelpack.json``, whose ``metrics`` and ``dataset`` are
+    checked as ``check`` checks them in a project (a wheel made by other tools).
     """
     package = sorted(
         v.split(":", 1)[0].strip().split(".", 1)[0] for v in info.entry_points.values()
@@ -299,5 +300,9 @@ def check_wheel_weights(info: WheelInfo, subdir: str) -> list[Problem]:
         policy = Policy(package, source, dependency_modules(declared, provided), provided)
         files = wheel_files(zf, info.weights, f"{package}/{subdir.strip('/')}/")
         findings = judge_weights(files, policy, trusted if isinstance(trusted, dict) else {})
+    card = manifest if isinstance(manifest, dict) else {}
+    where = f"{info.filename}: modelpack.json"
+    bad = metrics_errors(card["metrics"], f"{where} metrics") if "metrics" in card else []
+    bad += dataset_errors(card["dataset"], f"{where} dataset") if "dataset" in card else []
     return [Problem("error" if f.error else "warning", f"{info.filename}: {f.where}", f.message)
-            for f in findings]  # fmt: skip
+            for f in findings] + [Problem("error", key, message) for key, message in bad]  # fmt: skip

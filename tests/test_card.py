@@ -157,3 +157,28 @@ def test_metrics_older_than_the_weights_are_a_warning(project: Path) -> None:
     ok(modelpack("build", project))  # a warning, not an error
     os.utime(project / "metrics.json")
     assert "is older than" not in modelpack("check", project).stderr
+
+
+def test_publish_refuses_a_wheel_whose_manifest_has_bad_metrics(project: Path) -> None:
+    """A wheel not made by `modelpack build` (here: its manifest edited) is checked too."""
+    wheel = Path(ok(modelpack("build", project)))
+    edited = wheel.with_name("edited") / wheel.name
+    edited.parent.mkdir()
+    with zipfile.ZipFile(wheel) as src, zipfile.ZipFile(edited, "w") as dst:
+        for info in src.infolist():
+            data = src.read(info)
+            if info.filename.endswith(".dist-info/modelpack.json"):
+                manifest = json.loads(data)
+                manifest["metrics"]["rmse"]["better"] = "smaller"
+                manifest["dataset"] = {"title": "x"}
+                data = json.dumps(manifest).encode()
+            dst.writestr(info, data)
+    # nothing listens on this port: the check must refuse before any upload is tried
+    result = modelpack("publish", edited, "--registry", "http://127.0.0.1:9")
+    assert result.returncode == 1 and "nothing was uploaded" in result.stderr, result.stderr
+    assert (
+        f'{wheel.name}: modelpack.json metrics.rmse.better: must be "higher" or "lower"'
+        in result.stderr
+    )
+    assert f"{wheel.name}: modelpack.json dataset.name: is required" in result.stderr
+    assert "Traceback" not in result.stderr
