@@ -178,3 +178,21 @@ def test_diff_against_a_plain_index_reads_the_wheels(
     out = ok(modelpack("diff", "model-met==1.0.0", "model-met==1.1.0", "--registry", plain_index))
     assert "  ~ auc 0.81 -> 0.86 (+0.05, better; higher is better)" in out
     assert f"  ~ commit: {built['commits']['1.0.0']} -> {built['commits']['1.1.0']}" in out
+
+
+def test_a_manifest_with_many_metrics_keeps_the_page_small(
+    registry: Registry, tmp_path: Path
+) -> None:
+    from test_registry_catalog import model_wheel, upload
+
+    for i, version in enumerate(("1.0", "1.1", "1.2")):
+        metrics = {f"m{k:02d}": {"value": k + i, "better": "higher"} for k in range(60)}
+        metrics["bad"] = {"value": "NaN", "better": "higher"}  # not a number: left out
+        upload(registry, model_wheel(tmp_path, "model-wide", version, card={"metrics": metrics}))
+    html = requests.get(f"{registry.url}/models/model-wide/").text
+    table = html.split('<table id="metrics">', 1)[1].split("</table>", 1)[0]
+    assert table.count('class="metric"') == 50 and 'data-metric="bad"' not in table
+    assert "10 more metrics are in the manifest." in html
+    assert html.count('<svg class="metric-chart"') == 6
+    listed = requests.get(f"{registry.url}/api/v1/models").json()["models"][0]
+    assert len(listed["metrics"]) == 60 and "bad" not in listed["metrics"]

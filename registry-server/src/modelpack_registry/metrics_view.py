@@ -17,6 +17,7 @@ __all__ = ["catalog_controls", "lineage_facts", "metric_cell", "metrics_section"
 
 MAX_COLUMNS = 12  # the newest versions shown side by side
 MAX_CHARTS = 6
+MAX_METRICS = 50
 _W, _H, _PAD = 260, 90, 14
 
 
@@ -70,7 +71,8 @@ def metrics_section(versions: list[dict[str, Any]]) -> str:
     shown = [v for v in versions if v.get("metrics")][-MAX_COLUMNS:]
     if not shown:
         return ""
-    names = sorted({n for v in shown for n in v["metrics"]})
+    every = sorted({n for v in shown for n in v["metrics"]})
+    names = every[:MAX_METRICS]  # a manifest may hold thousands: the rest stay in the manifest
     newest = list(reversed(shown))
     head = "".join(f'<th scope="col">{_esc(v["version"])}</th>' for v in newest)
     rows = []
@@ -103,9 +105,14 @@ def metrics_section(versions: list[dict[str, Any]]) -> str:
                next(v["metrics"][name]["better"] for v in newest if name in v["metrics"]))
         for name in names
     ]  # fmt: skip
-    drawn = "".join(c for c in charts if c)[: 1 << 20]
+    drawn = "".join([c for c in charts if c][:MAX_CHARTS])
     figure = f'<div id="metric-charts">{drawn}</div>' if drawn else ""
-    return "<h2>Metrics</h2>" + table + figure
+    more = (
+        f'<p class="muted">{len(every) - len(names)} more metrics are in the manifest.</p>'
+        if len(every) > len(names)
+        else ""
+    )
+    return "<h2>Metrics</h2>" + table + more + figure
 
 
 def _chart(name: str, points: list[tuple[str, float]], better: str) -> str:
