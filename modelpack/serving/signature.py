@@ -145,6 +145,22 @@ def _check_tensor(value: Any, kind: str, shape: list[int], where: str) -> None:
         )
 
 
+_ALLOWED = {"bool": (bool,), "int64": (int,), "float64": (float, int), "string": (str,)}
+
+
+def _fast_rows_ok(rows: list[Any], kind: str, width: int) -> bool:
+    """Rows of *width* values of *kind*: the common case, checked without building messages
+    (a third of the time of a 1,000-row request otherwise). False: look closer."""
+    allowed = _ALLOWED.get(kind, ())
+    for row in rows:
+        if type(row) is not list or len(row) != width:
+            return False
+        for value in row:
+            if type(value) not in allowed:
+                return False
+    return True
+
+
 def validate(rows: Any, signature: dict[str, Any]) -> None:
     """Check model input *rows* (what ``predict`` will get) against *signature*.
 
@@ -169,6 +185,8 @@ def validate(rows: Any, signature: dict[str, Any]) -> None:
         return
     field = signature["inputs"][0]
     kind, shape = field["type"], field["shape"]
+    if len(shape) == 2 and _fast_rows_ok(rows, kind, shape[1]):
+        return
     try:
         for i, row in enumerate(rows):
             _check_tensor(row, kind, shape[1:], f"row {i}")
