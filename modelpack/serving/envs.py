@@ -108,7 +108,7 @@ def prepare(
     root.parent.mkdir(parents=True, exist_ok=True)
     with open(root.parent / f"{root.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        reused = (root / "ready").is_file()
+        reused = (root / "ready").is_file() and (root / "venv" / "bin" / "python").exists()
         if not reused:
             _make(root, target.name, version, registry, progress)
         else:
@@ -134,10 +134,11 @@ def _make(
     if failure is None:
         failure = env.install(_GUNICORN) or env.install("packaging>=23")
     if failure is not None:
-        shutil.rmtree(root, ignore_errors=True)
+        shutil.rmtree(root, ignore_errors=True)  # with the netrc holding any credentials
         raise EnvironmentFaultError(
             f"could not install {name}=={version} from {url} ({failure.step} failed):\n{failure.output}"
         )
+    (root / "netrc").unlink(missing_ok=True)  # the registry's credentials: needed no longer
     progress(f"installed in {sum(env.timings.values()):.1f} s")
     (root / "ready").write_text(f"{name}=={version}\n")
 
