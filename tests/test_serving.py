@@ -125,7 +125,9 @@ def served(setup: Setup) -> Iterator[Served]:
 def _in_process(setup: Setup, name: str, rows: object) -> object:
     """model.predict(rows), run in the environment the server uses."""
     python = setup.cache(name) / "venv" / "bin" / "python"
-    code = f"import json, sys, {name.replace('-', '_')} as m; print(json.dumps(m.load().predict(json.loads(sys.argv[1]))))"
+    code = (f"import json, sys, {name.replace('-', '_')} as m\n"
+            "out = m.load().predict(json.loads(sys.argv[1]))\n"
+            "print(json.dumps(out.tolist() if hasattr(out, 'tolist') else out))")  # fmt: skip
     return json.loads(
         ok(
             subprocess.run(
@@ -310,6 +312,74 @@ def test_predict_scores_jsonl_and_csv_and_names_the_line_of_a_bad_row(setup: Set
         result.returncode == 1
         and "rows.bad.csv line 3: row 0, column 1: expected float64, got str 'x'" in result.stderr
     )
+
+
+SKLEARN_INIT = """from importlib.resources import files
+import pickle
+
+
+def load():
+    return pickle.loads(files(__name__).joinpath("weights/model.pkl").read_bytes())
+"""
+
+
+@pytest.mark.slow
+def test_a_scikit_learn_model_is_served_and_its_numpy_answers_are_json(setup: Setup) -> None:
+    import pickle
+
+    import numpy
+    import sklearn
+    from sklearn.linear_model import LogisticRegression
+
+    project = _template(setup.root, "model-skl")
+    package = project / "src" / "model_skl"
+    clf = LogisticRegression().fit([[0.0, 0.0], [1.0, 1.0], [4.0, 4.0], [5.0, 5.0]], [0, 0, 1, 1])
+    (package / "weights" / "model.pkl").write_bytes(pickle.dumps(clf))
+    (package / "__init__.py").write_text(SKLEARN_INIT)
+    (package / "model.py").unlink()
+    major, minor = sklearn.__version__.split(".")[:2]
+    pyproject = project / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text()
+        .replace("dependencies = []", f'dependencies = ["scikit-learn>={sklearn.__version__},<{major}.{int(minor) + 1}", '
+                 f'"numpy>={numpy.__version__.rsplit(".", 1)[0]}"]')
+        .replace('requires-python = ">=3.10"', 'requires-python = ">=3.11"')
+        .replace("input_example = [[1.0, 2.0, 3.0]]", "input_example = [[1.0, 2.0], [4.5, 4.0]]"))  # fmt: skip
+    ok(modelpack("build", project, env=setup.env))
+    ok(modelpack("publish", project, "--registry", setup.registry.url, env=setup.env))
+    server = Served(setup, "model-skl==0.1.0")
+    try:
+        server.wait_ready(timeout=300)
+        rows = [[0.5, 0.5], [4.0, 5.0], [9.0, 9.0]]
+        expected = _in_process(setup, "model-skl", rows)
+        assert expected == [0, 1, 1]
+        resp = requests.post(
+            server.url + "/invocations",
+            json={"dataframe_split": {"columns": ["a", "b"], "data": rows}},
+            timeout=10,
+        )
+        assert resp.json() == {"predictions": expected}
+        v2 = {
+            "inputs": [
+                {
+                    "name": "input",
+                    "shape": [3, 2],
+                    "datatype": "FP64",
+                    "data": [v for r in rows for v in r],
+                }
+            ]
+        }
+        out = requests.post(server.url + "/v2/models/model-skl/infer", json=v2, timeout=10).json()[
+            "outputs"
+        ]
+        assert out == [{"name": "output", "shape": [3], "datatype": "INT64", "data": expected}]
+        meta = requests.get(server.url + "/v2/models/model-skl", timeout=10).json()
+        assert meta["outputs"] == [{"name": "output", "datatype": "INT64", "shape": [-1]}]
+        resp = requests.post(
+            server.url + "/invocations", json={"inputs": [[1.0, 2.0, 3.0]]}, timeout=10
+        )
+        assert resp.status_code == 400 and "row 0: expected 2 values, got 3" in resp.json()["error"]
+    finally:
+        server.stop()
 
 
 def test_the_registry_shows_the_signature_in_its_api_and_on_the_model_page(setup: Setup) -> None:
