@@ -122,8 +122,8 @@ def _check_value(value: Any, kind: str, where: str) -> None:
     got = _type_of(value)
     if got == kind or (kind == "float64" and got == "int64"):
         return
-    shown = "null" if value is None else type(value).__name__
-    raise SignatureError(f"{where}: expected {kind}, got {shown} {value!r:.40}")
+    shown = "null" if value is None else f"{type(value).__name__} {value!r:.40}"
+    raise SignatureError(f"{where}: expected {kind}, got {shown}")
 
 
 def _check_tensor(value: Any, kind: str, shape: list[int], where: str) -> None:
