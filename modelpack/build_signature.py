@@ -62,9 +62,8 @@ class SignatureProbe:
 
     def result(self, timeout: float = 300.0) -> tuple[dict[str, Any] | None, Problem | None]:
         """(signature, None), or (None, a warning that says why there is none)."""
-        if self.proc is None:
-            return None, Problem("warning", self.where, "no input_example in [tool.modelpack]: "
-                                 "the wheel has no signature and `modelpack serve` will not check requests")  # fmt: skip
+        if self.proc is None:  # no input_example: `modelpack check` already warns
+            return None, None
         try:
             out, err = self.proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:

@@ -64,7 +64,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
             built = modelpack("build", project, env=env)
             ok(built)
             ok(modelpack("publish", project, "--registry", registry.url, env=env))
-        assert "no input_example" in built.stderr  # the slow one: no signature, and said so
+        assert "infer the signature" in built.stderr  # the slow one: no signature, and said so
         ok(
             modelpack(
                 "promote", "model-srv==0.1.0", "--stage", "production", "--registry", registry.url

@@ -151,3 +151,22 @@ def test_batch_scoring_writes_csv_and_names_the_line_of_a_bad_record(tmp_path: P
         "in.csv",
         "out.csv",
     ]
+
+
+def test_build_infers_no_signature_when_the_model_cannot_be_imported_and_says_why(
+    tmp_path: Path,
+) -> None:
+    from modelpack.build_signature import SignatureProbe
+    from modelpack.project import load_project
+    from support import modelpack, ok
+
+    ok(modelpack("new", "model-dep", "-o", tmp_path, "--no-input"))
+    init = tmp_path / "model-dep" / "src" / "model_dep" / "__init__.py"
+    init.write_text(init.read_text() + "\nimport nosuchdep  # noqa: E402, F401\n")
+    signature, warning = SignatureProbe(load_project(tmp_path / "model-dep")).result()
+    assert signature is None and warning is not None
+    assert (
+        "could not call predict(input_example) here (ModuleNotFoundError: No module named 'nosuchdep')"
+        in warning.message
+    )
+    assert "install the model's dependencies where modelpack runs" in warning.message
