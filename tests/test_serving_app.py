@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -170,3 +171,24 @@ def test_build_infers_no_signature_when_the_model_cannot_be_imported_and_says_wh
         in warning.message
     )
     assert "install the model's dependencies where modelpack runs" in warning.message
+
+
+def test_batch_scoring_shows_progress_on_a_terminal_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+    import pty
+
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in RECORDS * 50))
+    leader, follower = pty.openpty()
+    with os.fdopen(follower, "w") as terminal:
+        monkeypatch.setattr(sys, "stderr", terminal)
+        assert score(Records(), source, tmp_path / "out.jsonl", None, batch_size=40) == 100
+    shown = os.read(leader, 4096).decode()
+    os.close(leader)
+    assert "\rscored 40 rows (" in shown and "\rscored 100 rows (" in shown and "rows/s)" in shown
+    pipe = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", pipe)
+    score(Records(), source, tmp_path / "out.jsonl", None, batch_size=40)
+    assert pipe.getvalue() == ""  # not a terminal: nothing
