@@ -14,6 +14,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -35,7 +36,8 @@ class Setup:
     env: dict[str, str]
 
     def cache(self, name: str, version: str = "0.1.0") -> Path:
-        return Path(self.env["MODELPACK_CACHE_DIR"]) / "serve" / f"{name}-{version}-py3.11"
+        py = f"py{sys.version_info[0]}.{sys.version_info[1]}"
+        return Path(self.env["MODELPACK_CACHE_DIR"]) / "serve" / f"{name}-{version}-{py}"
 
 
 def _template(root: Path, name: str) -> Path:
