@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 from packaging.utils import canonicalize_name
 
 from modelpack.assemble import HashAhead, add_stored_files, stage_project
+from modelpack.build_signature import SignatureProbe
 from modelpack.checks import Problem, check_project, check_wheel
 from modelpack.digests import DigestCache
 from modelpack.errors import BuildError, CheckError
@@ -68,15 +69,17 @@ def build_project(
     project.dist_dir.mkdir(exist_ok=True)
     digests = DigestCache(persist=cache)
     hashed = HashAhead(weights, digests)  # beside the backend, which runs in a subprocess
+    signature = SignatureProbe(project)  # predict(input_example), also beside the backend
     try:
-        return _build(project, weights, problems, digests, hashed, isolation)
+        return _build(project, weights, problems, digests, hashed, isolation, signature)
     finally:
         hashed.cancel()  # a no-op once done; a failed build does not wait for it
+        signature.cancel()
 
 
 def _build(
     project: Project, weights: list[Path], problems: list[Problem], digests: DigestCache,
-    hashed: HashAhead, isolation: bool,
+    hashed: HashAhead, isolation: bool, signature: SignatureProbe,
 ) -> BuildResult:  # fmt: skip
     assert project.weights_dir is not None
     with tempfile.TemporaryDirectory(prefix=".build-", dir=project.dist_dir) as tmp:
@@ -88,7 +91,8 @@ def _build(
         assembled = scratch / built.name
         version = built.name.split("-")[1]
         add_stored_files(
-            built, arcnames, assembled, manifest=_manifest(project, version),
+            built, arcnames, assembled,
+            manifest=_manifest(project, version) | signature.manifest_fields(problems),
             keywords=_keywords(project.config), cache=digests, ahead=hashed,
         )  # fmt: skip
         digests.save()

@@ -109,7 +109,8 @@ def manifest_problems(config: dict[str, Any]) -> list[Problem]:
             )
     if "input_example" not in config:
         problems.append(Problem("warning", "[tool.modelpack] input_example",
-                                "missing; add one so `modelpack publish --verify` can call predict()"))  # fmt: skip
+                                "missing; add one so `modelpack publish --verify` can call predict() and "
+                                "`modelpack build` can infer the signature `modelpack serve` checks"))  # fmt: skip
     return problems
 
 

@@ -30,6 +30,7 @@ Ship ML models as Python wheels through a private package index (the registry).
   modelpack promote model-foo==0.2.0 --stage production
   modelpack yank model-foo==0.1.0 --reason "wrong labels"
   modelpack token create model-foo  a CI token, sent as user __token__
+  modelpack serve model-foo@production   serve it over HTTP (MLflow and v2 protocols)
 
 Registry: --registry URL, else $MODELPACK_REGISTRY, else [tool.modelpack] registry in
 pyproject.toml, else http://127.0.0.1:8080. Credentials: $MODELPACK_USERNAME and
@@ -393,6 +394,9 @@ def _parser() -> argparse.ArgumentParser:
     listing.add_argument("--json", action="store_true", help="print JSON")
     revoke.add_argument("id", metavar="ID", help="the token's id (16 hex digits; token list)")
     p.set_defaults(func=_cmd_token)
+    from modelpack.cli_serve import add_parsers
+
+    add_parsers(sub, common, remote)  # serve, predict
     return parser
 
 

@@ -234,9 +234,29 @@ def _install_lines(
     return html
 
 
+def _signature_table(manifest: dict[str, Any] | None) -> str:
+    """The inputs and outputs ``modelpack build`` inferred (what ``modelpack serve`` checks)."""
+    sig = (manifest or {}).get("signature")
+    if not isinstance(sig, dict):
+        return '<p class="muted">No signature: <code>modelpack serve</code> will not check requests.</p>'
+    rows = "".join(
+        f"<tr><td>{role}</td><td>{_esc(f.get('name'))}</td><td>{_esc(f.get('type'))}</td>"
+        f"<td><code>{_esc(json.dumps(f.get('shape')))}</code></td></tr>"
+        for role in ("input", "output")
+        for f in sig.get(role + "s") or []
+        if isinstance(f, dict)
+    )
+    return (
+        f"<p>Layout: {_esc(sig.get('layout'))} (<code>-1</code>: any number of rows)</p>"
+        "<table><tr><th></th><th>Name</th><th>Type</th><th>Shape</th></tr>" + rows + "</table>"
+    )
+
+
 def _manifest_table(manifest: dict[str, Any] | None, classifiers: tuple[str, ...]) -> str:
     rows = []
     for key, value in (manifest or {}).items():
+        if key == "signature":
+            continue  # its own section
         if key == "weights" and isinstance(value, list):
             shown = "<br>".join(
                 f"{_esc(w.get('path'))} ({_esc(human_size(int(w.get('size') or 0)))}, "
@@ -326,6 +346,7 @@ def render_model(
     )
     if main.requires_python:
         parts.append(f"<p>Requires Python <code>{_esc(main.requires_python)}</code></p>")
+    parts.append("<h2>Signature</h2>" + _signature_table(detail["manifest"]))
     parts.append("<h2>Manifest</h2>" + _manifest_table(detail["manifest"], main.classifiers))
     if detail["history"]:
         hrows = [

@@ -16,7 +16,34 @@ _STR = {"type": "string"}
 _NSTR = {"type": ["string", "null"]}
 _TIME = {"type": "string", "format": "date-time"}
 _STRS = {"type": "array", "items": _STR}
-_MANIFEST = {"type": ["object", "null"], "additionalProperties": True}
+# A field of the signature `modelpack build` infers (modelpack/serving/signature.py).
+_FIELD = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string"},
+        "type": {"type": "string", "enum": ["bool", "int64", "float64", "string"]},
+        "shape": {"type": "array", "items": {"type": "integer"}, "description": "-1: any size"},
+    },
+    "required": ["name", "type", "shape"],
+}
+_SIGNATURE = {
+    "type": "object",
+    "description": "What predict takes and returns, inferred from input_example at build; "
+    "`modelpack serve` checks requests against it. Absent when the build could not infer one.",
+    "properties": {
+        "layout": {"type": "string", "enum": ["tensor", "columns"],
+                   "description": "tensor: rows of values; columns: records, one field per input"},
+        "inputs": {"type": "array", "items": _FIELD},
+        "outputs": {"type": "array", "items": _FIELD},
+    },
+    "required": ["layout", "inputs", "outputs"],
+}  # fmt: skip
+_MANIFEST = {
+    "type": ["object", "null"],
+    "description": "modelpack.json of the wheel: [tool.modelpack] and what the build added",
+    "properties": {"signature": _SIGNATURE},
+    "additionalProperties": True,
+}
 _METRICS = {
     "type": "object",
     "description": "name -> value and which is better, from the wheel's modelpack.json",
