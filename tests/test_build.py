@@ -163,17 +163,20 @@ def test_the_cache_keeps_no_file_written_just_now_and_survives_corruption(
     monkeypatch.setenv("MODELPACK_CACHE_DIR", str(folder))
     folder.mkdir()
     (folder / "weight-digests.json").write_text("{not json")
-    build_project(project)  # a corrupt cache is ignored, not an error
     path = project / "src" / "model_big" / "weights" / "zeros.bin"
-    # The weights were written a moment ago: a write in the same clock tick as the hash
-    # could go unseen, so nothing was remembered.
+    # The weights look written "just now" however slowly this machine gets to the build:
+    # their mtime is a minute ahead, so the hash always starts within the racy window.
+    ahead = time.time_ns() + 60 * 10**9
+    os.utime(path, ns=(ahead, ahead))
+    build_project(project)  # a corrupt cache is ignored, not an error
+    # A write in the same clock tick as the hash could go unseen, so nothing was remembered.
     assert DigestCache().get(path, path.stat()) is None
     cache = DigestCache()
     cache.put(path, path.stat(), Digests("00" * 32, 0), started_ns=time.time_ns())
     assert cache.get(path, path.stat()) == Digests("00" * 32, 0)  # for this build only
     cache.save()
     assert DigestCache().get(path, path.stat()) is None
-    cache.put(path, path.stat(), Digests("00" * 32, 0), started_ns=time.time_ns() + 2 * RACY_NS)
+    cache.put(path, path.stat(), Digests("00" * 32, 0), started_ns=ahead + 2 * RACY_NS)
     cache.save()
     assert DigestCache().get(path, path.stat()) == Digests("00" * 32, 0)
 
