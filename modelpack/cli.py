@@ -22,7 +22,7 @@ __all__ = ["main"]
 DESCRIPTION = """\
 Ship ML models as Python wheels through a private package index (the registry).
 
-  modelpack new model-foo          scaffold a model project
+  modelpack new model-foo          scaffold a model project (--framework sklearn...)
   modelpack build model-foo        build dist/model_foo-<version>-py3-none-any.whl
   modelpack publish model-foo      upload it to the registry
   modelpack list / show model-foo  browse the registry
@@ -42,7 +42,7 @@ def _cmd_new(args: argparse.Namespace) -> int:
     from modelpack.registry import name_clash
     from modelpack.scaffold import new_project
 
-    path = new_project(args.name, args.output_dir, no_input=args.no_input)
+    path = new_project(args.name, args.output_dir, no_input=args.no_input, framework=args.framework)
     print(path)
     if clash := name_clash(args.name, args.registry):
         print(f"modelpack new: warning: {clash}", file=sys.stderr)
@@ -258,6 +258,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "-o", "--output-dir", default=".", metavar="DIR", help="parent folder (default: .)"
     )
+    p.add_argument(
+        "--framework", choices=("python", "sklearn", "xgboost", "onnx"), metavar="F",
+        help="python (default: pure Python, no dependencies), sklearn (a pipeline saved with "
+        "skops), xgboost (UBJSON model format) or onnx (run with onnxruntime); asked when "
+        "neither this nor --no-input is given",
+    )  # fmt: skip
     p.add_argument(
         "--no-input", action="store_true", help="do not prompt; use the template defaults"
     )

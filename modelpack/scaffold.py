@@ -27,7 +27,10 @@ from typing import Any
 
 from modelpack.errors import InvalidNameError, ProjectError
 
-__all__ = ["import_name", "new_project", "template_path", "validate_name"]
+__all__ = ["FRAMEWORKS", "import_name", "new_project", "template_path", "validate_name"]
+
+FRAMEWORKS = ("python", "sklearn", "xgboost", "onnx")
+"""The template's ``framework`` choices, the default first (see cookiecutter.json)."""
 
 _DIST_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?")
 # Fixed by NAME (project_name) or derived from it (package_name): never prompted.
@@ -109,6 +112,7 @@ def new_project(
     no_input: bool = True,
     extra_context: Mapping[str, str] | None = None,
     template: Path | str | None = None,
+    framework: str | None = None,
 ) -> Path:
     """Create the model project ``output_dir/<name>/`` and return its path.
 
@@ -122,11 +126,18 @@ def new_project(
         if false, ask for every field except the name, which is fixed by NAME.
     :param extra_context: values for template fields (``description``, ``author``...).
     :param template: another template folder (internal: used by the tests).
+    :param framework: one of :data:`FRAMEWORKS`; fixed, so never prompted. Without it,
+        the template's default (``python``), or the prompt's answer.
     :raises InvalidNameError: NAME is not a valid model name; nothing is created.
+    :raises ProjectError: *framework* is not one of :data:`FRAMEWORKS`; nothing is created.
     :raises ProjectError: the project folder already exists, the template is missing, or
         generation (including training the starter model) failed.
     """
     name = validate_name(name)
+    if framework is not None and framework not in FRAMEWORKS:
+        raise ProjectError(
+            f"unknown framework {framework!r}; choose one of {', '.join(FRAMEWORKS)}"
+        )
     out = Path(output_dir).resolve()
     target = out / name
     if target.exists() or target.is_symlink():
@@ -138,6 +149,10 @@ def new_project(
     context: dict[str, Any] = dict(extra_context or {})
     for key in _FIXED_KEYS & context.keys():
         del context[key]
+    fixed = set(_FIXED_KEYS)
+    if framework is not None:
+        context["framework"] = framework
+        fixed.add("framework")
 
     from cookiecutter.exceptions import FailedHookException
     from cookiecutter.main import cookiecutter
@@ -150,7 +165,7 @@ def new_project(
     cc_logger.addHandler(quiet)
     try:
         if not no_input:
-            context = _ask(tmpl, name, context)
+            context = _ask(tmpl, name, context, fixed)
         context["project_name"] = name
         out.mkdir(parents=True, exist_ok=True)
         made = Path(
@@ -174,8 +189,8 @@ def new_project(
     return target
 
 
-def _ask(template: Path, name: str, context: dict[str, Any]) -> dict[str, Any]:
-    """Prompt for every template field but the fixed ones, as cookiecutter would."""
+def _ask(template: Path, name: str, context: dict[str, Any], fixed: set[str]) -> dict[str, Any]:
+    """Prompt for every template field but the *fixed* ones, as cookiecutter would."""
     from cookiecutter.config import get_user_config
     from cookiecutter.generate import generate_context
     from cookiecutter.prompt import (
@@ -193,12 +208,18 @@ def _ask(template: Path, name: str, context: dict[str, Any]) -> dict[str, Any]:
     )
     env = create_env_with_context(full)
     answers: dict[str, Any] = {"project_name": name}
+    prompts = full["cookiecutter"].get("__prompts__", {})
     for key, raw in full["cookiecutter"].items():
-        if key.startswith("_") or key in _FIXED_KEYS or isinstance(raw, dict):
+        if key.startswith("_") or isinstance(raw, dict):
+            continue
+        if key in fixed:
+            if key in context:  # later defaults may be rendered from it
+                answers[key] = context[key]
             continue
         try:
             if isinstance(raw, list):
-                answers[key] = read_user_choice(key, render_variable(env, raw, answers))
+                options = render_variable(env, raw, answers)
+                answers[key] = read_user_choice(key, options, prompts)
             elif isinstance(raw, bool):
                 answers[key] = read_user_yes_no(key, raw)
             else:
@@ -209,7 +230,7 @@ def _ask(template: Path, name: str, context: dict[str, Any]) -> dict[str, Any]:
                 "pass --no-input to use the template defaults"
             ) from None
     del answers["project_name"]
-    return answers
+    return {**context, **answers}
 
 
 def _remove(path: Path, created_parent: Path | None) -> None:

@@ -201,7 +201,7 @@ def test_an_existing_folder_is_left_untouched(tmp_path: Path) -> None:
 def test_a_failing_hook_leaves_nothing_half_written(tmp_path: Path) -> None:
     broken = tmp_path / "template"
     shutil.copytree(TEMPLATE, broken)
-    train = broken / "{{cookiecutter.project_name}}" / "train.py"
+    train = broken / "{{cookiecutter.project_name}}" / "frameworks" / "python" / "train.py"
     train.write_text('raise SystemExit("no training data today")\n')
     out = tmp_path / "out"
     with pytest.raises(ProjectError, match=r"could not create 'model-foo'.*nothing was left"):
@@ -210,7 +210,8 @@ def test_a_failing_hook_leaves_nothing_half_written(tmp_path: Path) -> None:
 
 
 def test_interactive_mode_asks_for_everything_but_the_name(tmp_path: Path) -> None:
-    answers = "Predicts churn\nAda\n0.2.0\nclassification\nMIT\n"
+    # the framework comes first (the default descriptions and task depend on it)
+    answers = "1\nPredicts churn\nAda\n0.2.0\nclassification\nMIT\n"
     code = (
         "import sys; from modelpack.scaffold import new_project\n"
         "print(new_project('model-baz', sys.argv[1], no_input=False))\n"
@@ -220,9 +221,11 @@ def test_interactive_mode_asks_for_everything_but_the_name(tmp_path: Path) -> No
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "project_name" not in result.stdout
+    assert "1 - python" in result.stdout and "4 - onnx" in result.stdout
     pyproject = (tmp_path / "model-baz" / "pyproject.toml").read_text()
     for line in ['name = "model-baz"', 'version = "0.2.0"', 'description = "Predicts churn"',
-                 'license = "MIT"', 'task = "classification"', '{ name = "Ada" }']:  # fmt: skip
+                 'license = "MIT"', 'task = "classification"', '{ name = "Ada" }',
+                 'framework = "python"']:  # fmt: skip
         assert line in pyproject
 
 
@@ -240,7 +243,7 @@ def test_interactive_mode_without_answers_fails_cleanly(tmp_path: Path) -> None:
         text=True,
     )
     assert result.returncode == 1
-    assert "no answer for 'description'" in result.stderr
+    assert "no answer for 'framework'" in result.stderr
     assert "pass --no-input" in result.stderr
     assert not (tmp_path / "out").exists()
 

@@ -1,4 +1,4 @@
-"""The model class. The pickled weights are an instance of it.
+"""The model class, and how its weights are saved and loaded (a pickle of it).
 
 It is pure Python on purpose: the default model needs no dependency, so a consumer's
 environment needs nothing but this wheel. Replace it with your own model (a
@@ -10,7 +10,14 @@ this package so that unpickling finds it with a plain import.
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+import pickle
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
+
+WEIGHTS_FILE = "model.pkl"
 
 
 class LinearModel:
@@ -51,3 +58,29 @@ class LinearModel:
         return (self.coefficients, self.intercept) == (other.coefficients, other.intercept)
 
     __hash__ = None  # type: ignore[assignment]
+
+
+Model = LinearModel
+"""What `load()` returns."""
+
+
+def save_weights(model: LinearModel, folder: Path) -> Path:
+    """Write *model* to ``folder/model.pkl`` (atomically) and return the file."""
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / WEIGHTS_FILE
+    tmp = target.with_suffix(".tmp")
+    tmp.write_bytes(pickle.dumps(model, protocol=4))
+    tmp.replace(target)
+    return target
+
+
+def load_weights(folder: Traversable) -> LinearModel:
+    """Read the model that :func:`save_weights` wrote into *folder*.
+
+    The weights are a pickle: only load models from a registry you trust.
+    """
+    data = folder.joinpath(WEIGHTS_FILE).read_bytes()
+    model = pickle.loads(data)  # noqa: S301 - our own weights, shipped in this wheel
+    if not isinstance(model, LinearModel):
+        raise TypeError(f"{WEIGHTS_FILE} holds a {type(model).__name__}, expected LinearModel")
+    return model

@@ -1,16 +1,19 @@
-"""Train the model and write src/{{ cookiecutter.package_name }}/weights/model.pkl.
+"""Train the model; write src/{{ cookiecutter.package_name }}/weights/model.pkl and metrics.json.
 
 The starter trains ordinary least squares on a small, deterministic synthetic data set
 (y = 0.5 + 1.0*x0 - 2.0*x1 + 0.25*x2 plus a little noise), in pure Python. Replace
 the data and the fitting with yours; keep writing a pickle of an object whose class
 lives in the package (see model.py). Run it with `python train.py`, then
 `modelpack build`.
+
+It also writes ``metrics.json`` (the metrics modelpack puts on the model card) and
+``tests/predictions.json`` (the predictions on ``input_example`` that the tests, and
+any installed copy of the model, must reproduce).
 """
 
 from __future__ import annotations
 
 import json
-import pickle
 import random
 import sys
 from pathlib import Path
@@ -18,11 +21,10 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE / "src"))
 
-from {{ cookiecutter.package_name }}.model import LinearModel  # noqa: E402
+from {{ cookiecutter.package_name }}.model import LinearModel, save_weights  # noqa: E402
 
-WEIGHTS = HERE / "src" / "{{ cookiecutter.package_name }}" / "weights" / "model.pkl"
-# Read by `modelpack check/build` into the wheel's manifest (the model card's numbers).
-METRICS = HERE / "metrics.json"
+WEIGHTS = HERE / "src" / "{{ cookiecutter.package_name }}" / "weights"
+INPUT_EXAMPLE = [[1.0, 2.0, 3.0]]  # as in pyproject.toml, for Python 3.10 (no tomllib)
 TRUE_COEF = [1.0, -2.0, 0.25]
 TRUE_INTERCEPT = 0.5
 
@@ -71,25 +73,43 @@ def rmse(model: LinearModel, xs: list[list[float]], ys: list[float]) -> float:
     return (sum((p - y) ** 2 for p, y in zip(pred, ys)) / len(ys)) ** 0.5
 
 
+def input_example() -> list[list[float]]:
+    """The rows of ``[tool.modelpack] input_example`` in pyproject.toml."""
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        return INPUT_EXAMPLE
+    with open(HERE / "pyproject.toml", "rb") as f:
+        return tomllib.load(f)["tool"]["modelpack"]["input_example"]
+
+
+def write_records(metrics: dict[str, tuple[float, str]], dataset: dict[str, str],
+                  rows: list[list[float]], predictions: list[float],
+                  probabilities: list[float] | None = None) -> None:
+    """metrics.json (name -> value and whether higher or lower is better) for the model
+    card, and tests/predictions.json for the tests."""
+    doc = {"metrics": {k: {"value": v, "better": b} for k, (v, b) in metrics.items()},
+           "dataset": dataset}
+    (HERE / "metrics.json").write_text(json.dumps(doc, indent=2) + "\n")
+    record: dict[str, object] = {"rows": rows, "predictions": predictions}
+    if probabilities is not None:
+        record["probabilities"] = probabilities
+    (HERE / "tests" / "predictions.json").write_text(json.dumps(record, indent=2) + "\n")
+
+
 def main() -> int:
     xs, ys = make_data()
     model = fit(xs, ys)
-    WEIGHTS.parent.mkdir(parents=True, exist_ok=True)
-    tmp = WEIGHTS.with_suffix(".tmp")
-    tmp.write_bytes(pickle.dumps(model, protocol=4))
-    tmp.replace(WEIGHTS)
-    train_rmse = rmse(model, xs, ys)
+    path = save_weights(model, WEIGHTS)
+    error = rmse(model, xs, ys)
     held_out = make_data(n=100, seed=1)
-    card = {
-        "metrics": {
-            "rmse": {"value": round(train_rmse, 6), "better": "lower"},
-            "rmse_held_out": {"value": round(rmse(model, *held_out), 6), "better": "lower"},
-        },
-        "dataset": {"name": "synthetic-linear", "version": "seed-0-n200"},
-    }
-    METRICS.write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
-    print(f"trained {model!r}; training RMSE {train_rmse:.4f}")
-    print(f"wrote {WEIGHTS.relative_to(HERE)} ({WEIGHTS.stat().st_size} bytes) and {METRICS.name}")
+    rows = input_example()
+    write_records({"rmse": (round(error, 6), "lower"),
+                   "rmse_held_out": (round(rmse(model, *held_out), 6), "lower")},
+                  {"name": "synthetic-linear", "version": "seed-0-n200"},
+                  rows, model.predict(rows))
+    print(f"trained {model!r}; training RMSE {error:.4f}")
+    print(f"wrote {path.relative_to(HERE)} ({path.stat().st_size} bytes) and metrics.json")
     return 0
 
 
