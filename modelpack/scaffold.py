@@ -159,10 +159,12 @@ def new_project(
 
     created_out = not out.exists()
     # cookiecutter logs a failing hook's traceback; without a handler of ours, logging's
-    # last-resort handler would print it. The hook's own output and our error suffice.
+    # last-resort handler would print it, and so would the root handler the CLI sets up
+    # (hence no propagation). The hook's own output and our error suffice.
     quiet = logging.NullHandler()
     cc_logger = logging.getLogger("cookiecutter")
     cc_logger.addHandler(quiet)
+    propagate, cc_logger.propagate = cc_logger.propagate, False
     try:
         if not no_input:
             context = _ask(tmpl, name, context, fixed)
@@ -183,6 +185,7 @@ def new_project(
         raise ProjectError(f"could not create {name!r}: {reason}; nothing was left behind") from exc
     finally:
         cc_logger.removeHandler(quiet)
+        cc_logger.propagate = propagate
     if made.resolve() != target:  # a template whose folder is not {{cookiecutter.project_name}}
         _remove(made, None)
         raise ProjectError(f"the template created {made}, expected {target}")

@@ -13,7 +13,7 @@ If anything fails the hook exits non-zero, and cookiecutter (and ``modelpack new
 remove the project.
 """
 
-import importlib.util
+import importlib
 import json
 import re
 import shutil
@@ -61,13 +61,21 @@ def move_framework_files() -> None:
     shutil.rmtree("frameworks")
 
 
+def importable(module: str) -> bool:
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        return False
+    return True
+
+
 def check_training_libraries() -> None:
-    missing = sorted({d for m, d in TRAIN[FRAMEWORK].items() if importlib.util.find_spec(m) is None})
+    missing = sorted({d for m, d in TRAIN[FRAMEWORK].items() if not importable(m)})
     if missing:
         fail(
             f"the {FRAMEWORK} template trains its starter model with {', '.join(missing)}, "
             f"which {'is' if len(missing) == 1 else 'are'} not installed for {sys.executable}; "
-            f"run `{Path(sys.executable).name} -m pip install {' '.join(missing)}` and try again"
+            f"run `{sys.executable} -m pip install {' '.join(missing)}` and try again"
         )
 
 
