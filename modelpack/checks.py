@@ -246,6 +246,22 @@ def check_project(project: Project) -> list[Problem]:
             problems.append(Problem(severity, f.where, f.message, f.missing_dist))
         used |= policy.used
 
+    from modelpack.fix import too_wide
+
+    # libraries whose state the weights hold: named by a pickle, or inside a skops file
+    saved = {str(canonicalize_name(d)) for d in used}
+    if any(w.suffix == ".skops" for w in weights):
+        saved.add("scikit-learn")
+    for dep in project.dependencies:
+        try:
+            req = Requirement(dep)
+        except InvalidRequirement:
+            continue  # reported above
+        if canonicalize_name(req.name) not in saved:
+            continue
+        if why := too_wide(req, weights):
+            problems.append(Problem("warning", "[project] dependencies", why))
+
     for unused in sorted(declared - used):
         problems.append(Problem("warning", "[project] dependencies", f"{unused} is declared but never "
                                 "imported nor referenced by a pickle; remove it if the model does not need it"))  # fmt: skip

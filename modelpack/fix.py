@@ -8,7 +8,13 @@ The range comes from the version installed here, never an exact pin:
   xgboost, lightgbm and catboost pickles hold their booster's internal format) is held
   to that minor release, from the installed version: ``scikit-learn>=1.9.1,<1.10``;
 - any other library to its major release: ``numpy>=2.1,<3`` (or ``>=0.13,<0.14`` for a
-  0.x release, where minor releases may break).
+  0.x release, where minor releases may break);
+- except where the weights are all in a format that the library promises to read in
+  later releases (:data:`STABLE_FORMATS`: XGBoost's own UBJSON/JSON model files): then
+  the major release, as for any other library.
+
+:func:`too_wide` explains a declared range that admits another minor release of a
+library whose saved state the weights hold (``modelpack check`` warns with it).
 
 When an added dependency, as installed here, needs a newer Python than ``requires-python``
 allows (scikit-learn 1.9 needs 3.11), ``requires-python`` is raised to match: otherwise
@@ -30,6 +36,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from packaging.requirements import Requirement
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
@@ -47,23 +54,43 @@ else:  # pragma: no cover
 
 __all__ = [
     "PICKLE_MINOR",
+    "STABLE_FORMATS",
     "Fixed",
     "add_dependencies",
     "compatible_range",
     "fix_missing",
+    "holds_minor",
     "python_floor",
     "raise_requires_python",
+    "too_wide",
 ]
 
 PICKLE_MINOR = frozenset(
-    {"scikit-learn", "imbalanced-learn", "xgboost", "lightgbm", "catboost", "statsmodels"}
-)
+    {"scikit-learn", "imbalanced-learn", "xgboost", "xgboost-cpu", "lightgbm", "catboost",
+     "statsmodels"}
+)  # fmt: skip
 """Distributions whose pickles another minor release may fail to read."""
 
+STABLE_FORMATS: dict[str, frozenset[str]] = {
+    "xgboost": frozenset({".ubj", ".json"}),
+    "xgboost-cpu": frozenset({".ubj", ".json"}),
+}
+"""Weight-file suffixes of a :data:`PICKLE_MINOR` library's own format, which it promises
+to read in later releases (XGBoost: models saved by older releases load in newer ones)."""
 
-def compatible_range(dist: str, version: str | None = None) -> str:
-    """A requirement for *dist* that can read pickles made with *version* (default: the
-    installed one): ``>=X.Y.Z,<X.Y+1`` for :data:`PICKLE_MINOR`, else ``>=X.Y,<X+1``
+
+def holds_minor(dist: str, weights: Sequence[Path] = ()) -> bool:
+    """Whether *dist* must be held to one minor release for these *weights* to load."""
+    name = str(canonicalize_name(dist))
+    if name not in PICKLE_MINOR:
+        return False
+    stable = STABLE_FORMATS.get(name)
+    return not (stable and weights and all(w.suffix.lower() in stable for w in weights))
+
+
+def compatible_range(dist: str, version: str | None = None, weights: Sequence[Path] = ()) -> str:
+    """A requirement for *dist* that can read *weights* made with *version* (default: the
+    installed one): ``>=X.Y.Z,<X.Y+1`` when :func:`holds_minor`, else ``>=X.Y,<X+1``
     (``<0.Y+1`` for 0.x).
 
     :raises ProjectError: *dist* is not installed here (and no *version* was given).
@@ -75,7 +102,7 @@ def compatible_range(dist: str, version: str | None = None) -> str:
             f"{dist} is not installed here; install it, then run --fix again"
         ) from exc
     major, minor = found.major, found.minor
-    if canonicalize_name(dist) in PICKLE_MINOR:
+    if holds_minor(dist, weights):
         return f"{dist}>={found.public},<{major}.{minor + 1}"
     upper = f"{major + 1}" if major > 0 else f"0.{minor + 1}"
     return f"{dist}>={major}.{minor},<{upper}"
@@ -97,7 +124,8 @@ def fix_missing(project: Project, problems: Sequence[Problem]) -> Fixed:
         ``pyproject.toml`` cannot be edited safely.
     """
     missing = sorted({p.missing_dist for p in problems if p.missing_dist})
-    requirements = [compatible_range(d) for d in missing]
+    weights = _weights(project)
+    requirements = [compatible_range(d, weights=weights) for d in missing]
     if not requirements:
         return Fixed([])
     pyproject = project.root / "pyproject.toml"
@@ -105,6 +133,39 @@ def fix_missing(project: Project, problems: Sequence[Problem]) -> Fixed:
     floors = [f for f in (python_floor(_installed_requires_python(d)) for d in missing) if f]
     raised = raise_requires_python(pyproject, max(floors)) if floors else None
     return Fixed(requirements, raised)
+
+
+def _weights(project: Project) -> list[Path]:
+    from modelpack.errors import MissingWeightsError
+    from modelpack.project import weight_files
+
+    try:
+        return weight_files(project)
+    except MissingWeightsError:
+        return []
+
+
+def too_wide(requirement: Requirement, weights: Sequence[Path]) -> str | None:
+    """Why *requirement* admits a release that may not read *weights*, or ``None``.
+
+    Only for a library held to its minor release (:func:`holds_minor`) and installed
+    here: its range must not admit the next minor release after the installed one.
+    """
+    if not weights or not holds_minor(requirement.name, weights):
+        return None
+    try:
+        installed = Version(metadata.version(requirement.name))
+    except metadata.PackageNotFoundError:
+        return None
+    after = Version(f"{installed.major}.{installed.minor + 1}.0")
+    if not requirement.specifier.contains(after, prereleases=True):
+        return None
+    fit = compatible_range(requirement.name, str(installed), weights)
+    return (
+        f"{requirement} admits {requirement.name} {after} and later, but the weights hold "
+        f"state saved by {installed}, which another minor release may fail to load; "
+        f"declare {fit!r}"
+    )
 
 
 def _installed_requires_python(dist: str) -> str | None:

@@ -251,3 +251,56 @@ def test_plain_cookiecutter_takes_the_framework_as_a_variable(tmp_path: Path) ->
     assert not (project / "frameworks").exists()
     assert "XGBoost" in (project / "README.md").read_text()
     shutil.rmtree(project)
+
+
+def test_check_fix_ranges_follow_the_weights_format(tmp_path: Path) -> None:
+    """XGBoost's UBJSON model loads in later releases: --fix declares the major release.
+    A pickled booster only in its own minor release: --fix holds it there."""
+    import xgboost  # the version installed here, as --fix uses it
+
+    major, minor = (int(p) for p in xgboost.__version__.split(".")[:2])
+    project = new_project("model-fx", tmp_path, framework="xgboost")
+    pyproject = project / "pyproject.toml"
+    undeclared = "\n".join(
+        ln for ln in pyproject.read_text().splitlines() if "xgboost-cpu" not in ln
+    )
+    pyproject.write_text(undeclared + "\n")
+    out = ok(modelpack("check", "--fix", project))
+    assert f"added to [project] dependencies: xgboost-cpu>={major}.{minor},<{major + 1}" in out
+
+    weights = project / "src" / "model_fx" / "weights"
+    pickled = subprocess.run(
+        [sys.executable, "-c",
+         "import pickle, sys, xgboost; b = xgboost.Booster(); b.load_model(sys.argv[1]); "
+         "open(sys.argv[2], 'wb').write(pickle.dumps(b))",
+         str(weights / "model.ubj"), str(weights / "model.pkl")],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert pickled.returncode == 0, pickled.stderr
+    (weights / "model.ubj").unlink()
+    pyproject.write_text(undeclared + "\n")
+    out = ok(modelpack("check", "--fix", project))
+    assert f"xgboost-cpu>={xgboost.__version__},<{major}.{minor + 1}" in out
+
+
+def test_check_explains_a_range_too_wide_for_the_saved_state(tmp_path: Path) -> None:
+    import sklearn
+
+    major, minor = (int(p) for p in sklearn.__version__.split(".")[:2])
+    project = new_project("model-wide", tmp_path, framework="sklearn")
+    pyproject = project / "pyproject.toml"
+    text = pyproject.read_text()
+    assert f'"scikit-learn>={sklearn.__version__},<{major}.{minor + 1}"' in text
+    result = modelpack("check", project)
+    assert result.returncode == 0 and "admits" not in result.stderr
+    pyproject.write_text(
+        text.replace(f'"scikit-learn>={sklearn.__version__},<{major}.{minor + 1}"',
+                     '"scikit-learn>=1.3"')
+    )  # fmt: skip
+    result = modelpack("check", project)
+    assert result.returncode == 0, result.stderr  # a warning: the range may still work
+    assert (
+        f"scikit-learn>=1.3 admits scikit-learn {major}.{minor + 1}.0 and later, but the weights "
+        f"hold state saved by {sklearn.__version__}, which another minor release may fail to "
+        f"load; declare 'scikit-learn>={sklearn.__version__},<{major}.{minor + 1}'"
+    ) in result.stderr
