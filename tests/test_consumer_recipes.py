@@ -150,7 +150,9 @@ def build_model(root: Path) -> Path:
         pyproject.read_text().replace("dependencies = []", 'dependencies = ["six>=1.16"]', 1)
     )
     init = project / "src" / "model_foo" / "__init__.py"
-    init.write_text(init.read_text().replace("import pickle\n", "import pickle\n\nimport six\n", 1))
+    anchor = "from importlib.resources import files\n"
+    assert anchor in init.read_text()  # the template's load() reads its weights with it
+    init.write_text(init.read_text().replace(anchor, anchor + "\nimport six\n", 1))
     return Path(ok(modelpack("build", project, env=env)))
 
 

@@ -149,10 +149,11 @@ def test_public_dependencies_from_the_configured_index_private_ones_from_the_reg
     project = template(tmp_path, "model-mix", '["pubdep>=1,<2", "private-helper>=2,<3"]')
     init = project / "src" / "model_mix" / "__init__.py"
     # load() needs both (imported by name: they are not installed where the model is built)
-    init.write_text(init.read_text().replace('    data = files(', '    import importlib\n'
+    anchor = "    return load_weights(files("
+    assert anchor in init.read_text()
+    init.write_text(init.read_text().replace(anchor, '    import importlib\n'
         '    assert importlib.import_module("pubdep").VERSION == "1.4"\n'
-        '    assert importlib.import_module("private_helper").VERSION == "2.0"\n'
-        '    data = files('))  # fmt: skip
+        '    assert importlib.import_module("private_helper").VERSION == "2.0"\n' + anchor))  # fmt: skip
     ok(modelpack("build", project))
     env = user_env(plain_index + "/simple/")
     env["MODELPACK_VERIFY_TOOL"] = tool
