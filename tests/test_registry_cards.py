@@ -39,25 +39,14 @@ def _registry_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
 
 
-def _wait_for(card: Path, seconds: float = 60) -> None:
-    """Wait for the background render to store ``card`` (written by an atomic rename)."""
-    deadline = time.monotonic() + seconds
-    while not card.exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert card.exists(), f"{card.name} was not rendered within {seconds} s"
-
-
 def test_a_hostile_readme_costs_page_views_nothing(registry: Registry, tmp_path: Path) -> None:
     wheel = model_wheel(tmp_path / "dist", "model-evil", "1.0", readme=HOSTILE)
     body, ctype = multipart_body(wheel.name, wheel.read_bytes())
-    # The upload answers at once; the card (2.4 s of CPU in a niced child) follows behind.
+    # The upload renders the card once: 2.4 s of CPU in a niced child, slow on a busy machine.
     answer = requests.post(f"{registry.url}/", data=body, headers={"Content-Type": ctype},
                            timeout=300)  # fmt: skip
     assert answer.status_code == 200, answer.text
     card = _card(registry.data, wheel)
-    # the upload answered before the card was made, and a view does not wait for it either
-    assert PENDING_NOTE in requests.get(f"{registry.url}/models/model-evil/", timeout=20).text
-    _wait_for(card)
     assert BUDGET_NOTE in card.read_text()
     stamp = _stamp(card)
 
@@ -91,7 +80,6 @@ def test_a_card_is_rendered_once_and_rebuilt_by_reindex(tmp_path: Path) -> None:
         page_url = f"{reg.url}/models/model-foo/"
         upload(reg, wheel)
         card = _card(data, wheel)
-        _wait_for(card)
         assert "<h1>Fraud model</h1>" in card.read_text()
         stamp = _stamp(card)
         assert "<h1>Fraud model</h1>" in requests.get(page_url).text
@@ -102,7 +90,9 @@ def test_a_card_is_rendered_once_and_rebuilt_by_reindex(tmp_path: Path) -> None:
         card.unlink()  # as after an upgrade, or a file placed by hand
         upload(reg, model_wheel(dist, "model-baz", "1.0"))  # a new snapshot reads it again
         assert PENDING_NOTE in requests.get(page_url).text  # answered at once
-        _wait_for(card)
+        deadline = time.monotonic() + 30
+        while not card.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
         assert "<h1>Fraud model</h1>" in requests.get(page_url).text  # rendered behind
         stamp = _stamp(card)
         for _ in range(5):

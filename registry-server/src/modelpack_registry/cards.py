@@ -7,13 +7,11 @@ CPU, against 0.1 to 0.7 s for 300 KB of ordinary Markdown. Rendering on a page v
 held the GIL for all of that, so 16 first views of such a page stalled ``/health`` for
 minutes. So:
 
-- **Never in a request.** Once a file is published, the upload hands its card to the
-  background thread of its process (:func:`render_soon`) and answers at once, so neither
-  the uploader nor anyone else waits for a render. The HTML is stored as
-  ``meta/<file>.card.html`` beside the record and served from there (once read, cached
-  per snapshot). A view that finds no card (not rendered yet, a file placed by hand, a
-  card from an older renderer, a deleted one) answers a short note at once and asks the
-  same background thread to render it.
+- **Never on a page view.** The HTML is made when the file is uploaded (after it is
+  published, in the upload request), stored as ``meta/<file>.card.html`` beside the
+  record, and served from there (once read, cached per snapshot). A view that finds no
+  card (a file placed by hand, a card from an older renderer, a deleted one) answers a
+  short note at once and asks the background thread of its process to render it.
 - **In a child process, with a budget.** :class:`Renderer` runs
   ``python -m modelpack_registry.cards``, which renders each text under a CPU-time
   timer (``ITIMER_PROF``: :func:`budget`, 1 s plus 3 s per MiB, so at most 4 s for the
@@ -53,7 +51,6 @@ __all__ = [
     "card_html",
     "read_card",
     "render_and_store",
-    "render_soon",
     "split_description",
     "store_cards",
 ]
@@ -291,12 +288,6 @@ class _Background:
 
 
 _background = _Background()
-
-
-def render_soon(data: DataDir, record: Record) -> None:
-    """Render and store the card of a just-published ``record`` in the background."""
-    if record.core_metadata_sha256 is not None:
-        _background.submit(data, record)
 
 
 def card_for_view(data: DataDir, record: Record) -> tuple[str, bool]:

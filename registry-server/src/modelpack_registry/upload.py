@@ -38,7 +38,7 @@ from typing import Any
 from packaging.utils import canonicalize_name
 
 from modelpack_registry.access import Principal
-from modelpack_registry.cards import render_soon
+from modelpack_registry.cards import render_and_store
 from modelpack_registry.errors import (
     BadRequest,
     Conflict,
@@ -187,7 +187,7 @@ def _receive_and_publish(environ: dict[str, Any], data: DataDir, index: Index,
             info.name,
         )
     index.invalidate()
-    render_soon(data, record)  # the model card, once, in the background: no request waits
+    render_and_store(data, record, info.metadata)  # the model card, once, off the page views
     log.info("published %s (%d bytes, sha256 %s)%s", filename, form.size, digest, by)
     return f"OK: {filename} published\n", info.name
 
