@@ -33,10 +33,11 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import IO, Any, BinaryIO
+from typing import IO, Any, BinaryIO, cast
 
 from modelpack.digests import DigestCache, Digests, Identity, identity
 from modelpack.errors import BuildError
+from modelpack.wheel_digests import HashingFile, WheelDigests, WheelHasher
 
 __all__ = ["CHUNK", "MANIFEST_NAME", "HashAhead", "add_stored_files", "stage_project"]
 
@@ -82,10 +83,13 @@ def _write_stored(
         fd = fin.fileno()
         before = os.fstat(fd)
         known = cache.get(path, before) if cache is not None else None
+        hashing_wheel = isinstance(cast(object, dst.fp), HashingFile)
+        if known is None and ahead is not None and hashing_wheel:
+            known = ahead.digests(path, before)  # the wheel's hash needs the CRC first
         started = time.time_ns()
         if _FAST:
             later = None if known or ahead is None else (lambda: ahead.digests(path, before))
-            digests = _append_by_pwrite(dst, zinfo, fd, before.st_size, known, later)
+            digests = _append_by_pwrite(dst, zinfo, fd, before, known, later, path)
         else:
             if known is None and ahead is not None:
                 known = ahead.digests(path, before)
@@ -98,8 +102,9 @@ def _write_stored(
 
 
 def _append_by_pwrite(
-    dst: zipfile.ZipFile, zinfo: zipfile.ZipInfo, fd: int, size: int, known: Digests | None,
-    later: Callable[[], Digests | None] | None = None,
+    dst: zipfile.ZipFile, zinfo: zipfile.ZipInfo, fd: int, st: os.stat_result,
+    known: Digests | None, later: Callable[[], Digests | None] | None = None,
+    path: Path | None = None,
 ) -> Digests:  # fmt: skip
     """Copy the bytes with ``pread``/``pwrite`` while two threads read them from the page
     cache for the sha256 and the CRC-32, unless they are *known*, or computed elsewhere
@@ -111,9 +116,12 @@ def _append_by_pwrite(
     0.2-0.6 s stalls one time in five. The member is written as
     :meth:`zipfile.ZipFile.open` writes one to a seekable file: the local header with
     the final sizes, the data, then the header again with the CRC; ``zipfile`` writes
-    the central directory on close.
+    the central directory on close. When *dst* hashes the wheel (:class:`HashingFile`),
+    it is told where the copy went; the data is hashed from *path* meanwhile if the
+    header is final already (the CRC is *known*).
     """
     fp = dst.fp
+    size = st.st_size
     assert fp is not None and dst.mode == "w"
     zinfo.file_size = zinfo.compress_size = size
     zinfo.CRC = known.crc32 if known else 0
@@ -127,6 +135,10 @@ def _append_by_pwrite(
         fp.write(zinfo.FileHeader(zip64))
         fp.flush()
         start = fp.tell()
+        if isinstance(fp, HashingFile) and path is not None:
+            fp.copied(start, path, size, st)
+            if known:
+                fp.settle()
         _copy_at(fd, fp.fileno(), start, size)
         digests = known or (later() if later else None)
         if digests is None:
@@ -370,7 +382,8 @@ def add_stored_files(
     keywords: Sequence[str] = (),
     cache: DigestCache | None = None,
     ahead: HashAhead | None = None,
-) -> None:
+    hash_wheel: bool = False,
+) -> WheelDigests | None:
     """Write *out*: *wheel*'s members plus *files* (path, archive name) stored uncompressed.
 
     A member of *wheel* with the same archive name as one of *files* is replaced. With
@@ -378,12 +391,31 @@ def add_stored_files(
     sha256; *keywords* are merged into the core metadata's ``Keywords``. With *cache*,
     the digests of weight files it knows unchanged are taken from it (see
     :mod:`modelpack.digests`), and those it does not are remembered. With *ahead*, the
-    digests of the others are those it computes.
+    digests of the others are those it computes. With *hash_wheel*, returns *out*'s own
+    sha256 and blake2b-256, hashed as it is written (:mod:`modelpack.wheel_digests`), or
+    None if they could not be.
 
     :raises BuildError: a file changed while it was being copied.
     """
-    files = list(files)
+    with open(out, "wb") as raw:
+        target = HashingFile(raw, WheelHasher()) if hash_wheel else raw
+        try:
+            _assemble(wheel, list(files), target, manifest, keywords, cache, ahead)
+        except BaseException:
+            if isinstance(target, HashingFile):
+                target.hasher.give_up()
+                target.digests()
+            raise
+    return target.digests() if isinstance(target, HashingFile) else None
+
+
+def _assemble(
+    wheel: Path, files: list[tuple[Path, str]], out: IO[bytes] | HashingFile,
+    manifest: dict[str, Any] | None, keywords: Sequence[str], cache: DigestCache | None,
+    ahead: HashAhead | None,
+) -> None:  # fmt: skip
     names = {arc for _, arc in files}
+    settle = out.settle if isinstance(out, HashingFile) else (lambda: None)
     with zipfile.ZipFile(wheel) as src, zipfile.ZipFile(out, "w") as dst:
         infos = src.infolist()
         record = next(i.filename for i in infos if i.filename.endswith(".dist-info/RECORD"))
@@ -400,15 +432,18 @@ def add_stored_files(
                 continue
             with src.open(info) as fin, dst.open(info, "w") as fout:
                 shutil.copyfileobj(fin, fout, CHUNK)
+            settle()
         metadata = src.read(meta)
         if keywords:
             metadata = _with_keywords(metadata, keywords)
         dst.writestr(meta, metadata)
+        settle()
         rows.append(_record_row(meta.filename, metadata))
         weights = []
         for path, arcname in files:
             zinfo = _zipinfo(arcname, meta.date_time, zipfile.ZIP_STORED)
             size, digests = _write_stored(dst, zinfo, path, cache, ahead)
+            settle()
             rows.append([arcname, _record_hash(bytes.fromhex(digests.sha256)), str(size)])
             weights.append({"path": arcname, "size": size, "sha256": digests.sha256})
         if manifest is not None:
@@ -417,6 +452,7 @@ def add_stored_files(
             ).encode()
             name = f"{dist_info}/{MANIFEST_NAME}"
             dst.writestr(_zipinfo(name, meta.date_time, zipfile.ZIP_DEFLATED), data)
+            settle()
             rows.append(_record_row(name, data))
         rows.append([record, "", ""])
         buf = io.StringIO()
