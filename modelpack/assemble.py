@@ -9,40 +9,36 @@ wheel: every member of the backend's wheel as it was, the weight files added wit
 all when :mod:`modelpack.digests` knows them unchanged), and ``RECORD`` rewritten to
 list them. This works with any backend (hatchling, setuptools, flit, ...), keeps RECORD
 correct, and is reproducible: the weights get the timestamp the backend gave its own
-files.
+files. Asked to, it also hashes the wheel itself as it writes it, for ``publish``
+(:mod:`modelpack.wheel_digests`); the block reads and copies are in
+:mod:`modelpack.blockio`.
 """
 
 from __future__ import annotations
 
 import base64
 import csv
-import ctypes
-import errno
-import functools
 import hashlib
 import io
 import json
 import os
 import queue
 import shutil
-import sys
 import threading
 import time
 import zipfile
-import zlib
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any, BinaryIO, cast
 
+from modelpack.blockio import CHUNK, copy_at, crc32_of, digests_of, sha256_of
 from modelpack.digests import DigestCache, Digests, Identity, identity
 from modelpack.errors import BuildError
 from modelpack.wheel_digests import HashingFile, WheelDigests, WheelHasher
 
 __all__ = ["CHUNK", "MANIFEST_NAME", "HashAhead", "add_stored_files", "stage_project"]
 
-CHUNK = 4 << 20
-_WRITE = 1 << 20
 _FAST = hasattr(os, "preadv") and hasattr(os, "pwrite")  # Linux, BSDs
 MANIFEST_NAME = "modelpack.json"
 _SKIP_DIRS = {
@@ -128,8 +124,8 @@ def _append_by_pwrite(
     zip64 = size * 1.05 > zipfile.ZIP64_LIMIT  # zipfile's own rule for a member of known size
     hash_here = known is None and later is None
     with ThreadPoolExecutor(2, thread_name_prefix="weights-hash") as pool:
-        sha = pool.submit(_sha256_of, fd, size) if hash_here else None
-        crc = pool.submit(_crc32_of, fd, size) if hash_here else None
+        sha = pool.submit(sha256_of, fd, size) if hash_here else None
+        crc = pool.submit(crc32_of, fd, size) if hash_here else None
         fp.seek(dst.start_dir)
         zinfo.header_offset = fp.tell()
         fp.write(zinfo.FileHeader(zip64))
@@ -139,11 +135,11 @@ def _append_by_pwrite(
             fp.copied(start, path, size, st)
             if known:
                 fp.settle()
-        _copy_at(fd, fp.fileno(), start, size)
+        copy_at(fd, fp.fileno(), start, size)
         digests = known or (later() if later else None)
         if digests is None:
             if sha is None or crc is None:  # the other hashing gave up: hash here after all
-                sha, crc = pool.submit(_sha256_of, fd, size), pool.submit(_crc32_of, fd, size)
+                sha, crc = pool.submit(sha256_of, fd, size), pool.submit(crc32_of, fd, size)
             digests = Digests(sha.result(), crc.result())
     if not known:
         zinfo.CRC = digests.crc32
@@ -195,7 +191,7 @@ class HashAhead:
             if known is not None:
                 return identity(before), known
             started = time.time_ns()
-            digests = _digests_of(f.fileno(), before.st_size, self._stop)
+            digests = digests_of(f.fileno(), before.st_size, self._stop)
             if self._stop.is_set() or identity(os.fstat(f.fileno())) != identity(before):
                 return None
         self._cache.put(path, before, digests, started)
@@ -210,103 +206,6 @@ class HashAhead:
     def cancel(self) -> None:
         """Stop at the next block (a failed build does not wait for its hashing)."""
         self._stop.set()
-
-
-def _blocks(fd: int, size: int, stop: threading.Event | None = None) -> Iterator[memoryview]:
-    """*fd*'s first *size* bytes in blocks of one reused buffer (``preadv``: no position),
-    until *stop* is set."""
-    view = memoryview(bytearray(CHUNK))
-    offset = 0
-    while offset < size and not (stop and stop.is_set()):
-        n = os.preadv(fd, [view[: min(CHUNK, size - offset)]], offset)
-        if n == 0:
-            return
-        yield view[:n]
-        offset += n
-
-
-def _digests_of(fd: int, size: int, stop: threading.Event) -> Digests:
-    """Both digests in one pass and one thread: the backend, running meanwhile, needs
-    the other core."""
-    digest, crc = hashlib.sha256(), 0
-    for block in _blocks(fd, size, stop):
-        digest.update(block)
-        crc = zlib.crc32(block, crc)
-    return Digests(digest.hexdigest(), crc)
-
-
-def _sha256_of(fd: int, size: int, stop: threading.Event | None = None) -> str:
-    digest = hashlib.sha256()
-    for block in _blocks(fd, size, stop):
-        digest.update(block)
-    return digest.hexdigest()
-
-
-def _crc32_of(fd: int, size: int, stop: threading.Event | None = None) -> int:
-    crc = 0
-    for block in _blocks(fd, size, stop):
-        crc = zlib.crc32(block, crc)
-    return crc
-
-
-def _copy_at(src: int, dst: int, dst_offset: int, size: int) -> None:
-    """Copy *src*'s first *size* bytes to *dst* at *dst_offset*: preallocated, in writes
-    of 1 MiB.
-
-    Measured (Linux 6.18, ext4, 512 MiB, warm cache): 1 or 2 MiB writes copy in 0.12 s
-    every time (``cp``: 0.13 s), and in 0.085 s into preallocated space. 4 MiB writes
-    take 0.12 s, or 0.5-0.7 s of kernel time when the memory they land in has been free
-    for a few seconds (large page-cache folios, on a VM whose balloon hands free memory
-    back to the host); 256 KiB writes take 0.14 s and 16 KiB ones 0.30 s.
-
-    :raises BuildError: the disk is full, or *src* ended early (it shrank meanwhile).
-    """
-    done = 0
-    try:
-        _preallocate(dst, dst_offset, size)
-        for block in _blocks(src, size):
-            while block:
-                n = os.pwrite(dst, block[:_WRITE], dst_offset + done)
-                block, done = block[n:], done + n
-    except OSError as exc:
-        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
-            raise
-        raise BuildError(
-            f"the disk of dist/ is full after {done} of {size} bytes of weights; "
-            "free some space and build again"
-        ) from exc
-    if done != size:
-        raise BuildError(f"a weight file ended after {done} of {size} bytes; build again")
-
-
-def _preallocate(fd: int, offset: int, size: int) -> None:
-    """Reserve *size* bytes at *offset* in one go (Linux ``fallocate``), where the
-    filesystem can; elsewhere nothing. Not ``os.posix_fallocate``: where the filesystem
-    cannot, glibc emulates it by writing every block, which would double the work.
-
-    :raises OSError: ENOSPC or EDQUOT, the disk is full.
-    """
-    fallocate = _fallocate()
-    if fallocate is None or size == 0:
-        return
-    if fallocate(fd, 0, offset, size) != 0:
-        err = ctypes.get_errno()
-        if err in (errno.ENOSPC, errno.EDQUOT):
-            raise OSError(err, os.strerror(err))
-
-
-@functools.cache
-def _fallocate() -> Any:
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        func = getattr(libc, "fallocate64", None) or libc.fallocate
-    except (OSError, AttributeError):
-        return None
-    func.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
-    func.restype = ctypes.c_int
-    return func
 
 
 def _append_by_stream(
