@@ -14,7 +14,7 @@ def _never(cls: type, stream: object, sock: object) -> None:
     return None
 
 
-receive._SocketBody.attach = classmethod(_never)  # type: ignore[method-assign,assignment]
+receive._SocketBody.attach = classmethod(_never)  # type: ignore[method-assign,assignment,attr-defined,unused-ignore]
 
 if __name__ == "__main__":
     sys.exit(main())
