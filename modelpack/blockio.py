@@ -16,10 +16,9 @@ import zlib
 from collections.abc import Iterator
 from typing import Any
 
-from modelpack.digests import Digests
 from modelpack.errors import BuildError
 
-__all__ = ["CHUNK", "blocks", "copy_at", "crc32_of", "digests_of", "sha256_of"]
+__all__ = ["CHUNK", "blocks", "copy_at", "crc32_of", "sha256_of"]
 
 CHUNK = 4 << 20
 _WRITE = 1 << 20
@@ -36,16 +35,6 @@ def blocks(fd: int, size: int, stop: threading.Event | None = None) -> Iterator[
             return
         yield view[:n]
         offset += n
-
-
-def digests_of(fd: int, size: int, stop: threading.Event) -> Digests:
-    """Both digests in one pass and one thread: the backend, running meanwhile, needs
-    the other core."""
-    digest, crc = hashlib.sha256(), 0
-    for block in blocks(fd, size, stop):
-        digest.update(block)
-        crc = zlib.crc32(block, crc)
-    return Digests(digest.hexdigest(), crc)
 
 
 def sha256_of(fd: int, size: int, stop: threading.Event | None = None) -> str:
