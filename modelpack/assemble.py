@@ -9,39 +9,36 @@ wheel: every member of the backend's wheel as it was, the weight files added wit
 all when :mod:`modelpack.digests` knows them unchanged), and ``RECORD`` rewritten to
 list them. This works with any backend (hatchling, setuptools, flit, ...), keeps RECORD
 correct, and is reproducible: the weights get the timestamp the backend gave its own
-files.
+files. Asked to, it also hashes the wheel itself as it writes it, for ``publish``
+(:mod:`modelpack.wheel_digests`); the block reads and copies are in
+:mod:`modelpack.blockio`.
 """
 
 from __future__ import annotations
 
 import base64
 import csv
-import ctypes
-import errno
-import functools
 import hashlib
 import io
 import json
 import os
 import queue
 import shutil
-import sys
 import threading
 import time
 import zipfile
-import zlib
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import IO, Any, BinaryIO
+from typing import IO, Any, BinaryIO, cast
 
+from modelpack.blockio import CHUNK, copy_at, crc32_of, sha256_of
 from modelpack.digests import DigestCache, Digests, Identity, identity
 from modelpack.errors import BuildError
+from modelpack.wheel_digests import HashingFile, WheelDigests, WheelHasher
 
 __all__ = ["CHUNK", "MANIFEST_NAME", "HashAhead", "add_stored_files", "stage_project"]
 
-CHUNK = 4 << 20
-_WRITE = 1 << 20
 _FAST = hasattr(os, "preadv") and hasattr(os, "pwrite")  # Linux, BSDs
 MANIFEST_NAME = "modelpack.json"
 _SKIP_DIRS = {
@@ -82,10 +79,13 @@ def _write_stored(
         fd = fin.fileno()
         before = os.fstat(fd)
         known = cache.get(path, before) if cache is not None else None
+        crc = None
+        if known is None and ahead is not None and isinstance(cast(object, dst.fp), HashingFile):
+            crc = ahead.crc(path, before)  # the wheel's hash needs the member's header first
         started = time.time_ns()
         if _FAST:
             later = None if known or ahead is None else (lambda: ahead.digests(path, before))
-            digests = _append_by_pwrite(dst, zinfo, fd, before.st_size, known, later)
+            digests = _append_by_pwrite(dst, zinfo, fd, before, known, later, path, crc)
         else:
             if known is None and ahead is not None:
                 known = ahead.digests(path, before)
@@ -98,8 +98,9 @@ def _write_stored(
 
 
 def _append_by_pwrite(
-    dst: zipfile.ZipFile, zinfo: zipfile.ZipInfo, fd: int, size: int, known: Digests | None,
-    later: Callable[[], Digests | None] | None = None,
+    dst: zipfile.ZipFile, zinfo: zipfile.ZipInfo, fd: int, st: os.stat_result,
+    known: Digests | None, later: Callable[[], Digests | None] | None = None,
+    path: Path | None = None, header_crc: int | None = None,
 ) -> Digests:  # fmt: skip
     """Copy the bytes with ``pread``/``pwrite`` while two threads read them from the page
     cache for the sha256 and the CRC-32, unless they are *known*, or computed elsewhere
@@ -111,29 +112,39 @@ def _append_by_pwrite(
     0.2-0.6 s stalls one time in five. The member is written as
     :meth:`zipfile.ZipFile.open` writes one to a seekable file: the local header with
     the final sizes, the data, then the header again with the CRC; ``zipfile`` writes
-    the central directory on close.
+    the central directory on close. When *dst* hashes the wheel (:class:`HashingFile`),
+    it is told where the copy went; the data is hashed from *path* meanwhile if the
+    header is final already (the CRC is *known*, or given as *header_crc*).
     """
     fp = dst.fp
+    size = st.st_size
     assert fp is not None and dst.mode == "w"
     zinfo.file_size = zinfo.compress_size = size
-    zinfo.CRC = known.crc32 if known else 0
+    zinfo.CRC = known.crc32 if known else (header_crc or 0)
+    header_final = known is not None or header_crc is not None
     zip64 = size * 1.05 > zipfile.ZIP64_LIMIT  # zipfile's own rule for a member of known size
     hash_here = known is None and later is None
     with ThreadPoolExecutor(2, thread_name_prefix="weights-hash") as pool:
-        sha = pool.submit(_sha256_of, fd, size) if hash_here else None
-        crc = pool.submit(_crc32_of, fd, size) if hash_here else None
+        sha = pool.submit(sha256_of, fd, size) if hash_here else None
+        crc = pool.submit(crc32_of, fd, size) if hash_here else None
         fp.seek(dst.start_dir)
         zinfo.header_offset = fp.tell()
         fp.write(zinfo.FileHeader(zip64))
         fp.flush()
         start = fp.tell()
-        _copy_at(fd, fp.fileno(), start, size)
+        if isinstance(fp, HashingFile) and path is not None:
+            fp.copied(start, path, size, st)
+            if header_final:
+                fp.settle()
+        copy_at(fd, fp.fileno(), start, size)
         digests = known or (later() if later else None)
         if digests is None:
             if sha is None or crc is None:  # the other hashing gave up: hash here after all
-                sha, crc = pool.submit(_sha256_of, fd, size), pool.submit(_crc32_of, fd, size)
+                sha, crc = pool.submit(sha256_of, fd, size), pool.submit(crc32_of, fd, size)
             digests = Digests(sha.result(), crc.result())
-    if not known:
+    if header_crc is not None and digests.crc32 != header_crc:
+        raise BuildError(f"{path} changed while it was being built into the wheel; build again")
+    if not header_final:
         zinfo.CRC = digests.crc32
         fp.seek(zinfo.header_offset)
         fp.write(zinfo.FileHeader(zip64))
@@ -145,7 +156,9 @@ def _append_by_pwrite(
 
 
 class HashAhead:
-    """The sha256 and CRC-32 of weight files, computed in one background thread.
+    """The sha256 and CRC-32 of weight files, computed in one background thread: the
+    CRC-32 of a file first (a quick pass, about ten times the speed of sha256), so that
+    its zip header, which the wheel's own hash needs before the data, is known soon.
 
     ``modelpack build`` starts this before it runs the backend, which takes most of a
     second in another process, so the hashing (the slowest part of adding weights)
@@ -158,6 +171,9 @@ class HashAhead:
         self._cache = cache
         self._stop = threading.Event()
         self._results: dict[str, Future[tuple[Identity, Digests] | None]] = {
+            str(path): Future() for path in files
+        }
+        self._crcs: dict[str, Future[tuple[Identity, int] | None]] = {
             str(path): Future() for path in files
         }
         worker = threading.Thread(
@@ -174,6 +190,8 @@ class HashAhead:
             except OSError:
                 pass
             finally:
+                if not self._crcs[str(path)].done():
+                    self._crcs[str(path)].set_result(None)
                 self._results[str(path)].set_result(result)
 
     def _hash(self, path: Path) -> tuple[Identity, Digests] | None:
@@ -181,9 +199,14 @@ class HashAhead:
             before = os.fstat(f.fileno())
             known = self._cache.get(path, before)
             if known is not None:
+                self._crcs[str(path)].set_result((identity(before), known.crc32))
                 return identity(before), known
             started = time.time_ns()
-            digests = _digests_of(f.fileno(), before.st_size, self._stop)
+            crc = crc32_of(f.fileno(), before.st_size, self._stop)
+            if self._stop.is_set() or identity(os.fstat(f.fileno())) != identity(before):
+                return None
+            self._crcs[str(path)].set_result((identity(before), crc))
+            digests = Digests(sha256_of(f.fileno(), before.st_size, self._stop), crc)
             if self._stop.is_set() or identity(os.fstat(f.fileno())) != identity(before):
                 return None
         self._cache.put(path, before, digests, started)
@@ -195,106 +218,15 @@ class HashAhead:
         result = future.result() if future is not None else None
         return result[1] if result is not None and result[0] == identity(st) else None
 
+    def crc(self, path: Path, st: os.stat_result) -> int | None:
+        """*path*'s CRC-32 as it is at *st*, waiting for it; None if not computed so."""
+        future = self._crcs.get(str(path))
+        result = future.result() if future is not None else None
+        return result[1] if result is not None and result[0] == identity(st) else None
+
     def cancel(self) -> None:
         """Stop at the next block (a failed build does not wait for its hashing)."""
         self._stop.set()
-
-
-def _blocks(fd: int, size: int, stop: threading.Event | None = None) -> Iterator[memoryview]:
-    """*fd*'s first *size* bytes in blocks of one reused buffer (``preadv``: no position),
-    until *stop* is set."""
-    view = memoryview(bytearray(CHUNK))
-    offset = 0
-    while offset < size and not (stop and stop.is_set()):
-        n = os.preadv(fd, [view[: min(CHUNK, size - offset)]], offset)
-        if n == 0:
-            return
-        yield view[:n]
-        offset += n
-
-
-def _digests_of(fd: int, size: int, stop: threading.Event) -> Digests:
-    """Both digests in one pass and one thread: the backend, running meanwhile, needs
-    the other core."""
-    digest, crc = hashlib.sha256(), 0
-    for block in _blocks(fd, size, stop):
-        digest.update(block)
-        crc = zlib.crc32(block, crc)
-    return Digests(digest.hexdigest(), crc)
-
-
-def _sha256_of(fd: int, size: int, stop: threading.Event | None = None) -> str:
-    digest = hashlib.sha256()
-    for block in _blocks(fd, size, stop):
-        digest.update(block)
-    return digest.hexdigest()
-
-
-def _crc32_of(fd: int, size: int, stop: threading.Event | None = None) -> int:
-    crc = 0
-    for block in _blocks(fd, size, stop):
-        crc = zlib.crc32(block, crc)
-    return crc
-
-
-def _copy_at(src: int, dst: int, dst_offset: int, size: int) -> None:
-    """Copy *src*'s first *size* bytes to *dst* at *dst_offset*: preallocated, in writes
-    of 1 MiB.
-
-    Measured (Linux 6.18, ext4, 512 MiB, warm cache): 1 or 2 MiB writes copy in 0.12 s
-    every time (``cp``: 0.13 s), and in 0.085 s into preallocated space. 4 MiB writes
-    take 0.12 s, or 0.5-0.7 s of kernel time when the memory they land in has been free
-    for a few seconds (large page-cache folios, on a VM whose balloon hands free memory
-    back to the host); 256 KiB writes take 0.14 s and 16 KiB ones 0.30 s.
-
-    :raises BuildError: the disk is full, or *src* ended early (it shrank meanwhile).
-    """
-    done = 0
-    try:
-        _preallocate(dst, dst_offset, size)
-        for block in _blocks(src, size):
-            while block:
-                n = os.pwrite(dst, block[:_WRITE], dst_offset + done)
-                block, done = block[n:], done + n
-    except OSError as exc:
-        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
-            raise
-        raise BuildError(
-            f"the disk of dist/ is full after {done} of {size} bytes of weights; "
-            "free some space and build again"
-        ) from exc
-    if done != size:
-        raise BuildError(f"a weight file ended after {done} of {size} bytes; build again")
-
-
-def _preallocate(fd: int, offset: int, size: int) -> None:
-    """Reserve *size* bytes at *offset* in one go (Linux ``fallocate``), where the
-    filesystem can; elsewhere nothing. Not ``os.posix_fallocate``: where the filesystem
-    cannot, glibc emulates it by writing every block, which would double the work.
-
-    :raises OSError: ENOSPC or EDQUOT, the disk is full.
-    """
-    fallocate = _fallocate()
-    if fallocate is None or size == 0:
-        return
-    if fallocate(fd, 0, offset, size) != 0:
-        err = ctypes.get_errno()
-        if err in (errno.ENOSPC, errno.EDQUOT):
-            raise OSError(err, os.strerror(err))
-
-
-@functools.cache
-def _fallocate() -> Any:
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        func = getattr(libc, "fallocate64", None) or libc.fallocate
-    except (OSError, AttributeError):
-        return None
-    func.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
-    func.restype = ctypes.c_int
-    return func
 
 
 def _append_by_stream(
@@ -370,7 +302,8 @@ def add_stored_files(
     keywords: Sequence[str] = (),
     cache: DigestCache | None = None,
     ahead: HashAhead | None = None,
-) -> None:
+    hash_wheel: bool = False,
+) -> WheelDigests | None:
     """Write *out*: *wheel*'s members plus *files* (path, archive name) stored uncompressed.
 
     A member of *wheel* with the same archive name as one of *files* is replaced. With
@@ -378,12 +311,31 @@ def add_stored_files(
     sha256; *keywords* are merged into the core metadata's ``Keywords``. With *cache*,
     the digests of weight files it knows unchanged are taken from it (see
     :mod:`modelpack.digests`), and those it does not are remembered. With *ahead*, the
-    digests of the others are those it computes.
+    digests of the others are those it computes. With *hash_wheel*, returns *out*'s own
+    sha256 and blake2b-256, hashed as it is written (:mod:`modelpack.wheel_digests`), or
+    None if they could not be.
 
     :raises BuildError: a file changed while it was being copied.
     """
-    files = list(files)
+    with open(out, "wb") as raw:
+        target = HashingFile(raw, WheelHasher()) if hash_wheel else raw
+        try:
+            _assemble(wheel, list(files), target, manifest, keywords, cache, ahead)
+        except BaseException:
+            if isinstance(target, HashingFile):
+                target.hasher.give_up()
+                target.digests()
+            raise
+    return target.digests() if isinstance(target, HashingFile) else None
+
+
+def _assemble(
+    wheel: Path, files: list[tuple[Path, str]], out: IO[bytes] | HashingFile,
+    manifest: dict[str, Any] | None, keywords: Sequence[str], cache: DigestCache | None,
+    ahead: HashAhead | None,
+) -> None:  # fmt: skip
     names = {arc for _, arc in files}
+    settle = out.settle if isinstance(out, HashingFile) else (lambda: None)
     with zipfile.ZipFile(wheel) as src, zipfile.ZipFile(out, "w") as dst:
         infos = src.infolist()
         record = next(i.filename for i in infos if i.filename.endswith(".dist-info/RECORD"))
@@ -400,15 +352,18 @@ def add_stored_files(
                 continue
             with src.open(info) as fin, dst.open(info, "w") as fout:
                 shutil.copyfileobj(fin, fout, CHUNK)
+            settle()
         metadata = src.read(meta)
         if keywords:
             metadata = _with_keywords(metadata, keywords)
         dst.writestr(meta, metadata)
+        settle()
         rows.append(_record_row(meta.filename, metadata))
         weights = []
         for path, arcname in files:
             zinfo = _zipinfo(arcname, meta.date_time, zipfile.ZIP_STORED)
             size, digests = _write_stored(dst, zinfo, path, cache, ahead)
+            settle()
             rows.append([arcname, _record_hash(bytes.fromhex(digests.sha256)), str(size)])
             weights.append({"path": arcname, "size": size, "sha256": digests.sha256})
         if manifest is not None:
@@ -417,6 +372,7 @@ def add_stored_files(
             ).encode()
             name = f"{dist_info}/{MANIFEST_NAME}"
             dst.writestr(_zipinfo(name, meta.date_time, zipfile.ZIP_DEFLATED), data)
+            settle()
             rows.append(_record_row(name, data))
         rows.append([record, "", ""])
         buf = io.StringIO()

@@ -26,6 +26,7 @@ from modelpack.digests import DigestCache
 from modelpack.errors import BuildError, CheckError
 from modelpack.project import Project, load_project, weight_files
 from modelpack.wheel import WheelInfo, inspect_wheel
+from modelpack.wheel_digests import drop_record, write_record
 
 __all__ = ["BuildResult", "build_project", "raise_for_errors", "uv_bin"]
 
@@ -54,7 +55,8 @@ def build_project(
 
     The backend builds from a staged copy without the weights; the weights are then
     added uncompressed with the manifest (see :mod:`modelpack.assemble`); they are hashed
-    while the backend runs. With *cache*, weight files unchanged since an earlier build
+    while the backend runs. The wheel's own digests, computed as it is written, are
+    recorded beside it for ``publish`` (see :mod:`modelpack.wheel_digests`). With *cache*, weight files unchanged since an earlier build
     are not hashed again (see :mod:`modelpack.digests`).
 
     :raises ProjectError: *path* is not a model project.
@@ -90,10 +92,10 @@ def _build(
         arcnames = [(f, prefix + f.relative_to(project.weights_dir).as_posix()) for f in weights]
         assembled = scratch / built.name
         version = built.name.split("-")[1]
-        add_stored_files(
+        wheel_digests = add_stored_files(
             built, arcnames, assembled,
             manifest=_manifest(project, version) | signature.manifest_fields(problems),
-            keywords=_keywords(project.config), cache=digests, ahead=hashed,
+            keywords=_keywords(project.config), cache=digests, ahead=hashed, hash_wheel=True,
         )  # fmt: skip
         digests.save()
         info = inspect_wheel(assembled, project.weights_subdir)
@@ -105,6 +107,10 @@ def _build(
         raise_for_errors(project, check_wheel(info, project.package))
         final = project.dist_dir / built.name
         _move_into_dist(assembled, final, scratch / "previous.whl")
+        if wheel_digests is not None:  # for publish, which then need not read the wheel
+            write_record(final, wheel_digests)
+        else:
+            drop_record(final)
     warnings = [p for p in problems if p.severity != "error"]
     return BuildResult(project, dataclasses.replace(info, path=final), warnings)
 

@@ -291,7 +291,8 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "build", parents=[common], help="build the model's wheel into PROJECT/dist/",
-        description="Build PROJECT's wheel (PEP 517, isolated), check it, print its path.",
+        description="Build PROJECT's wheel (PEP 517, isolated), check it, print its path. "
+        "The wheel's digests are recorded beside it, so that publish need not hash it.",
     )  # fmt: skip
     p.add_argument("project", nargs="?", default=".", metavar="PROJECT", help="default: .")
     p.add_argument(
@@ -310,7 +311,8 @@ def _parser() -> argparse.ArgumentParser:
         description=(
             "Upload the wheel of PROJECT's current version (default: .), or the WHEEL "
             "files given, with twine. A version already in the registry is an error; "
-            "after the upload the registry must list the file with the same sha256."
+            "after the upload the registry must list the file with the same sha256. A "
+            "wheel unchanged since `modelpack build` is sent without being hashed again."
         ),
     )  # fmt: skip
     p.add_argument("targets", nargs="*", metavar="PROJECT | WHEEL", help="default: .")

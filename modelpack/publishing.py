@@ -38,6 +38,7 @@ from modelpack.index import IndexClient
 from modelpack.project import load_project
 from modelpack.twine_speed import big_block_settings, fast_hashes, upload_warnings
 from modelpack.wheel import WheelInfo, inspect_wheel, weights_subdir
+from modelpack.wheel_digests import drop_record, read_record
 
 if TYPE_CHECKING:
     from modelpack.verify import Verified
@@ -61,6 +62,20 @@ class Published:
     """With ``verify``: the same check of what the registry serves, after the upload."""
     warnings: tuple[str, ...] = ()
     """What the registry said about the upload (``X-Modelpack-Warning``)."""
+    from_record: bool = False
+    """The digests twine sent are those ``build`` recorded: the wheel was not read to hash it."""
+
+
+def _changed_since_built(path: Path) -> UploadError:
+    """The registry refused *path* with the digests recorded at build time, and they are
+    not the file's: it was changed in a way its identity does not show (see
+    :mod:`modelpack.wheel_digests`)."""
+    drop_record(path)
+    return UploadError(
+        f"the wheel changed since it was built: rebuild it with `modelpack build`, then "
+        f"publish again ({path.name} no longer matches the digests recorded beside it when "
+        "it was built, so the registry refused it and stored nothing)"
+    )
 
 
 def _sha256(path: Path) -> str:
@@ -195,11 +210,20 @@ def publish(
 
     published = []
     for path in files:
-        # The sha256 to confirm against the registry's listing: the one twine computed
-        # to send (one read of the file instead of two), else our own.
-        with fast_hashes() as hashed, upload_warnings() as warned:
-            _twine_upload(registry, credentials, path)
-        digest = hashed.get(str(path)) or _sha256(path)
+        # The digests `build` recorded while writing the wheel, if it is still that file:
+        # then twine does not read it to hash it (see modelpack.wheel_digests).
+        record = read_record(path)
+        known = {str(path): record} if record is not None else {}
+        with fast_hashes(known) as hashed, upload_warnings() as warned:
+            try:
+                _twine_upload(registry, credentials, path)
+            except UploadError:
+                if record is not None and _sha256(path) != record.sha256:
+                    raise _changed_since_built(path) from None
+                raise
+        # The sha256 to confirm against the registry's listing: the one twine sent (no
+        # further read of the file), else our own.
+        digest = hashed.sha256.get(str(path)) or _sha256(path)
         name, version = name_version(path)
         listed = {f.filename: f for f in index.project_files(name)}
         got = listed.get(path.name)
@@ -208,6 +232,11 @@ def publish(
                 f"the registry accepted {path.name} but does not list it; check the "
                 f"registry's log, then publish again"
             )
+        if got.sha256 is not None and got.sha256 != digest and record is not None:
+            # A registry that does not check the announced sha256 took the file as it is
+            # now; the record was wrong, not the upload, if the file is what it lists.
+            drop_record(path)
+            digest = _sha256(path)
         if got.sha256 is not None and got.sha256 != digest:
             raise UploadError(
                 f"the registry lists {path.name} with sha256 {got.sha256}, but the file sent "
@@ -215,7 +244,8 @@ def publish(
                 f"`modelpack yank {name}=={version} --reason 'corrupt upload'`"
             )
         published.append(Published(path, name, version, digest, got.url, registry,
-                                   verified.get(path), warnings=tuple(warned)))  # fmt: skip
+                                   verified.get(path), warnings=tuple(warned),
+                                   from_record=str(path) in hashed.recorded))  # fmt: skip
     if verify:
         from modelpack.verify import verify_published
 

@@ -73,7 +73,10 @@ def test_build_is_reproducible(project: Path, tmp_path: Path) -> None:
     first = build_project(project).wheel.path.read_bytes()
     second = build_project(project).wheel.path.read_bytes()
     assert hashlib.sha256(first).digest() == hashlib.sha256(second).digest()
-    assert [p.name for p in (project / "dist").iterdir()] == ["model_big-0.1.0-py3-none-any.whl"]
+    # dist/ holds the wheel and, hidden from `twine upload dist/*`, its digests' record
+    assert sorted(p.name for p in (project / "dist").iterdir()) == [
+        ".model_big-0.1.0-py3-none-any.whl.digests.json", "model_big-0.1.0-py3-none-any.whl"
+    ]  # fmt: skip
 
 
 @pytest.mark.parametrize("tool", ["pip", "uv"])

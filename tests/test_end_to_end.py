@@ -185,5 +185,5 @@ def test_twine_hashes_a_wheel_in_big_blocks_to_the_same_digests(tmp_path: Path) 
         package = twine.package.PackageFile.from_filename(str(wheel), None)
     assert twine.package.HashManager is original
     sent = package.metadata_dictionary()
-    assert sent["sha256_digest"] == hashlib.sha256(data).hexdigest() == hashed[str(wheel)]
+    assert sent["sha256_digest"] == hashlib.sha256(data).hexdigest() == hashed.sha256[str(wheel)]
     assert sent["blake2_256_digest"] == hashlib.blake2b(data, digest_size=32).hexdigest()
