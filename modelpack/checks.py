@@ -34,6 +34,7 @@ from modelpack.project import Project, weight_files
 from modelpack.scan.policy import Policy
 from modelpack.scan.report import (
     TRUSTED_KEY,
+    Lazy,
     closure,
     dependency_modules,
     judge_weights,
@@ -297,7 +298,7 @@ def check_wheel_weights(info: WheelInfo, subdir: str) -> list[Problem]:
             continue
         if req.marker is None or req.marker.evaluate({"extra": ""}):
             declared.add(str(canonicalize_name(req.name)))
-    provided = providers()
+    provided = Lazy(providers)  # made only if a weight file holds a pickle to judge
     with zipfile.ZipFile(info.path) as zf:
         names = set(zf.namelist())
 
@@ -314,7 +315,8 @@ def check_wheel_weights(info: WheelInfo, subdir: str) -> list[Problem]:
         except ValueError:
             manifest = {}
         trusted = manifest.get(TRUSTED_KEY) if isinstance(manifest, dict) else None
-        policy = Policy(package, source, dependency_modules(declared, provided), provided)
+        deps = Lazy(lambda: dependency_modules(declared, provided))
+        policy = Policy(package, source, deps, provided)
         files = wheel_files(zf, info.weights, f"{package}/{subdir.strip('/')}/")
         findings = judge_weights(files, policy, trusted if isinstance(trusted, dict) else {})
     card = manifest if isinstance(manifest, dict) else {}

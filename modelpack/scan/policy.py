@@ -22,7 +22,7 @@ import _compat_pickle
 import ast
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 __all__ = ["SAFE_STDLIB", "Policy", "Verdict"]
@@ -79,7 +79,7 @@ def candidates(module: str, name: str) -> list[tuple[str, str]]:
 
 class Policy:
     def __init__(self, package: str, source: Callable[[str], tuple[str, bool] | None],
-                 dependencies: dict[str, str], providers: dict[str, list[str]]) -> None:  # fmt: skip
+                 dependencies: Mapping[str, str], providers: Mapping[str, list[str]]) -> None:  # fmt: skip
         """*source* gives the source of one of the package's modules and whether it is a
         package's ``__init__`` (or ``None``);
         *dependencies* maps the top-level modules of the declared dependencies (and of

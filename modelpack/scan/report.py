@@ -12,12 +12,12 @@ import io
 import re
 import struct
 import zipfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Generic, TypeVar
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
@@ -63,6 +63,34 @@ def closure(dists: Iterable[str]) -> set[str]:
     return seen
 
 
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class Lazy(Mapping[K, V], Generic[K, V]):
+    """A mapping made on first use. Most weights hold no pickle, so nothing is judged and
+    the list of every installed distribution (:func:`providers`, about 0.8 s in a large
+    environment, a third of a 1 GiB publish) is never needed."""
+
+    def __init__(self, make: Callable[[], Mapping[K, V]]) -> None:
+        self._make = make
+        self._data: Mapping[K, V] | None = None
+
+    def _get(self) -> Mapping[K, V]:
+        if self._data is None:
+            self._data = self._make()
+        return self._data
+
+    def __getitem__(self, key: K) -> V:
+        return self._get()[key]
+
+    def __iter__(self) -> Iterator[K]:
+        return iter(self._get())
+
+    def __len__(self) -> int:
+        return len(self._get())
+
+
 def providers() -> dict[str, list[str]]:
     """Installed top-level module -> canonical names of the distributions providing it
     (``top_level.txt``, or the files in ``RECORD`` where a distribution has none)."""
@@ -72,7 +100,7 @@ def providers() -> dict[str, list[str]]:
     }
 
 
-def dependency_modules(dists: set[str], provided: dict[str, list[str]]) -> dict[str, str]:
+def dependency_modules(dists: set[str], provided: Mapping[str, list[str]]) -> dict[str, str]:
     """Top-level module -> distribution, for *dists* and what they require.
 
     ``scikit-learn`` -> ``sklearn`` comes from installed metadata; a distribution not
