@@ -52,11 +52,21 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     with Registry(root / "registry-data") as registry:
         fast = _template(root, "model-srv")
         slow = _template(root, "model-slow")
-        # load() takes 1.5 s (readiness must wait for it); a row starting with 99 takes 3 s
+        # load() waits for the file MODEL_SLOW_GATE names, when set (readiness must wait
+        # for it, however fast the machine); a row starting with 99 takes 3 s
         init = slow / "src" / "model_slow" / "__init__.py"
-        init.write_text(init.read_text().replace(
-            '    data = files(__name__)', '    import time\n\n    time.sleep(1.5)\n    data = files(__name__)'))  # fmt: skip
+        gate = (
+            "    import os\n    import time\n\n"
+            '    gate, waited = os.environ.get("MODEL_SLOW_GATE"), 0\n'
+            "    while gate and not os.path.exists(gate) and waited < 1200:\n"
+            "        time.sleep(0.05)\n        waited += 1\n"
+            "    return load_weights("
+        )
+        text = init.read_text()
+        assert "    return load_weights(" in text, "the template's load() changed: update the gate"
+        init.write_text(text.replace("    return load_weights(", gate, 1))
         model = slow / "src" / "model_slow" / "model.py"
+        assert "        out = []\n" in model.read_text(), "the template's predict() changed"
         model.write_text(model.read_text().replace(
             "        out = []\n", "        out = []\n        if rows and rows[0][0] == 99:\n"
             "            import time\n\n            time.sleep(3)\n"))  # fmt: skip
@@ -76,7 +86,9 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
 
 
 class Served:
-    def __init__(self, setup: Setup, spec: str, *args: str) -> None:
+    def __init__(
+        self, setup: Setup, spec: str, *args: str, env: dict[str, str] | None = None
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = setup.root / f"serve-{self.port}.log"
@@ -84,7 +96,7 @@ class Served:
             self.proc = subprocess.Popen(
                 [str(BIN / "modelpack"), "serve", spec, "--registry", setup.registry.url,
                  "--port", str(self.port), *args],
-                stdout=log, stderr=subprocess.STDOUT, env=setup.env,
+                stdout=log, stderr=subprocess.STDOUT, env={**setup.env, **(env or {})},
             )  # fmt: skip
 
     def wait_live(self, timeout: float = 120) -> None:
@@ -237,13 +249,14 @@ def test_a_second_serve_of_the_same_version_reuses_the_cached_environment(setup:
 
 @pytest.mark.slow
 def test_ready_waits_for_load_and_sigterm_lets_a_slow_request_finish(setup: Setup) -> None:
-    server = Served(setup, "model-slow", "--timeout", "10")
+    gate = setup.root / f"gate-{time.monotonic_ns()}"
+    server = Served(setup, "model-slow", "--timeout", "10", env={"MODEL_SLOW_GATE": str(gate)})
     try:
         server.wait_live()
-        assert (
-            requests.get(server.url + "/v2/health/ready", timeout=5).status_code == 503
-        )  # load() sleeps
+        # load() waits for the gate: live, but not ready
+        assert requests.get(server.url + "/v2/health/ready", timeout=5).status_code == 503
         assert requests.get(server.url + "/ping", timeout=5).status_code == 503
+        gate.touch()
         server.wait_ready()
         assert "it has no signature: requests are NOT validated" in server.output()
         answers: list[requests.Response] = []
