@@ -200,21 +200,16 @@ def raise_requires_python(pyproject: Path, floor: Version) -> str | None:
 
     :raises ProjectError: the file cannot be edited safely.
     """
-    text = pyproject.read_text(encoding="utf-8")
-    section = re.search(r"(?m)^\[project\]\s*$", text)
-    if section is None:
-        raise ProjectError(f"{pyproject} has no [project] table")
-    next_table = re.search(r"(?m)^\[", text[section.end() :])
-    end = section.end() + next_table.start() if next_table else len(text)
+    text, start, end = _project_table(pyproject)
     current = tomllib.loads(text)["project"].get("requires-python")
     have = python_floor(current)
     if have is not None and have >= floor:
         return None
     keep = [str(s) for s in SpecifierSet(current or "") if s.operator not in (">=", ">", "~=")]
     value = ",".join([f">={floor.major}.{floor.minor}", *keep])
-    line = re.compile(r"(?m)^requires-python\s*=.*$").search(text, section.end(), end)
+    line = re.compile(r"(?m)^requires-python\s*=.*$").search(text, start, end)
     if line is None:
-        new = text[: section.end()] + f'\nrequires-python = "{value}"' + text[section.end() :]
+        new = text[:start] + f'\nrequires-python = "{value}"' + text[start:]
     else:
         new = text[: line.start()] + f'requires-python = "{value}"' + text[line.end() :]
     if tomllib.loads(new)["project"].get("requires-python") != value:  # pragma: no cover
@@ -270,16 +265,11 @@ def add_dependencies(pyproject: Path, requirements: list[str]) -> None:
 
     :raises ProjectError: the file cannot be edited safely.
     """
-    text = pyproject.read_text(encoding="utf-8")
-    section = re.search(r"(?m)^\[project\]\s*$", text)
-    if section is None:
-        raise ProjectError(f"{pyproject} has no [project] table")
-    next_table = re.search(r"(?m)^\[", text[section.end() :])
-    end = section.end() + next_table.start() if next_table else len(text)
+    text, start, end = _project_table(pyproject)
     lines = "".join(f'    "{r}",\n' for r in requirements)
-    found = re.compile(r"(?m)^dependencies\s*=\s*\[").search(text, section.end(), end)
+    found = re.compile(r"(?m)^dependencies\s*=\s*\[").search(text, start, end)
     if found is None:
-        new = text[: section.end()] + f"\ndependencies = [\n{lines}]" + text[section.end() :]
+        new = text[:start] + f"\ndependencies = [\n{lines}]" + text[start:]
     else:
         close = _closing_bracket(text, found.end() - 1)
         body = text[found.end() : close].rstrip()
@@ -288,6 +278,20 @@ def add_dependencies(pyproject: Path, requirements: list[str]) -> None:
     if not all(r in declared for r in requirements):  # pragma: no cover - defensive
         raise ProjectError(f"could not add {requirements} to {pyproject}; add them by hand")
     _replace(pyproject, new)
+
+
+def _project_table(pyproject: Path) -> tuple[str, int, int]:
+    """The text of *pyproject* and the span of its ``[project]`` table's body.
+
+    :raises ProjectError: there is no ``[project]`` table.
+    """
+    text = pyproject.read_text(encoding="utf-8")
+    section = re.search(r"(?m)^\[project\]\s*$", text)
+    if section is None:
+        raise ProjectError(f"{pyproject} has no [project] table")
+    next_table = re.search(r"(?m)^\[", text[section.end() :])
+    end = section.end() + next_table.start() if next_table else len(text)
+    return text, section.end(), end
 
 
 def _replace(pyproject: Path, new: str) -> None:
