@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -12,10 +11,9 @@ from typing import Any
 import api_contract
 import bcrypt
 import pytest
-import requests
 from registry_support import DAVE, PASSWORDS
 
-from support import BIN, Registry, free_port, uv_bin
+from support import Registry, stock_pypiserver, uv_bin
 
 # The packaging tools nobody here wrote, for the tests that drive them (consumer recipes,
 # publishers). pdm 2.29 imports hishel.SyncSqliteStorage, which hishel 2.0 removed
@@ -82,25 +80,9 @@ def packaging_tools(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def plain_index(tmp_path: Path) -> Iterator[str]:
     """Stock pypiserver: a standard index with no modelpack API, no PEP 691/658."""
-    port = free_port()
     (tmp_path / "pkgs").mkdir()
-    proc = subprocess.Popen(
-        [str(BIN / "pypi-server"), "run", "-i", "127.0.0.1", "-p", str(port), "-a", ".", "-P", ".",
-         "--disable-fallback", str(tmp_path / "pkgs")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(200):
-        try:
-            if requests.get(f"{url}/simple/", timeout=1).status_code == 200:
-                break
-        except requests.ConnectionError:
-            time.sleep(0.05)
-    try:
+    with stock_pypiserver(tmp_path / "pkgs") as url:
         yield url
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=10)
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:

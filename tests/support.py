@@ -13,7 +13,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import requests
@@ -164,6 +165,30 @@ class Registry:
         self.stop()
         if exc_type is None:  # a failing test's own error stays the one reported
             self.assert_contract()
+
+
+@contextmanager
+def stock_pypiserver(folder: Path) -> Iterator[str]:
+    """Stock pypiserver serving *folder* on a free loopback port (anonymous uploads, no
+    fallback to the public index); yields its root URL and stops it afterwards."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [str(BIN / "pypi-server"), "run", "-i", "127.0.0.1", "-p", str(port), "-a", ".",
+         "-P", ".", "--disable-fallback", str(folder)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(200):
+        try:
+            if requests.get(f"{url}/simple/", timeout=1).status_code == 200:
+                break
+        except requests.ConnectionError:
+            time.sleep(0.05)
+    try:
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=10)
 
 
 class Venv:

@@ -9,9 +9,6 @@ user's machine is configured with; `publish --verify` must not see it.
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +16,7 @@ import pytest
 import requests
 from registry_support import make_wheel
 
-from support import BIN, Registry, free_port, modelpack, ok
+from support import Registry, free_port, modelpack, ok, stock_pypiserver
 
 
 def user_env(**extra: str) -> dict[str, str]:
@@ -44,24 +41,8 @@ def elsewhere(tmp_path: Path) -> Iterator[str]:
     """Another index the user's pip/uv are configured with, holding `onlyelsewhere`."""
     folder = tmp_path / "elsewhere"
     make_wheel(folder, "onlyelsewhere", "1.0")
-    port = free_port()
-    proc = subprocess.Popen(
-        [str(BIN / "pypi-server"), "run", "-i", "127.0.0.1", "-p", str(port), "-a", ".",
-         "-P", ".", "--disable-fallback", str(folder)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}/simple/"
-    for _ in range(200):
-        try:
-            if requests.get(url, timeout=1).status_code == 200:
-                break
-        except requests.ConnectionError:
-            time.sleep(0.05)
-    try:
-        yield url
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=10)
+    with stock_pypiserver(folder) as url:
+        yield f"{url}/simple/"
 
 
 def test_new_warns_when_the_upstream_has_the_name(
