@@ -19,44 +19,17 @@ not after). Prints the median of the runs.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import requests
+from auth import registry  # benchmarks/auth.py: a registry on a free port
 
 from modelpack.building import build_project
 from modelpack.publishing import publish
 from modelpack.scaffold import new_project
-
-
-@contextlib.contextmanager
-def registry(data: Path) -> Iterator[str]:
-    """``modelpack-registry serve`` on a free loopback port; yields its URL."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    cmd = [sys.executable, "-m", "modelpack_registry", "serve", "--data", str(data),
-           "--port", str(port)]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(600):
-            with contextlib.suppress(requests.ConnectionError):
-                if requests.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            time.sleep(0.05)
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 def one(wheel: Path, root: Path, mode: str) -> tuple[float, float, float]:
