@@ -66,6 +66,7 @@ from modelpack_registry.errors import (
 )
 from modelpack_registry.immutable import promoted_to, version_conflict
 from modelpack_registry.records import Record
+from modelpack_registry.storage.folder import FolderStore
 from modelpack_registry.validate import describe, name_and_version, versions_equal
 
 __all__ = ["DataDir", "PublishGuard", "Record", "TempUpload"]
@@ -122,6 +123,7 @@ class DataDir:
         self.tokens = self.state / "tokens"
         self.generation_file = self.root / "generation"
         self.lock_file = self.root / ".lock"
+        self.store = FolderStore(self.root)
 
     def guarded(self, guard: PublishGuard | None) -> DataDir:
         """This folder, with :meth:`publish` asking ``guard`` first (a cheap copy).
@@ -208,15 +210,9 @@ class DataDir:
         return TempUpload(path, os.fdopen(fd, "w+b"))
 
     # -- lock and generation --------------------------------------------------------------
-    @contextlib.contextmanager
-    def locked(self) -> Iterator[None]:
-        """Hold the folder-wide write lock (``DATA/.lock``) across processes."""
-        fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)  # releases the lock
+    def locked(self) -> contextlib.AbstractContextManager[None]:
+        """Hold the folder-wide write lock (``DATA/.lock``) across processes (re-entrant)."""
+        return self.store.locked()
 
     def read_generation(self) -> str:
         """The current generation as stored (cheap: one small read); "" if missing."""
