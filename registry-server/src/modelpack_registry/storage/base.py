@@ -213,6 +213,13 @@ class Store(Protocol):
         """A URL a client may fetch ``key`` from for ``expires`` seconds, or None
         (folder: None; S3: a presigned GET)."""
 
+    def pending_uploads(self) -> list[str]:
+        """Uploads started and neither committed nor aborted yet (for ``verify``, metrics)."""
+
+    def sweep_uploads(self) -> list[str]:
+        """Remove the uploads whose writer is gone (folder: temp files nobody ``flock``s;
+        S3: multipart uploads older than a day); return what was removed."""
+
     # documents
     def read_doc(self, key: str) -> tuple[bytes, str] | None:
         """``(content, version)`` of a document, or None if absent."""

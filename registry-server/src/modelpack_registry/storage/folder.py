@@ -205,6 +205,35 @@ class FolderStore:
     def download_url(self, key: str, expires: int) -> str | None:
         return None
 
+    def pending_uploads(self) -> list[str]:
+        try:
+            return sorted(os.listdir(self.tmp))
+        except FileNotFoundError:
+            return []
+
+    def sweep_uploads(self) -> list[str]:
+        """Remove temp files whose writer is gone (a live writer holds ``flock`` on its own)."""
+        removed: list[str] = []
+        for name in self.pending_uploads():
+            path = self.tmp / name
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except OSError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                continue  # a live upload of another server process
+            try:
+                path.unlink()
+                removed.append(name)
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
+        return removed
+
     # -- documents -------------------------------------------------------------------------
     def read_doc(self, key: str) -> tuple[bytes, str] | None:
         try:
