@@ -132,3 +132,28 @@ def test_of_two_reservations_or_revocations_at_once_exactly_one_wins(tmp_path: P
         assert results[0][1].startswith(f"revoked token {token_id} (alice on model-foo)")
         assert all(f"no token with id '{token_id}'" in text for _, text in results[1:])
         assert not (data / "state" / "tokens" / f"{token_id}.json").exists()
+
+
+def test_verify_names_the_store_in_its_fixes_once(tmp_path: Path) -> None:
+    """The fixes `verify` prints for state/ documents are commands that run as printed."""
+    data = tmp_path / "data"
+    (data / "packages").mkdir(parents=True)
+    made = subprocess.run([*CLI, "tokens", "create", "--model", "model-foo", "--user", "alice",
+                           "--data", str(data)], capture_output=True, text=True)  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    token_file = data / "state" / "tokens" / f"{made.stdout.split('_')[1]}.json"
+    token_file.write_text(token_file.read_text()[:20])  # a truncated copy
+    added = subprocess.run([*CLI, "owners", "add", "model-foo", "alice", "--data", str(data)],
+                           capture_output=True, text=True)  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    owners = data / "state" / "owners" / "model-foo.json"
+    owners.write_text('{"owners": ["alice", "alice"], "maintainers": []}')
+
+    result = subprocess.run([*CLI, "verify", "--data", str(data)], capture_output=True, text=True)
+    assert result.returncode == 1
+    (corrupt,) = [line for line in result.stdout.splitlines() if line.startswith("corrupt: ")]
+    assert f"(`rm {token_file}`)" in corrupt
+    assert f"--model MODEL --user USER --data {data}`" in corrupt
+    (twice,) = [line for line in result.stdout.splitlines() if "listed more than once" in line]
+    assert f"owners add model-foo USER [--maintainer] --data {data}` for any user" in twice
+    assert result.stdout.count("--data") == 2  # once per fix, never "--data --data"

@@ -178,7 +178,7 @@ def _check_owners(
         named.add(name)
         fix = (
             f"restore it from a backup, or delete it and run `modelpack-registry owners "
-            f"add {name} USER --data {where}` for each owner"
+            f"add {name} USER {where}` for each owner"
         )
         doc, problem = load_json(data.store, rel)
         lists, problems = _owner_lists(doc) if problem is None else ({}, [problem])
@@ -202,7 +202,7 @@ def _check_owners(
             report.warn(
                 f"{rel}: {are(twice)} listed more than once (the registry keeps the "
                 f"first, an owner before a maintainer); `modelpack-registry owners add {name} "
-                f"USER [--maintainer] --data {where}` for any user of it rewrites the file "
+                f"USER [--maintainer] {where}` for any user of it rewrites the file "
                 "without repeats"
             )
         if users is not None:
@@ -210,7 +210,7 @@ def _check_owners(
             if unknown:
                 report.warn(
                     f"{rel}: {are(unknown)} not in the htpasswd file, so cannot sign "
-                    f"in: `modelpack-registry owners remove {name} USER --data {where}`"
+                    f"in: `modelpack-registry owners remove {name} USER {where}`"
                 )
         if name not in published:
             report.warn(

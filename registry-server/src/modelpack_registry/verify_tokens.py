@@ -105,7 +105,7 @@ def check_tokens(
     where = data_option(data.store)
     create = (
         "create a new one with `modelpack-registry tokens create --model MODEL --user USER "
-        f"--data {where}`"
+        f"{where}`"
     )
     secrets_seen: dict[str, str] = {}  # sha256 -> token id; never printed
     now = dt.datetime.now(dt.timezone.utc)
@@ -113,7 +113,7 @@ def check_tokens(
     def create_for(doc: dict[str, Any]) -> str:
         return (
             f"create its successor with `modelpack-registry tokens create --model "
-            f"{doc['model']} --user {doc['user']} --data {where}` (or {doc['user']} "
+            f"{doc['model']} --user {doc['user']} {where}` (or {doc['user']} "
             f"with `modelpack token create {doc['model']}`)"
         )
 
@@ -147,9 +147,9 @@ def check_tokens(
             report.errors.append(
                 f"duplicate: {rel}: token {token_id} has the same secret as token {other} "
                 "(a copied file), so revoking one leaves the other working: revoke both "
-                f"(`modelpack-registry tokens revoke ID --data {where}`) and {create}"
+                f"(`modelpack-registry tokens revoke ID {where}`) and {create}"
             )
-        revoke = f"`modelpack-registry tokens revoke {token_id} --data {where}`"
+        revoke = f"`modelpack-registry tokens revoke {token_id} {where}`"
         if doc["model"] not in models:
             report.warn(
                 f"{rel}: token {token_id} is for {doc['model']}, which has no file in "
