@@ -16,9 +16,10 @@
     GET    /api/v1/openapi.json                             the OpenAPI 3.1 description
 
 Reads come from the per-snapshot view (:mod:`modelpack_registry.models`); writes go
-through :mod:`modelpack_registry.stages` and :mod:`modelpack_registry.owners` (locked,
-atomic, generation bumped). When the registry has ``--htpasswd``, writes need
-credentials, the user is recorded as ``by``, and :mod:`modelpack_registry.access`
+through :mod:`modelpack_registry.stages` and :mod:`modelpack_registry.owners`
+(conditional writes of ``state/`` documents, retried on a race; generation bumped).
+When the registry has ``--htpasswd``, writes need credentials, the user is recorded as
+``by``, and :mod:`modelpack_registry.access`
 decides who may change which model (owners, maintainers, admins, API tokens);
 :mod:`modelpack_registry.api_tokens` who may make, see and revoke API tokens.
 Every error is raised as an :class:`HTTPFailure` and answered by the app as

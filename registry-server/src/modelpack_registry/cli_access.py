@@ -1,8 +1,9 @@
 """``modelpack-registry owners ...`` and ``tokens ...``: access control on the data folder.
 
-These work on the folder directly (the server need not run, and replicas see the change
-at their next request): every change is made under ``DATA/.lock`` with atomic writes
-and bumps ``DATA/generation``, exactly as the HTTP API does.
+These work on the store directly (the server need not run, and replicas see the change
+at their next request): every change is a conditional write of a ``state/`` document
+(retried if a server changed it meanwhile) and bumps the generation, exactly as the
+HTTP API does.
 """
 
 from __future__ import annotations
@@ -11,17 +12,28 @@ import argparse
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from modelpack_registry.errors import RegistryError
 
-__all__ = ["ACCESS_COMMANDS", "add_access_commands", "check_data"]
+__all__ = ["ACCESS_COMMANDS", "add_access_commands", "check_data", "open_data"]
+
+if TYPE_CHECKING:
+    from modelpack_registry.storage import DataDir
 
 
 def check_data(path: Path) -> None:
     """:raises RegistryError: if ``path`` is not a data folder."""
     if not (path / "packages").is_dir():
         raise RegistryError(f"{path} is not a registry data folder (no packages/ in it)")
+
+
+def open_data(args: argparse.Namespace) -> DataDir:
+    """The registry data a command's ``--data`` names (checked to be one)."""
+    from modelpack_registry.storage import DataDir
+
+    check_data(args.data)
+    return DataDir(args.data)
 
 
 def add_access_commands(sub: Any, data_help: str) -> None:
@@ -70,10 +82,8 @@ def _owners(args: argparse.Namespace) -> int:
         remove_user,
         set_role,
     )
-    from modelpack_registry.storage import DataDir
 
-    check_data(args.data)
-    data = DataDir(args.data)
+    data = open_data(args)
     name = model_name(args.name)
     if args.action == "add":
         role = "maintainer" if args.maintainer else "owner"
@@ -106,11 +116,9 @@ def _owners(args: argparse.Namespace) -> int:
 
 
 def _tokens(args: argparse.Namespace) -> int:
-    from modelpack_registry.storage import DataDir
     from modelpack_registry.tokens import create_token, list_tokens, revoke_token
 
-    check_data(args.data)
-    data = DataDir(args.data)
+    data = open_data(args)
     if args.action == "create":
         token, text = create_token(data, args.model, args.user, args.expires)
         print(text)

@@ -14,12 +14,16 @@ or an upload, ``cli:<system user>`` for ``modelpack-registry owners`` (a name no
 htpasswd user can have), or null for an anonymous registry. Files written before the
 history existed start it at their next change.
 
-The file is created by :meth:`DataDir.publish` for the first authenticated upload of a
-name (its uploader becomes the only owner), or by ``modelpack-registry owners add`` and
-``PUT /api/v1/models/<name>/owners/<user>``. Like every ``state/`` file it is written
-under ``DATA/.lock`` (read-modify-write inside it) with a temp file + fsync + rename, and
-each change bumps ``DATA/generation``. It is read fresh on every write request, so a
-change made through one replica or the CLI holds on the next request everywhere.
+The document is created by :meth:`DataDir.publish` for the first authenticated upload
+of a name (its uploader becomes the only owner: :func:`owners_body`, written only if
+absent, so of two first uploads through two replicas exactly one claims the name), or by
+``modelpack-registry owners add`` and ``PUT /api/v1/models/<name>/owners/<user>``. Like
+every ``state/`` document it changes by a conditional read-modify-write
+(:func:`~modelpack_registry.storage.base.update_doc`: the write names the version it
+read and is retried if another writer got in between), which needs no lock, so it holds
+on a bucket as on a folder; each change bumps the generation. It is read fresh on every
+write request, so a change made through one replica or the CLI holds on the next request
+everywhere.
 
 A model with distributions but no owners file (uploaded before ownership was recorded,
 or anonymously) is *ownerless*: only admins may change it until someone is made its
@@ -32,6 +36,7 @@ import getpass
 import json
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +45,7 @@ from packaging.utils import canonicalize_name
 from modelpack_registry.errors import BadRequest, Conflict, NotFound
 from modelpack_registry.maintenance import utc_now
 from modelpack_registry.storage import DataDir
+from modelpack_registry.storage.base import keys, update_doc
 
 __all__ = [
     "ROLES",
@@ -48,6 +54,8 @@ __all__ = [
     "cli_actor",
     "has_distributions",
     "model_name",
+    "owners_body",
+    "parse_owners",
     "read_owners",
     "read_owners_file",
     "remove_user",
@@ -121,25 +129,38 @@ def _users(value: object) -> tuple[str, ...]:
     return tuple(dict.fromkeys(str(v) for v in value if isinstance(v, str) and v))
 
 
+def parse_owners(raw: bytes | None) -> tuple[Owners | None, list[dict[str, Any]]]:
+    """An owners document's owners and role changes (oldest first).
+
+    None (no document) gives ``(None, [])``; one that cannot be parsed gives
+    ``(Owners(), [])`` (nobody but admins: fail closed).
+    """
+    if raw is None:
+        return None, []
+    try:
+        doc: Any = json.loads(raw)
+    except ValueError:
+        return Owners(), []
+    if not isinstance(doc, dict):
+        return Owners(), []
+    owners = _users(doc.get("owners"))
+    maintainers = tuple(u for u in _users(doc.get("maintainers")) if u not in owners)
+    history = doc.get("history")
+    changes = [h for h in history if isinstance(h, dict)] if isinstance(history, list) else []
+    return Owners(owners, maintainers), changes
+
+
 def read_owners_file(data: DataDir, name: str) -> tuple[Owners | None, list[dict[str, Any]]]:
     """The owners of ``name`` and its role changes (oldest first), in one read.
 
-    No file gives ``(None, [])``; a file that cannot be read or parsed gives
+    No document gives ``(None, [])``; one that cannot be read or parsed gives
     ``(Owners(), [])`` (nobody but admins).
     """
     try:
-        raw: Any = json.loads((data.owners / f"{name}.json").read_bytes())
-    except FileNotFoundError:
-        return None, []
-    except (OSError, ValueError):
+        found = data.store.read_doc(keys.owners(name))
+    except OSError:  # a folder's unreadable file; a bucket's errors are StorageErrors
         return Owners(), []
-    if not isinstance(raw, dict):
-        return Owners(), []
-    owners = _users(raw.get("owners"))
-    maintainers = tuple(u for u in _users(raw.get("maintainers")) if u not in owners)
-    history = raw.get("history")
-    changes = [h for h in history if isinstance(h, dict)] if isinstance(history, list) else []
-    return Owners(owners, maintainers), changes
+    return parse_owners(None if found is None else found[0])
 
 
 def read_owners(data: DataDir, name: str) -> Owners | None:
@@ -156,30 +177,38 @@ def cli_actor() -> str:
     return f"cli:{who}"
 
 
-def role_change(user: str, before: str | None, after: str | None,
-                by: str | None) -> dict[str, Any]:  # fmt: skip
-    """One ``history`` entry."""
-    return {"user": user, "from": before, "to": after, "by": by, "at": utc_now()}
+def role_change(user: str, before: str | None, after: str | None, by: str | None,
+                at: str | None = None) -> dict[str, Any]:  # fmt: skip
+    """One ``history`` entry (``at``: now, unless given)."""
+    return {"user": user, "from": before, "to": after, "by": by, "at": at or utc_now()}
+
+
+def owners_body(owners: Owners, history: list[dict[str, Any]]) -> bytes:
+    """The owners document of ``owners`` with its whole ``history`` (the stored form).
+
+    The first upload of a name writes ``owners_body(Owners(owners=(user,)),
+    [role_change(user, None, "owner", user)])`` only if the document is absent.
+    """
+    return json.dumps({**owners.as_dict(), "history": history}, indent=1).encode() + b"\n"
 
 
 def write_owners(data: DataDir, name: str, owners: Owners, history: list[dict[str, Any]]) -> None:
-    """Write the owners file atomically, with its whole ``history``.
+    """Write the owners document of ``name`` whatever it holds (no condition).
 
-    The caller holds :meth:`DataDir.locked`.
+    Only for a writer that decided under a lock or knows the document is absent; every
+    change of an existing document goes through :func:`set_role` or :func:`remove_user`.
     """
-    data.owners.mkdir(parents=True, exist_ok=True)
-    body = json.dumps({**owners.as_dict(), "history": history}, indent=1).encode() + b"\n"
-    data.atomic_write(data.owners / f"{name}.json", body)
+    data.store.write_doc(keys.owners(name), owners_body(owners, history))
 
 
 def has_distributions(data: DataDir, name: str) -> bool:
-    """True if ``packages/`` holds a file of project ``name`` (read under the lock)."""
+    """True if ``packages/`` holds a file of project ``name``."""
     return any(found == name for _, found, _ in data.distributions())
 
 
 def set_role(data: DataDir, name: str, user: str, role: str,
              by: str | None = None) -> tuple[Owners, list[dict[str, Any]]]:  # fmt: skip
-    """Make ``user`` an owner or a maintainer of ``name`` (locked, atomic).
+    """Make ``user`` an owner or a maintainer of ``name`` (a conditional write, retried).
 
     ``by`` (who asked) goes into the file's history with the change. Returns the owners
     and the whole history as written (what ``GET .../owners`` would read right after).
@@ -190,8 +219,10 @@ def set_role(data: DataDir, name: str, user: str, role: str,
     if role not in ROLES:
         raise BadRequest(f"invalid role {role!r}: use 'owner' or 'maintainer'")
     check_user(user)
-    with data.locked():
-        found, history = read_owners_file(data, name)
+    at = utc_now()
+
+    def mutate(raw: bytes | None) -> bytes:
+        found, history = parse_owners(raw)
         current = found or Owners()
         owners = [u for u in current.owners if u != user]
         maintainers = [u for u in current.maintainers if u != user]
@@ -201,12 +232,10 @@ def set_role(data: DataDir, name: str, user: str, role: str,
             if current.owners and not owners:
                 raise Conflict(_last_owner(name, user, "make them a maintainer"))
             maintainers.append(user)
-        result = Owners(tuple(owners), tuple(maintainers))
-        change = role_change(user, current.role(user), role, by)
-        history = [*history, change]
-        write_owners(data, name, result, history)
-        data.bump_generation()
-    return result, history
+        change = role_change(user, current.role(user), role, by, at)
+        return owners_body(Owners(tuple(owners), tuple(maintainers)), [*history, change])
+
+    return _update(data, name, mutate)
 
 
 def remove_user(data: DataDir, name: str, user: str,
@@ -219,8 +248,10 @@ def remove_user(data: DataDir, name: str, user: str,
     :raises NotFound: ``user`` is neither.
     :raises Conflict: ``user`` is the last owner.
     """
-    with data.locked():
-        current, history = read_owners_file(data, name)
+    at = utc_now()
+
+    def mutate(raw: bytes | None) -> bytes:
+        current, history = parse_owners(raw)
         if current is None or current.role(user) is None:
             who = current.describe(name) if current else f"{name} has no owners file"
             raise NotFound(f"{user} is not an owner or maintainer of {name} ({who})")
@@ -228,11 +259,20 @@ def remove_user(data: DataDir, name: str, user: str,
         if current.owners and not owners:
             raise Conflict(_last_owner(name, user, "remove them"))
         result = Owners(owners, tuple(u for u in current.maintainers if u != user))
-        change = role_change(user, current.role(user), None, by)
-        history = [*history, change]
-        write_owners(data, name, result, history)
-        data.bump_generation()
-    return result, history
+        change = role_change(user, current.role(user), None, by, at)
+        return owners_body(result, [*history, change])
+
+    return _update(data, name, mutate)
+
+
+def _update(data: DataDir, name: str,
+            mutate: Callable[[bytes | None], bytes]) -> tuple[Owners, list[dict[str, Any]]]:  # fmt: skip
+    """Apply ``mutate`` to the owners document (retried if another writer got in between),
+    bump the generation, and return what was written."""
+    written = update_doc(data.store, keys.owners(name), mutate)
+    data.bump_generation()
+    owners, history = parse_owners(written)
+    return owners or Owners(), history
 
 
 def _last_owner(name: str, user: str, action: str) -> str:

@@ -10,31 +10,28 @@ A *private* name is one this registry answers for alone: a name with a distribut
 so a public package of the same name (an impostor, or an honest clash) can never be
 installed through the registry. ``modelpack-registry reserve NAME`` claims a name before
 its first upload; ``--release`` gives it back (it is private again as soon as it has a
-file or an owner). Like every ``state/`` file a reservation is written under
-``DATA/.lock`` and bumps ``DATA/generation``, so every server process sees it at its next
-request.
+file or an owner). A reservation is created only if absent and removed only if unchanged
+since it was read (conditional writes, no lock: the same on a bucket as on a folder), and
+each change bumps the generation, so every server process sees it at its next request.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 
+from modelpack_registry.errors import StorageError
 from modelpack_registry.index import Snapshot
 from modelpack_registry.maintenance import utc_now
 from modelpack_registry.storage import DataDir
+from modelpack_registry.storage.base import NEW, AlreadyExists, Store, keys, update_doc
 
 __all__ = ["is_private", "private_names", "release", "reserve", "reserved_names"]
 
 
-def _folder(data: DataDir) -> os.PathLike[str]:
-    return data.state / "reserved"
-
-
-def _names(folder: os.PathLike[str]) -> set[str]:
+def _names(store: Store, prefix: str) -> set[str]:
+    """The ``<name>`` of each ``<prefix><name>.json`` (none if it cannot be listed)."""
     try:
-        entries = os.listdir(folder)
+        entries = [key[len(prefix) :] for key in store.iter_keys(prefix)]
     except OSError:
         return set()
     return {e[: -len(".json")] for e in entries if e.endswith(".json") and not e.startswith(".")}
@@ -42,44 +39,48 @@ def _names(folder: os.PathLike[str]) -> set[str]:
 
 def reserved_names(data: DataDir) -> list[str]:
     """Every reserved name, sorted."""
-    return sorted(_names(_folder(data)))
+    return sorted(_names(data.store, keys.RESERVED))
 
 
 def reserve(data: DataDir, name: str, by: str | None) -> bool:
     """Reserve canonical ``name``; False if it already was (nothing changes then)."""
-    folder = data.state / "reserved"
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{name}.json"
-    with data.locked():
-        if path.exists():
-            return False
-        body = json.dumps({"by": by, "at": utc_now()}, indent=1).encode() + b"\n"
-        data.atomic_write(path, body)
-        data.bump_generation()
+    body = json.dumps({"by": by, "at": utc_now()}, indent=1).encode() + b"\n"
+    try:
+        data.store.write_doc(keys.reserved(name), body, expect=NEW)
+    except AlreadyExists:
+        return False
+    data.bump_generation()
     return True
 
 
 def release(data: DataDir, name: str) -> bool:
     """Remove the reservation of ``name``; False if there was none."""
-    path = data.state / "reserved" / f"{name}.json"
-    with data.locked():
-        try:
-            path.unlink()
-        except FileNotFoundError:
-            return False
-        data.bump_generation()
+    seen: list[bool] = []
+
+    def mutate(raw: bytes | None) -> None:
+        seen[:] = [raw is not None]  # the last run is the one that counted
+        return None
+
+    update_doc(data.store, keys.reserved(name), mutate)
+    if not seen[0]:
+        return False
+    data.bump_generation()
     return True
 
 
 def private_names(data: DataDir, snap: Snapshot) -> frozenset[str]:
-    """Names with a file, an owners file or a reservation, as of ``snap``.
+    """Names with a file, an owners document or a reservation, as of ``snap``.
 
     Computed once per snapshot: every change to owners or reservations bumps the
     generation, which makes a new snapshot.
     """
 
     def make() -> frozenset[str]:
-        return frozenset(snap.projects) | _names(data.owners) | _names(_folder(data))
+        return (
+            frozenset(snap.projects)
+            | _names(data.store, keys.OWNERS)
+            | _names(data.store, keys.RESERVED)
+        )
 
     names = snap.cached(("private-names",), make)
     assert isinstance(names, frozenset)
@@ -90,10 +91,11 @@ def is_private(data: DataDir, snap: Snapshot, name: str) -> bool:
     """True if the registry alone answers for canonical ``name``."""
     if name in snap.projects or name in private_names(data, snap):
         return True
-    # A change made in the last 0.25 s (before the next generation check) still counts.
-    filename = f"{name}.json"
-    with contextlib.suppress(OSError):
-        return os.path.exists(os.path.join(data.owners, filename)) or os.path.exists(
-            os.path.join(data.state, "reserved", filename)
+    # A change made since the last generation check still counts; an error: fail closed.
+    try:
+        return (
+            data.store.stat(keys.owners(name)) is not None
+            or data.store.stat(keys.reserved(name)) is not None
         )
-    return True
+    except (OSError, StorageError):
+        return True

@@ -10,28 +10,30 @@
     state/yanked/<filename>.json
         {"reason": "wrong weights", "by": "alice", "at": "2024-05-01T12:00:00Z"}
 
-Every change is a read-modify-write done while holding ``DATA/.lock`` (``fcntl.flock``),
-written with :meth:`DataDir.atomic_write` (temp file, fsync, rename) and followed by a
-bump of ``DATA/generation``: two servers on one folder never lose an update, and every
-process sees it at its next generation check (at most 0.25 s later).
+A change of stages is a conditional read-modify-write
+(:func:`~modelpack_registry.storage.base.update_doc`: the write names the version it read
+and is retried if another writer got in between; no lock, so it holds on a bucket as on a
+folder), followed by a bump of the generation: two servers on one store never lose an
+update, and every process sees it at its next generation check. A yank marker does not
+depend on what it replaces, so it is written (or deleted) unconditionally.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import re
 from typing import Any
 
 from modelpack_registry.errors import BadRequest
 from modelpack_registry.maintenance import utc_now
 from modelpack_registry.storage import DataDir
+from modelpack_registry.storage.base import keys, update_doc
 
 __all__ = [
     "STAGE_RE",
     "check_stage",
     "load_stages",
+    "parse_stages",
     "read_stage_file",
     "set_stage",
     "set_yank",
@@ -58,16 +60,17 @@ def _empty() -> dict[str, Any]:
     return {"stages": {}, "history": []}
 
 
-def read_stage_file(data: DataDir, name: str) -> dict[str, Any]:
-    """The stage state of one model; empty if it has none or the file is unreadable."""
+def parse_stages(raw: bytes | None) -> dict[str, Any]:
+    """A stages document as ``{"stages": {...}, "history": [...]}``; empty if there is
+    none or it does not parse (what it cannot read is dropped)."""
     try:
-        raw: Any = json.loads((data.stages / f"{name}.json").read_bytes())
-    except (OSError, ValueError):
+        doc: Any = json.loads(raw) if raw is not None else None
+    except ValueError:
         return _empty()
-    if not isinstance(raw, dict):
+    if not isinstance(doc, dict):
         return _empty()
-    stages = raw.get("stages")
-    history = raw.get("history")
+    stages = doc.get("stages")
+    history = doc.get("history")
     return {
         "stages": {
             str(k): v
@@ -78,14 +81,24 @@ def read_stage_file(data: DataDir, name: str) -> dict[str, Any]:
     }
 
 
+def read_stage_file(data: DataDir, name: str) -> dict[str, Any]:
+    """The stage state of one model; empty if it has none or the document is unreadable."""
+    try:
+        found = data.store.read_doc(keys.stages(name))
+    except OSError:
+        return _empty()
+    return parse_stages(None if found is None else found[0])
+
+
 def load_stages(data: DataDir) -> dict[str, dict[str, Any]]:
-    """Stage state of every model that has a stage file (canonical name -> state)."""
+    """Stage state of every model that has a stages document (canonical name -> state)."""
     found: dict[str, dict[str, Any]] = {}
     try:
-        names = os.listdir(data.stages)
+        entries = list(data.store.iter_keys(keys.STAGES))
     except OSError:
         return found
-    for entry in names:
+    for key in entries:
+        entry = key[len(keys.STAGES) :]
         if entry.endswith(".json") and not entry.startswith("."):
             found[entry[: -len(".json")]] = read_stage_file(data, entry[: -len(".json")])
     return found
@@ -100,9 +113,9 @@ def set_stage(data: DataDir, name: str, stage: str, version: str | None,
     """
     check_stage(stage)
     at = utc_now()
-    data.stages.mkdir(parents=True, exist_ok=True)
-    with data.locked():
-        state = read_stage_file(data, name)
+
+    def mutate(raw: bytes | None) -> bytes:
+        state = parse_stages(raw)
         current = state["stages"].get(stage)
         previous = current.get("version") if current else None
         if version is None:
@@ -113,9 +126,11 @@ def set_stage(data: DataDir, name: str, stage: str, version: str | None,
         state["history"].append(
             {"stage": stage, "from": previous, "to": version, "by": by, "at": at}
         )
-        body = json.dumps(state, indent=1).encode() + b"\n"
-        data.atomic_write(data.stages / f"{name}.json", body)
-        data.bump_generation()
+        return json.dumps(state, indent=1).encode() + b"\n"
+
+    written = update_doc(data.store, keys.stages(name), mutate)
+    data.bump_generation()
+    previous = parse_stages(written)["history"][-1]["from"]
     return {"stage": stage, "version": version, "previous": previous, "by": by, "at": at}
 
 
@@ -138,14 +153,10 @@ def set_yank(data: DataDir, filenames: list[str], reason: str | None,
              by: str | None) -> None:  # fmt: skip
     """Yank (``reason`` given) or un-yank (None) every file in ``filenames``."""
     at = utc_now()
-    data.yanked.mkdir(parents=True, exist_ok=True)
-    with data.locked():
-        for filename in filenames:
-            path = data.yanked / f"{filename}.json"
-            if reason is None:
-                with contextlib.suppress(FileNotFoundError):
-                    path.unlink()
-            else:
-                body = json.dumps({"reason": reason, "by": by, "at": at}, indent=1).encode()
-                data.atomic_write(path, body + b"\n")
-        data.bump_generation()
+    body = json.dumps({"reason": reason, "by": by, "at": at}, indent=1).encode() + b"\n"
+    for filename in filenames:
+        if reason is None:
+            data.store.delete_doc(keys.yanked(filename))
+        else:
+            data.store.write_doc(keys.yanked(filename), body)
+    data.bump_generation()

@@ -9,14 +9,17 @@ secret is stored::
                              "expires": "2025-05-01T12:00:00Z",
                              "last_used": "2024-06-01T09:00:00Z"}
 
-so the folder holds nothing that can be replayed, and a plain sha256 is enough (the
-secret has full entropy: nothing to brute-force, unlike a password). Token files are
-still written owner-only (0600, in a 0700 folder when this creates it), and
-``modelpack-registry verify`` warns about one that its group or others can read. A client sends it
-as HTTP Basic user ``__token__`` and the token as password (what twine sends for PyPI
-tokens). The file is read on every request that presents the token, so ``tokens
-revoke`` (which deletes it under ``DATA/.lock``) holds on the next request in every
-process. Digests are compared with :func:`hmac.compare_digest`.
+so the store holds nothing that can be replayed, and a plain sha256 is enough (the
+secret has full entropy: nothing to brute-force, unlike a password). Token documents
+are still written private (in a folder: 0600, in a 0700 folder when this creates it),
+and ``modelpack-registry verify`` warns about a token file that its group or others can
+read. A client sends it as HTTP Basic user ``__token__`` and the token as password (what
+twine sends for PyPI tokens). The document is read on every request that presents the
+token, so ``tokens revoke`` (a conditional delete) holds on the next request in every
+process. Digests are compared with :func:`hmac.compare_digest`. A token is created only
+if its id is new, and changed only by conditional writes
+(:func:`~modelpack_registry.storage.base.update_doc`), so no lock is needed: the same
+holds on a bucket as on a folder.
 
 A token expires (``tokens create --expires``, a year by default; ``never`` on purpose):
 past ``expires`` the server refuses it, saying so, and ``verify`` warns two weeks ahead.
@@ -24,7 +27,7 @@ A file without ``expires`` (written before tokens expired) never expires; one wh
 ``expires`` does not parse is refused, like any damaged token file.
 
 ``last_used`` is when the token last authenticated a request, to the hour: a request
-rewrites the file (under the lock) only when the stored time is an hour old or more, so
+rewrites the document (a conditional write) only when the stored time is an hour old or more, so
 a busy CI token costs one write an hour, not one per request. null: never used; absent:
 a file from before this was recorded. A failed write is logged and never fails the
 request. It is what ``tokens list`` and ``verify`` use to point at tokens nobody uses.
@@ -32,23 +35,22 @@ request. It is what ``tokens list`` and ``verify`` use to point at tokens nobody
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import hashlib
 import hmac
 import json
 import logging
-import os
 import re
 import secrets
 import threading
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from modelpack_registry.errors import BadRequest, NotFound
+from modelpack_registry.errors import BadRequest, NotFound, StorageError
 from modelpack_registry.maintenance import iso_utc, utc_now
 from modelpack_registry.owners import check_user, model_name
 from modelpack_registry.storage import DataDir
+from modelpack_registry.storage.base import NEW, AlreadyExists, keys, update_doc
 
 __all__ = [
     "DEFAULT_EXPIRY",
@@ -61,6 +63,7 @@ __all__ = [
     "list_tokens",
     "parse_expiry",
     "parse_time",
+    "parse_token",
     "record_use",
     "revoke_token",
     "verify_token",
@@ -173,52 +176,51 @@ def create_token(
     name = model_name(model)
     check_user(user)
     when = parse_expiry(expires)
-    token_id = secrets.token_hex(8)
     secret = secrets.token_urlsafe(32)
-    token = Token(
-        token_id,
-        name,
-        user,
-        utc_now(),
-        _digest(secret),
-        None if when is None else iso_utc(when),
-        _NEVER,
-    )
-    data.tokens.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with data.locked():
-        _write(data, token)
+    for _ in range(5):  # a repeated random id: 1 in 2**64, but never overwrite a token
+        token_id = secrets.token_hex(8)
+        token = Token(
+            token_id,
+            name,
+            user,
+            utc_now(),
+            _digest(secret),
+            None if when is None else iso_utc(when),
+            _NEVER,
+        )
+        try:
+            data.store.write_doc(keys.token(token_id), _body(token), expect=NEW, private=True)
+        except AlreadyExists:
+            continue
         data.bump_generation()
-    return token, f"mpk_{token_id}_{secret}"
+        return token, f"mpk_{token_id}_{secret}"
+    raise StorageError("could not find an unused token id; try again")
 
 
-def _write(data: DataDir, token: Token) -> None:
-    """Write a token file; the caller holds the lock."""
+def _body(token: Token) -> bytes:
+    """A token's document (owner-only when written: the hash cannot be replayed, but
+    ``verify`` holds token files to the rule for files with hashes in them)."""
     doc: dict[str, Any] = asdict(token)
     if token.last_used is None:
         del doc["last_used"]  # not recorded: keep it absent
     elif token.last_used == _NEVER:
         doc["last_used"] = None
-    body = json.dumps(doc, indent=1).encode() + b"\n"
-    # owner only: the hash cannot be replayed, but `verify` holds token files to the
-    # rule for files with hashes in them (see verify_tokens.py)
-    data.atomic_write(data.tokens / f"{token.id}.json", body, mode=0o600)
+    return json.dumps(doc, indent=1).encode() + b"\n"
 
 
-def get_token(data: DataDir, token_id: str) -> Token | None:
-    """The stored token ``token_id``; None when there is none (or its file is damaged)."""
-    if not ID_RE.match(token_id):
-        return None
+def parse_token(raw: bytes, token_id: str) -> Token | None:
+    """The token a stored document holds; None if it is damaged or not ``token_id``'s."""
     try:
-        raw: Any = json.loads((data.tokens / f"{token_id}.json").read_bytes())
-        token = Token(*(str(raw[k]) for k in FIELDS))
-        expires = raw.get("expires")
+        doc: Any = json.loads(raw)
+        token = Token(*(str(doc[k]) for k in FIELDS))
+        expires = doc.get("expires")
         if expires is not None:
             # a damaged expiry refuses the token rather than letting it live forever
             token = replace(token, expires=iso_utc(parse_time(expires)))
-    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+    except (ValueError, TypeError, KeyError, AttributeError):
         return None
-    if "last_used" in raw:  # a damaged one is only a lost date: never refuses the token
-        used = raw["last_used"]
+    if "last_used" in doc:  # a damaged one is only a lost date: never refuses the token
+        used = doc["last_used"]
         try:
             last = _NEVER if used is None else iso_utc(parse_time(used))
         except (ValueError, TypeError, AttributeError):
@@ -227,13 +229,24 @@ def get_token(data: DataDir, token_id: str) -> Token | None:
     return token if token.id == token_id else None
 
 
+def get_token(data: DataDir, token_id: str) -> Token | None:
+    """The stored token ``token_id``; None when there is none (or its document is damaged)."""
+    if not ID_RE.match(token_id):
+        return None
+    try:
+        found = data.store.read_doc(keys.token(token_id))
+    except OSError:
+        return None
+    return None if found is None else parse_token(found[0], token_id)
+
+
 def list_tokens(data: DataDir, model: str | None = None) -> list[Token]:
     """Every stored token (of ``model`` only, when given), oldest first."""
     try:
-        names = os.listdir(data.tokens)
+        entries = [key[len(keys.TOKENS) :] for key in data.store.iter_keys(keys.TOKENS)]
     except OSError:
         return []
-    found = [get_token(data, n[: -len(".json")]) for n in names if n.endswith(".json")]
+    found = [get_token(data, e[: -len(".json")]) for e in entries if e.endswith(".json")]
     return sorted(
         (t for t in found if t is not None and model in (None, t.model)),
         key=lambda t: (t.created, t.id),
@@ -241,18 +254,28 @@ def list_tokens(data: DataDir, model: str | None = None) -> list[Token]:
 
 
 def revoke_token(data: DataDir, token_id: str) -> Token:
-    """Delete token ``token_id`` (under the lock); return what it was.
+    """Delete token ``token_id`` (a conditional delete); return what it was.
 
     :raises NotFound: no such token.
     """
-    with data.locked():
-        token = get_token(data, token_id)
+    if not ID_RE.match(token_id):
+        raise NotFound(_no_token(token_id))
+    revoked: list[Token] = []
+
+    def mutate(raw: bytes | None) -> None:
+        token = None if raw is None else parse_token(raw, token_id)
         if token is None:
-            raise NotFound(f"no token with id {token_id!r} (`modelpack-registry tokens list`)")
-        with contextlib.suppress(FileNotFoundError):
-            (data.tokens / f"{token_id}.json").unlink()
-        data.bump_generation()
-    return token
+            raise NotFound(_no_token(token_id))
+        revoked[:] = [token]  # the last run is the one that counted
+        return None
+
+    update_doc(data.store, keys.token(token_id), mutate)
+    data.bump_generation()
+    return revoked[0]
+
+
+def _no_token(token_id: str) -> str:
+    return f"no token with id {token_id!r} (`modelpack-registry tokens list`)"
 
 
 def record_use(data: DataDir, token: Token, now: dt.datetime | None = None) -> None:
@@ -265,14 +288,17 @@ def record_use(data: DataDir, token: Token, now: dt.datetime | None = None) -> N
         failed = _failed.get(token.id)
     if failed is not None and now - failed < USE_RESOLUTION:
         return  # it failed within the hour: do not retry (and warn) on every request
+    stamp = iso_utc(now.replace(microsecond=0))
+
+    def mutate(raw: bytes | None) -> bytes | None:
+        current = None if raw is None else parse_token(raw, token.id)
+        if current is None or current.sha256 != token.sha256:
+            return raw  # revoked (or replaced) meanwhile: write nothing back
+        return _body(replace(current, last_used=stamp))
+
     try:
-        with data.locked():
-            current = get_token(data, token.id)
-            if current is None or current.sha256 != token.sha256:
-                return  # revoked (or replaced) meanwhile: write nothing back
-            stamp = iso_utc(now.replace(microsecond=0))
-            _write(data, replace(current, last_used=stamp))
-    except OSError as exc:
+        update_doc(data.store, keys.token(token.id), mutate, private=True)
+    except (OSError, StorageError) as exc:
         # a read-only or full volume: say so once an hour per token, not on every request
         with _failed_lock:
             _failed[token.id] = now

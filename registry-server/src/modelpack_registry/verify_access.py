@@ -50,9 +50,11 @@ from modelpack_registry.auth import Htpasswd
 from modelpack_registry.errors import BadRequest, ConfigError
 from modelpack_registry.owners import check_user
 from modelpack_registry.storage import DataDir
+from modelpack_registry.storage.base import keys
 from modelpack_registry.verify_common import (
     Report,
     are,
+    data_option,
     file_readable_by,
     load_json,
     model_files,
@@ -84,7 +86,7 @@ def verify_access(data: DataDir, htpasswd: Path | None = None) -> Report:
                 f"{len(ownerless)} model(s) have files but no owners file, so only admins "
                 f"may upload, yank or promote them ({some(ownerless)}): if state/owners/ "
                 "was lost, restore it from a backup; else run `modelpack-registry owners "
-                f"add NAME USER --data {data.root}`"
+                f"add NAME USER {data_option(data.store)}`"
             )
     return report
 
@@ -163,9 +165,10 @@ def _check_owners(
 ) -> set[str]:
     """Check ``state/owners/``; return the model names that have an owners file."""
     named: set[str] = set()
-    for entry, rel, name in model_files(
-        data.owners,
-        "state/owners",
+    where = data_option(data.store)
+    for rel, name in model_files(
+        data.store,
+        keys.OWNERS,
         report,
         kind="owners files",
         what="owners",
@@ -175,9 +178,9 @@ def _check_owners(
         named.add(name)
         fix = (
             f"restore it from a backup, or delete it and run `modelpack-registry owners "
-            f"add {name} USER --data {data.root}` for each owner"
+            f"add {name} USER {where}` for each owner"
         )
-        doc, problem = load_json(data.owners / entry)
+        doc, problem = load_json(data.store, rel)
         lists, problems = _owner_lists(doc) if problem is None else ({}, [problem])
         if problems:
             report.errors.append(
@@ -199,7 +202,7 @@ def _check_owners(
             report.warn(
                 f"{rel}: {are(twice)} listed more than once (the registry keeps the "
                 f"first, an owner before a maintainer); `modelpack-registry owners add {name} "
-                f"USER [--maintainer] --data {data.root}` for any user of it rewrites the file "
+                f"USER [--maintainer] {where}` for any user of it rewrites the file "
                 "without repeats"
             )
         if users is not None:
@@ -207,7 +210,7 @@ def _check_owners(
             if unknown:
                 report.warn(
                     f"{rel}: {are(unknown)} not in the htpasswd file, so cannot sign "
-                    f"in: `modelpack-registry owners remove {name} USER --data {data.root}`"
+                    f"in: `modelpack-registry owners remove {name} USER {where}`"
                 )
         if name not in published:
             report.warn(

@@ -2,7 +2,9 @@
 
 :mod:`~modelpack_registry.verify_access` (owners, htpasswd),
 :mod:`~modelpack_registry.verify_tokens` and :mod:`~modelpack_registry.verify_state`
-(stages, yanks) add their lines to one :class:`Report`.
+(stages, yanks) add their lines to one :class:`Report`. They read the documents through
+the store (a folder or a bucket); only what exists on a folder alone (the leftover temp
+files of interrupted writes, file modes) is looked at on the folder itself.
 """
 
 from __future__ import annotations
@@ -15,16 +17,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from modelpack_registry.errors import BadRequest
+from modelpack_registry.errors import BadRequest, StorageError
 from modelpack_registry.owners import model_name
 from modelpack_registry.storage import DataDir
+from modelpack_registry.storage.base import Store
 
 __all__ = [
     "Report",
     "are",
+    "data_option",
+    "delete_command",
     "file_readable_by",
     "list_entries",
     "load_json",
+    "local_readable_by",
     "model_files",
     "published_names",
     "readable_by",
@@ -58,14 +64,38 @@ def published_names(data: DataDir) -> set[str]:
     return {name for _, name, _ in data.distributions()}
 
 
-def list_entries(folder: Path, rel: str, report: Report) -> list[str]:
+def data_option(store: Store) -> str:
+    """How a ``modelpack-registry`` command names ``store``: ``--data DIR`` for a folder,
+    ``--storage s3://BUCKET/PREFIX`` for a bucket (for the fixes ``verify`` suggests)."""
+    return f"--storage {store.url}" if "://" in store.url else f"--data {store.url}"
+
+
+def delete_command(store: Store, key: str) -> str:
+    """A shell command that deletes ``key`` by hand: ``rm PATH``, or ``aws s3 rm URL``."""
+    path = store.local_path(key)
+    if path is not None:
+        return f"rm {path}"
+    return f"aws s3 rm {store.url.rstrip('/')}/{key}"
+
+
+def list_entries(store: Store, prefix: str, report: Report) -> list[str]:
+    """The names under ``prefix`` (``state/owners/``), sorted; on a folder also the temp
+    files of interrupted writes (dot-files, which the store does not list)."""
+    rel = prefix.rstrip("/")
     try:
-        return sorted(os.listdir(folder))
+        names = {key[len(prefix) :] for key in store.iter_keys(prefix)}
+        folder = store.local_path(rel)
+        if folder is not None and folder.is_dir():
+            names.update(n for n in os.listdir(folder) if n.startswith("."))
     except FileNotFoundError:
         return []
     except OSError as exc:
         report.errors.append(f"unreadable: {rel}/: {exc.strerror or exc}")
         return []
+    except StorageError as exc:
+        report.errors.append(f"unreadable: {rel}/: {exc}")
+        return []
+    return sorted(names)
 
 
 def stray_file(rel: str, entry: str, kind: str, report: Report) -> bool:
@@ -83,13 +113,15 @@ def stray_file(rel: str, entry: str, kind: str, report: Report) -> bool:
 
 
 def model_files(
-    folder: Path, rel: str, report: Report, *, kind: str, what: str, effect: str, also: str = ""
-) -> Iterator[tuple[str, str, str]]:
-    """``(entry, rel path, model name)`` of each ``<canonical model name>.json`` in
-    ``folder``; a temp, stray or misnamed file is reported instead (``kind`` of files,
+    store: Store, prefix: str, report: Report, *, kind: str, what: str, effect: str,
+    also: str = "",
+) -> Iterator[tuple[str, str]]:  # fmt: skip
+    """``(key, model name)`` of each ``<canonical model name>.json`` under
+    ``prefix``; a temp, stray or misnamed file is reported instead (``kind`` of files,
     ``what`` they hold, the ``effect`` of a misnamed one, and ``also`` after its fix).
     """
-    for entry in list_entries(folder, rel, report):
+    rel = prefix.rstrip("/")
+    for entry in list_entries(store, prefix, report):
         path = f"{rel}/{entry}"
         if stray_file(path, entry, f"{kind} are named <model-name>.json", report):
             continue
@@ -105,15 +137,20 @@ def model_files(
                 f"{rel}/<canonical name>.json, so {effect}: {fix}{also}"
             )
             continue
-        yield entry, path, stem
+        yield path, stem
 
 
-def load_json(path: Path) -> tuple[Any, str | None]:
-    """The parsed file, or what is wrong with it (never quoting its content)."""
+def load_json(store: Store, key: str) -> tuple[Any, str | None]:
+    """The parsed document, or what is wrong with it (never quoting its content)."""
     try:
-        raw = path.read_bytes()
+        found = store.read_doc(key)
     except OSError as exc:
         return None, f"cannot be read ({exc.strerror or exc})"
+    except StorageError as exc:
+        return None, f"cannot be read ({exc})"
+    if found is None:
+        return None, "was deleted while verify read it"
+    raw = found[0]
     if not raw.strip():
         return None, "is empty"
     try:
@@ -136,6 +173,13 @@ def file_readable_by(path: Path) -> str | None:
     return readable_by(
         st.st_mode, st.st_uid, st.st_gid, os.geteuid(), [os.getegid(), *os.getgroups()]
     )
+
+
+def local_readable_by(store: Store, key: str) -> str | None:
+    """:func:`file_readable_by` for a document of a folder store; None on a bucket (where
+    no other local user can read it: who may is the bucket's policy)."""
+    path = store.local_path(key)
+    return None if path is None else file_readable_by(path)
 
 
 def readable_by(mode: int, uid: int, gid: int, euid: int, groups: list[int]) -> str | None:

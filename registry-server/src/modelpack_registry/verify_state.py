@@ -26,6 +26,7 @@ from typing import Any
 from modelpack_registry.errors import BadRequest
 from modelpack_registry.stages import STAGE_RE
 from modelpack_registry.storage import DataDir
+from modelpack_registry.storage.base import keys
 from modelpack_registry.validate import name_and_version
 from modelpack_registry.verify_common import (
     Report,
@@ -63,8 +64,8 @@ def _versions(data: DataDir) -> dict[str, tuple[str, str]]:
 def _check_yanks(data: DataDir, present: set[str], report: Report) -> set[str]:
     """Report on ``state/yanked/``; return the filenames the server lists as yanked."""
     yanked: set[str] = set()
-    for entry in list_entries(data.yanked, "state/yanked", report):
-        rel = f"state/yanked/{entry}"
+    for entry in list_entries(data.store, keys.YANKED, report):
+        rel = f"{keys.YANKED}{entry}"
         if stray_file(rel, entry, "yank markers are named <filename>.json", report):
             continue
         filename = entry[: -len(".json")]
@@ -76,7 +77,7 @@ def _check_yanks(data: DataDir, present: set[str], report: Report) -> set[str]:
             )
             continue
         yanked.add(filename)
-        doc, problem = load_json(data.yanked / entry)
+        doc, problem = load_json(data.store, rel)
         if problem is None:
             reason = doc.get("reason") if isinstance(doc, dict) else None
             if not isinstance(doc, dict):
@@ -107,15 +108,15 @@ def _check_stages(
     yanked: set[str],
     report: Report,
 ) -> None:
-    for entry, rel, name in model_files(
-        data.stages,
-        "state/stages",
+    for rel, name in model_files(
+        data.store,
+        keys.STAGES,
         report,
         kind="stages files",
         what="the stages of a model",
         effect="these are never served",
     ):
-        doc, problem = load_json(data.stages / entry)
+        doc, problem = load_json(data.store, rel)
         problems = [problem] if problem is not None else _stage_problems(doc)
         if problems:
             report.errors.append(

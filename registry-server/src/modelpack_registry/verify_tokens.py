@@ -13,19 +13,21 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from pathlib import Path
 from typing import Any
 
 from modelpack_registry.errors import BadRequest
 from modelpack_registry.maintenance import iso_utc
 from modelpack_registry.owners import check_user, model_name
 from modelpack_registry.storage import DataDir
+from modelpack_registry.storage.base import Store, keys
 from modelpack_registry.tokens import FIELDS, ID_RE, parse_time
 from modelpack_registry.verify_common import (
     Report,
-    file_readable_by,
+    data_option,
+    delete_command,
     list_entries,
     load_json,
+    local_readable_by,
     some,
     stray_file,
 )
@@ -46,7 +48,7 @@ def _days(left: dt.timedelta) -> str:
     return f"{left.days} day{'s' if left.days != 1 else ''}"
 
 
-def _token_problems(doc: Any, token_id: str, folder: Path) -> list[str]:
+def _token_problems(doc: Any, token_id: str, store: Store) -> list[str]:
     """What makes tokens.py refuse this token (never quoting a value)."""
     if not isinstance(doc, dict):
         return ["is not a JSON object"]
@@ -55,7 +57,7 @@ def _token_problems(doc: Any, token_id: str, folder: Path) -> list[str]:
         return [f"has no string field {', '.join(missing)}"]
     problems = []
     if doc["id"] != token_id:
-        if ID_RE.match(doc["id"]) and (folder / f"{doc['id']}.json").exists():
+        if ID_RE.match(doc["id"]) and store.stat(keys.token(doc["id"])) is not None:
             problems.append(
                 f"duplicate id: its id field says {doc['id']}, which has its own file (this "
                 "is a copy of it), so it is refused"
@@ -100,9 +102,10 @@ def _expiry(doc: dict[str, Any]) -> dt.datetime | None:
 def check_tokens(
     data: DataDir, models: set[str], users: frozenset[str] | None, report: Report
 ) -> None:
+    where = data_option(data.store)
     create = (
         "create a new one with `modelpack-registry tokens create --model MODEL --user USER "
-        f"--data {data.root}`"
+        f"{where}`"
     )
     secrets_seen: dict[str, str] = {}  # sha256 -> token id; never printed
     now = dt.datetime.now(dt.timezone.utc)
@@ -110,18 +113,17 @@ def check_tokens(
     def create_for(doc: dict[str, Any]) -> str:
         return (
             f"create its successor with `modelpack-registry tokens create --model "
-            f"{doc['model']} --user {doc['user']} --data {data.root}` (or {doc['user']} "
+            f"{doc['model']} --user {doc['user']} {where}` (or {doc['user']} "
             f"with `modelpack token create {doc['model']}`)"
         )
 
     exposed: list[str] = []
-    for entry in list_entries(data.tokens, "state/tokens", report):
-        rel = f"state/tokens/{entry}"
+    for entry in list_entries(data.store, keys.TOKENS, report):
+        rel = f"{keys.TOKENS}{entry}"
         if stray_file(rel, entry, "token files are named <16 hex digits>.json", report):
             continue
-        path = data.tokens / entry
         token_id = entry[: -len(".json")]
-        if file_readable_by(path) is not None:
+        if local_readable_by(data.store, rel) is not None:
             exposed.append(token_id)
         if not ID_RE.match(token_id):
             report.errors.append(
@@ -130,12 +132,13 @@ def check_tokens(
                 f"delete it and {create}"
             )
             continue
-        doc, problem = load_json(path)
-        problems = _token_problems(doc, token_id, data.tokens) if problem is None else [problem]
+        doc, problem = load_json(data.store, rel)
+        problems = _token_problems(doc, token_id, data.store) if problem is None else [problem]
         if problems:
             report.errors.append(
                 f"corrupt: {rel}: {'; '.join(problems)}. Token {token_id} is refused "
-                f"until fixed: restore the file from a backup, or delete it (`rm {path}`) "
+                f"until fixed: restore the file from a backup, or delete it "
+                f"(`{delete_command(data.store, rel)}`) "
                 f"and {create}"
             )
             continue
@@ -144,9 +147,9 @@ def check_tokens(
             report.errors.append(
                 f"duplicate: {rel}: token {token_id} has the same secret as token {other} "
                 "(a copied file), so revoking one leaves the other working: revoke both "
-                f"(`modelpack-registry tokens revoke ID --data {data.root}`) and {create}"
+                f"(`modelpack-registry tokens revoke ID {where}`) and {create}"
             )
-        revoke = f"`modelpack-registry tokens revoke {token_id} --data {data.root}`"
+        revoke = f"`modelpack-registry tokens revoke {token_id} {where}`"
         if doc["model"] not in models:
             report.warn(
                 f"{rel}: token {token_id} is for {doc['model']}, which has no file in "
@@ -172,11 +175,12 @@ def check_tokens(
             )
         else:
             _check_use(doc, rel, now, revoke, report)
-    if exposed:
+    folder = data.store.local_path(keys.TOKENS.rstrip("/"))
+    if exposed and folder is not None:
         report.warn(
             f"state/tokens/: {len(exposed)} token file(s) readable by group or others "
             f"({some(exposed)}); they hold token hashes and who may publish what: "
-            f"`chmod 600 {data.tokens}/*.json`"
+            f"`chmod 600 {folder}/*.json`"
         )
 
 
