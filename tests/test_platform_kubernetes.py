@@ -359,3 +359,44 @@ def test_bucket_variant_keeps_the_base_pod(
     assert base_volumes == {v["name"]: v for v in pod["volumes"]}
     for key in ("Secret/modelpack-registry-htpasswd", "Service/modelpack-registry"):
         assert bucket[key] == built[key], key
+
+
+def test_storage_docs_match_the_bucket_variant(bucket: dict[str, dict[str, Any]]) -> None:
+    """docs/storage.md's lifecycle rule, IAM policy and replication name the bucket and
+    prefix that deploy-bucket/ serves, and its layout names every key the store uses."""
+    import json
+
+    from modelpack_registry.storage.base import keys
+
+    (config,) = [v for k, v in bucket.items() if k.startswith("ConfigMap/")]
+    match = re.fullmatch(r"s3://([^/]+)/(.+)", config["data"]["MODELPACK_STORAGE"])
+    assert match, config["data"]
+    name, prefix = match.group(1), match.group(2).rstrip("/") + "/"
+    text = (REPO / "docs" / "storage.md").read_text()
+    blocks = [json.loads(b) for b in re.findall(r"```json\n(.*?)```", text, re.S)]
+    lifecycle = next(b for b in blocks if "Rules" in b and "Role" not in b)
+    by_prefix = {r["Filter"]["Prefix"]: r for r in lifecycle["Rules"]}
+    assert by_prefix[prefix]["AbortIncompleteMultipartUpload"] == {"DaysAfterInitiation": 1}
+    assert by_prefix[prefix + keys.TMP]["Expiration"] == {"Days": 1}
+    assert all(r["Status"] == "Enabled" for r in lifecycle["Rules"])
+
+    policy = next(b for b in blocks if "Statement" in b)
+    granted = {(a, s["Resource"]) for s in policy["Statement"] for a in s["Action"]}
+    objects = f"arn:aws:s3:::{name}/{prefix}*"
+    assert granted == {
+        ("s3:ListBucket", f"arn:aws:s3:::{name}"),
+        ("s3:ListBucketMultipartUploads", f"arn:aws:s3:::{name}"),
+        *((a, objects) for a in ("s3:GetObject", "s3:PutObject", "s3:DeleteObject",
+                                 "s3:AbortMultipartUpload")),
+    }  # fmt: skip
+
+    replication = next(b for b in blocks if "Role" in b)
+    replicated = [r["Filter"]["Prefix"] for r in replication["Rules"]]
+    assert len({r["Priority"] for r in replication["Rules"]}) == len(replicated)
+    assert not any(p.startswith(prefix + keys.TMP) for p in replicated)
+    layout = text.split("## The bucket layout", 1)[1].split("```", 2)[1]
+    for key in (keys.PACKAGES, keys.META, keys.YANKED, keys.STAGES, keys.OWNERS,
+                keys.RESERVED, keys.TOKENS, keys.GENERATION, keys.TMP):  # fmt: skip
+        assert f"  {key}" in layout, key
+        if key != keys.TMP:
+            assert any((prefix + key).startswith(p) for p in replicated), key
