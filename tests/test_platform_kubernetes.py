@@ -17,6 +17,7 @@ the base's probes, limits and security context unchanged.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -400,3 +401,47 @@ def test_storage_docs_match_the_bucket_variant(bucket: dict[str, dict[str, Any]]
         assert f"  {key}" in layout, key
         if key != keys.TMP:
             assert any((prefix + key).startswith(p) for p in replicated), key
+
+
+def container_env(container: dict[str, Any], objects: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """The container's environment as the kubelet builds it (values, ConfigMap keys)."""
+    return {e["name"]: resolve(f"$({e['name']})", container, objects) for e in container["env"]}
+
+
+@pytest.mark.parametrize("variant", ["folder", "bucket"])
+def test_the_image_entrypoint_runs_what_the_deployment_says(
+    variant: str,
+    built: dict[str, dict[str, Any]],
+    bucket: dict[str, dict[str, Any]],
+    tmp_path: Path,
+) -> None:
+    """The Deployment's args and env, through registry-server/docker-entrypoint.sh, give
+    ``modelpack-registry serve`` one location: the data volume, or the bucket alone
+    (the server refuses ``--data`` beside ``--storage``)."""
+    objects = bucket if variant == "bucket" else built
+    (container,) = pod_of(objects)["containers"]
+    stub = tmp_path / "modelpack-registry"
+    stub.write_text('#!/bin/sh\nprintf "%s\\n" "$@"\n')
+    stub.chmod(0o755)
+    secret = tmp_path / "htpasswd"
+    secret.write_text("alice:$2y$05$abcdefghijklmnopqrstuu5Bq9vE2fTHtY0cBm1XRDZJ0mQ0vjZ0e\n")
+    env = {"PATH": os.environ["PATH"], **container_env(container, objects)}
+    env.update(MODELPACK_REGISTRY_BIN=str(stub), MODELPACK_HTPASSWD=str(secret))
+    args = [resolve(a, container, objects) for a in container["args"]]
+    entrypoint = REPO / "registry-server" / "docker-entrypoint.sh"
+    for command in (args, ["verify"], ["reindex"]):
+        ran = subprocess.run(["sh", str(entrypoint), *command], env=env, capture_output=True,
+                             text=True, timeout=30)  # fmt: skip
+        assert ran.returncode == 0, ran.stderr
+        argv = ran.stdout.splitlines()
+        assert argv[0] == command[0], argv
+        if variant == "bucket":
+            assert "--data" not in argv, argv
+            # serve names the bucket; the maintenance commands read MODELPACK_STORAGE
+            assert command != args or argv[argv.index("--storage") + 1].startswith("s3://")
+            assert S3_URL.match(env["MODELPACK_STORAGE"])
+        else:
+            assert argv[argv.index("--data") + 1] == "/data" and "--storage" not in argv
+        if command == args:
+            assert argv[argv.index("--port") + 1] == env["MODELPACK_PORT"]
+            assert argv[argv.index("--htpasswd") + 1] == str(secret)
