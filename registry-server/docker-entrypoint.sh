@@ -10,6 +10,10 @@
 #
 # Configuration, all optional (defaults are what the image and deploy/ use):
 #   MODELPACK_DATA             data folder                       /data
+#   MODELPACK_STORAGE          s3://BUCKET/PREFIX: the state in a bucket instead of the
+#                              data folder (read by `modelpack-registry` itself, as are
+#                              MODELPACK_S3_ENDPOINT, MODELPACK_S3_REGION and
+#                              MODELPACK_S3_REDIRECT); --storage in the arguments too
 #   MODELPACK_HTPASSWD         htpasswd file (a mounted secret)  /run/secrets/htpasswd
 #   MODELPACK_HOST             address to listen on              0.0.0.0
 #   MODELPACK_PORT             port                              8080
@@ -52,8 +56,16 @@ has_users() {
     grep -Eq '^[[:space:]]*[^#[:space:]][^:]*:.' "$1"
 }
 
+# `--data DIR` for the commands, unless the state is in a bucket (--storage among the
+# arguments, or MODELPACK_STORAGE): the server refuses both at once.
+where() {
+    case " $* " in *" --storage "* | *" --storage="*) return ;; esac
+    [ -n "${MODELPACK_STORAGE:-}" ] || echo "$DATA"
+}
+
 serve() {
-    set -- --data "$DATA" --host "$HOST" --port "$PORT" \
+    data=$(where "$@")
+    set -- --host "$HOST" --port "$PORT" \
         --workers "${MODELPACK_WORKERS:-1}" --threads "${MODELPACK_THREADS:-16}" \
         --max-upload-size "${MODELPACK_MAX_UPLOAD_SIZE:-20GiB}" \
         --graceful-timeout "${MODELPACK_GRACEFUL_TIMEOUT:-30}" "$@"
@@ -89,6 +101,9 @@ serve() {
             "point MODELPACK_HTPASSWD at it, or set MODELPACK_INSECURE=1 to allow" \
             "anonymous uploads on a trusted network"
     fi
+    if [ -n "$data" ]; then
+        set -- --data "$data" "$@"
+    fi
     exec "$REGISTRY" serve "$@"
 }
 
@@ -118,8 +133,14 @@ case "$command" in
         case " $* " in *" --htpasswd "* | *" --htpasswd="*) ;; *)
             [ -f "$HTPASSWD" ] && set -- --htpasswd "$HTPASSWD" "$@" ;;
         esac
-        exec "$REGISTRY" verify --data "$DATA" "$@" ;;
-    reindex) shift; exec "$REGISTRY" reindex --data "$DATA" "$@" ;;
+        data=$(where "$@")
+        if [ -n "$data" ]; then set -- --data "$data" "$@"; fi
+        exec "$REGISTRY" verify "$@" ;;
+    reindex)
+        shift
+        data=$(where "$@")
+        if [ -n "$data" ]; then set -- --data "$data" "$@"; fi
+        exec "$REGISTRY" reindex "$@" ;;
     healthcheck) healthcheck ;;
     *) exec "$@" ;;
 esac
