@@ -98,8 +98,9 @@ class keys:
     @staticmethod
     def claims(name: str, version: str) -> str:
         """The files claimed for one version (canonical name, normalized version):
-        the document that serializes the version rules without a lock."""
-        return f"claims/{name}/{version}.json"
+        the document that serializes the version rules without a lock. Flat (one folder
+        for all), so that a new name costs no folder and one listing finds them all."""
+        return f"claims/{name}=={version}.json"
 
 
 def check_key(key: str) -> str:
