@@ -1,4 +1,4 @@
-"""``claims/<name>/<version>.json``: the version rules of immutable.py without a lock.
+"""``claims/<name>==<version>.json``: the version rules of immutable.py without a lock.
 
 One document per project (canonical name) and version (PEP 440 normal form)::
 
@@ -38,8 +38,9 @@ if TYPE_CHECKING:
 __all__ = ["CLAIM_TTL", "CLAIM_WAIT", "Claim", "Published", "rebuild", "seal"]
 
 #: Seconds a claim without its file keeps other uploads of its version out (a live
-#: publisher commits within seconds of claiming; a dead one's claim expires).
-CLAIM_TTL = 600.0
+#: publisher commits within seconds of claiming; a dead one's claim expires, and so
+#: does one whose withdrawal failed, e.g. on a full disk).
+CLAIM_TTL = 300.0
 #: Seconds an upload waits for another upload of the same file name (or a promotion
 #: for an upload in flight) to finish.
 CLAIM_WAIT = 120.0

@@ -6,7 +6,7 @@ Layout (keys of :class:`~.base.keys`; a folder ``--data DIR`` or a bucket prefix
     meta/<filename>.json            derived record (see :class:`Record`)
     meta/<filename>.metadata        a wheel's ``*.dist-info/METADATA`` bytes (PEP 658)
     meta/<filename>.card.html       the rendered model card (cards.py)
-    claims/<name>/<version>.json    the files of one version (normalized), see below
+    claims/<name>==<version>.json    the files of one version (normalized), see below
     tmp/                            in-flight uploads (folder only; a bucket's are multipart)
     state/yanked/<filename>.json    {"reason", "by", "at"}: PEP 592 yank (stages.py)
     state/stages/<name>.json        {"stages": {...}, "history": [...]}: stage aliases
@@ -20,7 +20,7 @@ No lock: every change is a conditional write (a bucket offers nothing else).
   (``modelpack-registry reindex``); ``state/`` cannot, and is never derived.
 - Publication (:meth:`DataDir.publish`), in this order:
 
-  1. **claim**: the file name joins ``claims/<name>/<version>.json`` through a
+  1. **claim**: the file name joins ``claims/<name>==<version>.json`` through a
      compare-and-swap (:func:`~.base.update_doc`) that applies the version rules of
      :mod:`modelpack_registry.immutable` to the files already published for that
      version and to those other uploads claimed in the last ``CLAIM_TTL`` seconds,
@@ -343,20 +343,27 @@ class DataDir:
             try:
                 upload.commit(keys.package(record.filename))
             except AlreadyExists:  # placed by hand, or by a server that predates claims
-                self.remove_derived(record.filename)  # the index derives them from the file
                 claim.release()
+                if not self._hashed(record.filename, record.sha256):
+                    self.remove_derived(record.filename)  # ours: the index derives its own
                 return self._republished(record)
             committed = True
             self.bump_generation()
         except BaseException as exc:
-            if not committed:
+            # All or nothing, also when only the generation could not be bumped (a full
+            # disk): the file this publish created goes too (nobody else can have
+            # created that key), then the records, the owners document and the claim.
+            undo: list[Callable[[], object]] = [
+                lambda: self.remove_derived(record.filename),
+                claim.release,
+            ]
+            if committed:
+                undo.insert(0, lambda: self.store.delete(keys.package(record.filename)))
+            if owners is not None:
+                undo.append(lambda: self.store.delete_doc(keys.owners(record.name), owners))
+            for step in undo:
                 with contextlib.suppress(Exception):
-                    self.remove_derived(record.filename)
-                if owners is not None:
-                    with contextlib.suppress(Exception):
-                        self.store.delete_doc(keys.owners(record.name), expect=owners)
-                with contextlib.suppress(Exception):
-                    claim.release()
+                    step()
             if isinstance(exc, OSError) and disk_full(exc):
                 raise full_disk_error(exc) from exc
             raise
@@ -383,6 +390,10 @@ class DataDir:
         stored = self.load_record(filename)
         if stored is not None:
             return stored.sha256 == sha256
+        return self._hashed(filename, sha256)
+
+    def _hashed(self, filename: str, sha256: str) -> bool:
+        """True if ``packages/<filename>`` hashes to ``sha256`` (read whole)."""
         digest = hashlib.sha256()
         try:
             with self.store.open(keys.package(filename)) as f:
