@@ -57,6 +57,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol
 
+from packaging.utils import canonicalize_version
 from packaging.version import InvalidVersion, Version
 
 from modelpack_registry.errors import BadRequest, Conflict, StorageError, disk_full, full_disk_error
@@ -431,11 +432,12 @@ class DataDir:
 
 
 def normalized_version(version: str) -> str:
-    """The key spelling of a version (PEP 440 normal form; else the text, lower-cased)."""
+    """One spelling per equal version (PEP 440: ``1``, ``1.0``, ``v1.0.0`` are ``1``)."""
     try:
-        return str(Version(version))
+        Version(version)
     except InvalidVersion:
         return version.strip().lower()
+    return canonicalize_version(version, strip_trailing_zero=True)
 
 
 def _exists_message(filename: str) -> str:
