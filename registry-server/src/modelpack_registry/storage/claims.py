@@ -55,7 +55,7 @@ class _Busy(Exception):
 
 
 def claims_key(name: str, version: str) -> str:
-    from modelpack_registry.storage.datadir import normalized_version
+    from modelpack_registry.storage.publish import normalized_version
 
     return keys.claims(name, normalized_version(version))
 

@@ -49,31 +49,24 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import hashlib
 import json
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from packaging.utils import canonicalize_version
-from packaging.version import InvalidVersion, Version
-
-from modelpack_registry.errors import BadRequest, Conflict, StorageError, disk_full, full_disk_error
-from modelpack_registry.immutable import promoted_to, version_conflict
+from modelpack_registry.errors import BadRequest, Conflict, StorageError
 from modelpack_registry.records import Record
 from modelpack_registry.storage.base import (
     NEW,
     AlreadyExists,
-    NotFound,
     Store,
     Upload,
     keys,
     update_doc,
 )
 from modelpack_registry.storage.folder import FolderStore
-from modelpack_registry.validate import describe, name_and_version, versions_equal
+from modelpack_registry.validate import name_and_version
 
 __all__ = ["DataDir", "PublishGuard", "Record"]
 
@@ -306,10 +299,8 @@ class DataDir:
 
     # -- publication ----------------------------------------------------------------------
     def publish(self, upload: Upload, record: Record, metadata: bytes | None) -> bool:
-        """Make a finished, validated upload visible as ``packages/<record.filename>``.
-
-        No lock: see the module docstring for the order of the conditional writes. The
-        record is completed here with what :func:`validate.describe` reads from the file.
+        """Make a finished, validated upload visible as ``packages/<record.filename>``
+        (:func:`.publish.publish`: the order of the conditional writes, no lock).
 
         Returns False, changing nothing, if these very bytes are already published
         under this name (a client's re-run); True once published.
@@ -318,91 +309,9 @@ class DataDir:
             refuse the file (nothing is changed).
         :raises Forbidden: if :attr:`guard` refuses it (nothing is changed).
         """
-        from modelpack_registry.storage.claims import Claim, Published
+        from modelpack_registry.storage.publish import publish
 
-        if record.manifest is None and not record.requires_dist and not record.keywords:
-            source = upload.local_path() or upload.reader()
-            try:
-                record = replace(record, **describe(source, record.filename, metadata))
-            finally:
-                if not isinstance(source, Path):
-                    source.close()
-        if self.exists(record.filename):
-            return self._republished(record)
-        after = self.guard.authorize_publish(self, record.name) if self.guard else None
-        claim = Claim(self, record)
-        try:
-            claim.take()
-        except Published:
-            return self._republished(record)
-        owners: str | None = None
-        committed = False
-        try:
-            self.write_derived(record, metadata)
-            if after is not None:
-                owners = after()
-            try:
-                upload.commit(keys.package(record.filename))
-            except AlreadyExists:  # placed by hand, or by a server that predates claims
-                claim.release()
-                if not self._hashed(record.filename, record.sha256):
-                    self.remove_derived(record.filename)  # ours: the index derives its own
-                return self._republished(record)
-            committed = True
-            self.bump_generation()
-        except BaseException as exc:
-            # All or nothing, also when only the generation could not be bumped (a full
-            # disk): the file this publish created goes too (nobody else can have
-            # created that key), then the records, the owners document and the claim.
-            undo: list[Callable[[], object]] = [
-                lambda: self.remove_derived(record.filename),
-                claim.release,
-            ]
-            if committed:
-                undo.insert(0, lambda: self.store.delete(keys.package(record.filename)))
-            if owners is not None:
-                undo.append(lambda: self.store.delete_doc(keys.owners(record.name), owners))
-            for step in undo:
-                with contextlib.suppress(Exception):
-                    step()
-            if isinstance(exc, OSError) and disk_full(exc):
-                raise full_disk_error(exc) from exc
-            raise
-        return True
-
-    def _republished(self, record: Record) -> bool:
-        """The file name exists: False if with these bytes (and the guard agrees), else 409."""
-        if not self._same_bytes(record.filename, record.sha256):
-            raise Conflict(_exists_message(record.filename))
-        if self.guard is not None:
-            self.guard.authorize_publish(self, record.name)  # 403 still applies
-        return False
-
-    def check_version(self, filename: str, name: str, version: str) -> None:
-        """Refuse what :func:`immutable.version_conflict` refuses (409), from the listing."""
-        others = [f for f, _, v in self.distributions(name) if versions_equal(v, version)]
-        if others:
-            why = version_conflict(filename, others, promoted_to(self.stage_doc(name), version))
-            if why is not None:
-                raise Conflict(why)
-
-    def _same_bytes(self, filename: str, sha256: str) -> bool:
-        """True if ``packages/<filename>`` has this sha256 (its record's, else hashed)."""
-        stored = self.load_record(filename)
-        if stored is not None:
-            return stored.sha256 == sha256
-        return self._hashed(filename, sha256)
-
-    def _hashed(self, filename: str, sha256: str) -> bool:
-        """True if ``packages/<filename>`` hashes to ``sha256`` (read whole)."""
-        digest = hashlib.sha256()
-        try:
-            with self.store.open(keys.package(filename)) as f:
-                while block := f.read(1 << 20):
-                    digest.update(block)
-        except (NotFound, StorageError, OSError):
-            return False
-        return digest.hexdigest() == sha256
+        return publish(self, upload, record, metadata)
 
     def check_publish(self, filename: str, name: str, sha256: str | None = None) -> None:
         """Raise now what :meth:`publish` would raise for ``filename`` of project ``name``.
@@ -413,8 +322,10 @@ class DataDir:
         :raises Conflict: if that filename is published with other bytes.
         :raises Forbidden: if :attr:`guard` would refuse it.
         """
-        if sha256 and self.exists(filename) and not self._same_bytes(filename, sha256):
-            raise Conflict(_exists_message(filename))
+        from modelpack_registry.storage.publish import exists_message, same_bytes
+
+        if sha256 and self.exists(filename) and not same_bytes(self, filename, sha256):
+            raise Conflict(exists_message(filename))
         if self.guard is not None:
             self.guard.check_publish(self, name)
 
@@ -429,16 +340,3 @@ class DataDir:
         from modelpack_registry.storage.claims import seal
 
         seal(self, name, version, stage)
-
-
-def normalized_version(version: str) -> str:
-    """One spelling per equal version (PEP 440: ``1``, ``1.0``, ``v1.0.0`` are ``1``)."""
-    try:
-        Version(version)
-    except InvalidVersion:
-        return version.strip().lower()
-    return canonicalize_version(version, strip_trailing_zero=True)
-
-
-def _exists_message(filename: str) -> str:
-    return f"{filename} already exists; published versions are immutable: bump the version"
