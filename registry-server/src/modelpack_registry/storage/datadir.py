@@ -110,57 +110,15 @@ class DataDir:
         clone.guard = guard
         return clone
 
-    # -- folder-only paths, for the modules not yet ported to the store --------------------
     @property
     def root(self) -> Path:
-        """The data folder. :raises StorageError: the data is not in a folder."""
+        """The data folder (for ``mirror/``, a folder-only cache).
+
+        :raises StorageError: the data is not in a folder.
+        """
         if not isinstance(self.store, FolderStore):
             raise StorageError(f"{self.store.url} is not a data folder")
         return self.store.root
-
-    @property
-    def packages(self) -> Path:
-        return self.root / "packages"
-
-    @property
-    def meta(self) -> Path:
-        return self.root / "meta"
-
-    @property
-    def tmp(self) -> Path:
-        return self.root / "tmp"
-
-    @property
-    def state(self) -> Path:
-        return self.root / "state"
-
-    @property
-    def yanked(self) -> Path:
-        return self.root / "state" / "yanked"
-
-    @property
-    def stages(self) -> Path:
-        return self.root / "state" / "stages"
-
-    @property
-    def owners(self) -> Path:
-        return self.root / "state" / "owners"
-
-    @property
-    def tokens(self) -> Path:
-        return self.root / "state" / "tokens"
-
-    def locked(self) -> contextlib.AbstractContextManager[None]:
-        """The folder's ``DATA/.lock`` (on its way out: only unported modules use it)."""
-        if not isinstance(self.store, FolderStore):
-            raise StorageError(f"{self.store.url} has no lock")
-        return self.store.locked()
-
-    def atomic_write(self, path: Path, data: bytes, mode: int = 0o666) -> None:
-        """Folder only (unported modules): write ``path`` atomically."""
-        if not isinstance(self.store, FolderStore):
-            raise StorageError(f"{self.store.url} is not a data folder")
-        self.store._atomic_write(path, data, mode)
 
     # -- set-up ---------------------------------------------------------------------------
     def ensure(self) -> None:
