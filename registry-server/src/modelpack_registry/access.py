@@ -17,6 +17,7 @@ is checked (the server refuses to listen beyond loopback that way unless ``--ins
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -28,9 +29,9 @@ from modelpack_registry.owners import (
     has_distributions,
     read_owners,
     role_change,
-    write_owners,
 )
 from modelpack_registry.storage import DataDir
+from modelpack_registry.storage.base import NEW, AlreadyExists, keys
 from modelpack_registry.tokens import TOKEN_USER, record_use, verify_token
 
 __all__ = ["Access", "Principal", "UploadGuard"]
@@ -154,22 +155,37 @@ class UploadGuard:
     def __init__(self, who: Principal) -> None:
         self.who = who
 
-    def authorize_publish(self, data: DataDir, name: str) -> Callable[[], None] | None:
-        """Runs holding ``DATA/.lock``: refuse, allow, or claim a new name.
+    def authorize_publish(self, data: DataDir, name: str) -> Callable[[], str | None] | None:
+        """Refuse, allow, or (for a new name) return the action that claims it.
+
+        The action creates ``state/owners/<name>.json`` only if absent: of two first
+        uploads of one name through two servers, one creates it and the other, finding
+        it, is judged again against it (refused unless an admin). It returns the
+        version of the document it created, so that a failed publish can remove it.
 
         :raises Forbidden: not an owner/maintainer/admin, wrong token, ownerless model.
         """
         if not self._may_publish(data, name):
             return None
         user = self.who.user
-        first = role_change(user, None, "owner", user)  # the first upload
-        return lambda: write_owners(data, name, Owners(owners=(user,)), [first])
+
+        def claim() -> str | None:
+            first = role_change(user, None, "owner", user)  # the first upload
+            doc = {**Owners(owners=(user,)).as_dict(), "history": [first]}
+            body = json.dumps(doc, indent=1).encode() + b"\n"  # as owners.write_owners
+            try:
+                return data.store.write_doc(keys.owners(name), body, expect=NEW)
+            except AlreadyExists:
+                self._may_publish(data, name)  # another first uploader won: 403 unless allowed
+                return None
+
+        return claim
 
     def check_publish(self, data: DataDir, name: str) -> None:
         """Refuse now what :meth:`authorize_publish` would refuse, claiming nothing.
 
-        Read-only and without the lock: it lets an upload be refused before its body
-        arrives. The decision that counts is still the one taken under the lock.
+        Read-only: it lets an upload be refused before its body arrives. The decision
+        that counts is still :meth:`authorize_publish`'s, when publishing.
 
         :raises Forbidden: as :meth:`authorize_publish`.
         """

@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -59,6 +58,7 @@ from modelpack_registry.errors import (
     HTTPFailure,
     MethodNotAllowed,
     NotFound,
+    StorageError,
     disk_full,
     full_disk_error,
 )
@@ -77,6 +77,7 @@ from modelpack_registry.simple import (
 )
 from modelpack_registry.stages import STAGE_RE
 from modelpack_registry.storage import DataDir
+from modelpack_registry.storage.base import keys
 from modelpack_registry.upload import UploadLimits, handle_upload
 from modelpack_registry.upstream import Upstream
 from modelpack_registry.upstream.web import (
@@ -93,8 +94,12 @@ StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
 
-def legacy_app(data: DataDir) -> WSGIApp:
-    """pypiserver's Bottle app over ``DATA/packages``, for the routes we do not own."""
+def legacy_app(data: DataDir) -> WSGIApp | None:
+    """pypiserver's Bottle app over ``DATA/packages``, for the routes we do not own;
+    None when the data is not in a local folder (a bucket)."""
+    packages = data.store.local_path(keys.PACKAGES)
+    if packages is None:
+        return None
     logging.getLogger("passlib").setLevel(logging.CRITICAL)
     try:
         import passlib.apache  # noqa: F401
@@ -109,7 +114,7 @@ def legacy_app(data: DataDir) -> WSGIApp:
 
     # password_file "." tells pypiserver "no authentication": it never handles a write here.
     app: WSGIApp = pypiserver.app(
-        roots=[data.packages],
+        roots=[packages],
         disable_fallback=True,
         authenticate=[],
         password_file=".",  # noqa: S106
@@ -156,9 +161,10 @@ class RegistryApp:
 
     def __init__(self, data: DataDir, *, htpasswd: Htpasswd | None = None,
                  limits: UploadLimits | None = None, legacy: WSGIApp | None = None,
-                 access: Access | None = None,
-                 upstream: Upstream | None = None) -> None:  # fmt: skip
+                 access: Access | None = None, upstream: Upstream | None = None,
+                 storage_redirect: bool = False) -> None:  # fmt: skip
         self.data = data
+        self.storage_redirect = storage_redirect
         self.upstream = upstream
         self.access = access or Access(data, htpasswd)
         self.limits = limits or UploadLimits()
@@ -260,17 +266,17 @@ class RegistryApp:
             name = path[len("/packages/") :]
             if not name or "/" in name or "\\" in name or "\x00" in name or name[0] == ".":
                 raise NotFound("not found")
-            return serve_file(
-                environ, self.index.snapshot(), name, self.data.meta, self.data.packages
-            )
+            snap = self.index.snapshot()
+            return serve_file(environ, snap, name, self.data, self.storage_redirect)
         return None
 
     def _health(self) -> Response:
         try:
-            with os.scandir(self.data.packages) as entries:
-                next(entries, None)
-        except OSError as exc:
-            body = json.dumps({"status": "error", "detail": str(exc.strerror or exc)})
+            next(self.data.store.iter_keys(keys.PACKAGES), None)
+        except (StorageError, OSError) as exc:
+            body = json.dumps(
+                {"status": "error", "detail": str(getattr(exc, "strerror", None) or exc)}
+            )
             return (
                 "503 Service Unavailable",
                 [("Content-Type", "application/json")],

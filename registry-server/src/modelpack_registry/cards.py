@@ -18,9 +18,10 @@ minutes. So:
   largest README :mod:`.limits` accepts), at a lower priority (``nice`` 10), with 512 MiB
   of memory, two at a time per server process. A text over budget is stored as escaped
   plain text with a note, so it is never tried again; request threads never render.
-- **Once per file.** A render holds ``flock`` on ``tmp/card-<file>.lock`` and checks
-  again for a card first, so two processes (or a view and the upload) do not render
-  the same file twice. A card starts with a header naming the METADATA sha256 and
+- **Once per file.** A render holds a per-file lock of its process and checks again for
+  a card first, so a view and the upload do not render the same file twice. Two server
+  processes may both render it (no lock on a bucket): the cards are the same, and
+  ``meta/<file>.card.html`` is simply written twice. A card starts with a header naming the METADATA sha256 and
   :data:`CARD_VERSION`; one that does not match its record is treated as missing.
   ``reindex`` re-renders every card (:func:`store_cards`).
 """
@@ -28,7 +29,6 @@ minutes. So:
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import html
 import logging
 import os
@@ -39,7 +39,9 @@ import threading
 from collections.abc import Iterable, Iterator
 from email.parser import BytesParser
 
+from modelpack_registry.errors import StorageError
 from modelpack_registry.storage import DataDir, Record
+from modelpack_registry.storage.base import keys
 
 __all__ = [
     "CARD_VERSION",
@@ -174,46 +176,44 @@ def card_html(metadata: bytes, renderer: Renderer) -> str:
     return rendered
 
 
-def _card_path(data: DataDir, filename: str) -> str:
-    return str(data.meta / f"{filename}.card.html")
-
-
 def read_card(data: DataDir, record: Record) -> str | None:
     """The stored card of ``record``; None if missing or made for other METADATA."""
     header = _HEADER.format(version=CARD_VERSION, sha=record.core_metadata_sha256)
     try:
-        with open(_card_path(data, record.filename), encoding="utf-8") as f:
-            if f.readline() != header:
-                return None
-            return f.read()
-    except (OSError, UnicodeDecodeError):
+        doc = data.store.read_doc(keys.card(record.filename))
+        if doc is None:
+            return None
+        text = doc[0].decode("utf-8")
+    except (StorageError, OSError, UnicodeDecodeError):
         return None
+    first, newline, rest = text.partition("\n")
+    return rest if newline and first + newline == header else None
+
+
+_claims: dict[str, threading.Lock] = {}
+_claims_lock = threading.Lock()
 
 
 @contextlib.contextmanager
-def _claim(data: DataDir, filename: str, wait: bool) -> Iterator[bool]:
-    """Hold ``tmp/card-<filename>.lock``; yields False if another holds it and not ``wait``."""
-    path = data.tmp / f"card-{filename}.lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+def _claim(filename: str, wait: bool) -> Iterator[bool]:
+    """Hold this process's lock on ``filename``'s card; False if busy and not ``wait``."""
+    with _claims_lock:
+        lock = _claims.setdefault(filename, threading.Lock())
+    if not lock.acquire(blocking=wait):
+        yield False
+        return
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        except BlockingIOError:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
+        yield True
     finally:
-        os.close(fd)
+        lock.release()
+        with _claims_lock:
+            _claims.pop(filename, None)
 
 
 def _store(data: DataDir, record: Record, metadata: bytes, renderer: Renderer) -> None:
     header = _HEADER.format(version=CARD_VERSION, sha=record.core_metadata_sha256)
     card = card_html(metadata, renderer)
-    data.atomic_write(data.meta / f"{record.filename}.card.html", (header + card).encode())
+    data.store.write_doc(keys.card(record.filename), (header + card).encode())
 
 
 def render_and_store(data: DataDir, record: Record, metadata: bytes | None,
@@ -228,10 +228,10 @@ def render_and_store(data: DataDir, record: Record, metadata: bytes | None,
     own = renderer is None
     renderer = renderer or Renderer()
     try:
-        with _claim(data, record.filename, wait) as claimed:
+        with _claim(record.filename, wait) as claimed:
             if claimed and read_card(data, record) is None:
                 _store(data, record, metadata, renderer)
-    except OSError as exc:
+    except (StorageError, OSError) as exc:
         log.warning("cannot store the model card of %s: %s", record.filename, exc)
     except Exception:  # the file is published already: its upload must not fail now
         log.exception("cannot render the model card of %s", record.filename)
@@ -245,8 +245,7 @@ def store_cards(data: DataDir, items: Iterable[tuple[Record, bytes | None]]) -> 
     renderer = Renderer()
     try:
         for record, metadata in items:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(_card_path(data, record.filename))
+            data.store.delete_doc(keys.card(record.filename))
             render_and_store(data, record, metadata, renderer)
     finally:
         renderer.close()
@@ -276,9 +275,10 @@ class _Background:
         while True:
             data, record = self._queue.get()
             try:
-                metadata = data.metadata_path(record.filename).read_bytes()
-                render_and_store(data, record, metadata, renderer, wait=False)
-            except OSError:
+                metadata = data.load_metadata(record.filename)
+                if metadata is not None:
+                    render_and_store(data, record, metadata, renderer, wait=False)
+            except (StorageError, OSError):
                 pass  # the file was removed, or meta/ is unreadable: a later view retries
             finally:
                 with self._lock:

@@ -1,11 +1,20 @@
 """Serving ``/packages/<filename>`` and ``/packages/<filename>.metadata``.
 
-Only files the in-memory index knows are served, and the path is built from the
-index's record, never from the request: nothing outside ``DATA/packages`` (and the
-matching ``DATA/meta/<file>.metadata``) can be reached. Bodies go through
-``wsgi.file_wrapper`` (gunicorn uses ``sendfile``), with single ``Range`` requests
-(206/416), an ``ETag`` (the sha256), ``Last-Modified`` and ``If-None-Match`` /
-``If-Modified-Since`` (304).
+Only files the in-memory index knows are served, and the key is built from the
+index's record, never from the request: nothing but ``packages/<file>`` (and the
+matching ``meta/<file>.metadata``) can be reached. How, depends on the store:
+
+- a local file (a data folder): through ``wsgi.file_wrapper`` (gunicorn uses
+  ``sendfile``);
+- else, when the server redirects (``Config.storage_redirect``) and the store gives a
+  short-lived download URL (a bucket's presigned GET), a distribution is answered with
+  ``302`` to it (``Cache-Control: no-store``: the URL expires). PEP 658 ``.metadata``
+  files are always served by the registry;
+- else streamed from :meth:`~modelpack_registry.storage.base.Store.open` /
+  :meth:`~modelpack_registry.storage.base.Store.read_range`.
+
+Served bodies get single ``Range`` requests (206/416), an ``ETag`` (the sha256),
+``Last-Modified`` and ``If-None-Match`` / ``If-Modified-Since`` (304).
 """
 
 from __future__ import annotations
@@ -16,12 +25,23 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from modelpack_registry.errors import NotFound
+from modelpack_registry.errors import NotFound, StorageError
 from modelpack_registry.index import Snapshot
+from modelpack_registry.storage import DataDir, Store
+from modelpack_registry.storage.base import keys
 
-__all__ = ["SENT_BY_SENDFILE", "Response", "content_type", "serve_file", "serve_path"]
+__all__ = [
+    "SENT_BY_SENDFILE",
+    "Response",
+    "content_type",
+    "serve_file",
+    "serve_path",
+    "serve_stored",
+]
 
 BLOCK = 1 << 20
+#: Seconds a redirect's download URL stays valid.
+REDIRECT_EXPIRES = 300
 #: ``environ`` key: bytes of the body the server sent with sendfile (see :class:`_Counted`)
 SENT_BY_SENDFILE = "modelpack.sent_by_sendfile"
 Response = tuple[str, list[tuple[str, str]], Iterable[bytes]]
@@ -48,25 +68,65 @@ def _parse_range(header: str, size: int) -> tuple[int, int] | bool | None:
     return (start, min(end, size - 1))
 
 
-def serve_file(environ: dict[str, Any], snap: Snapshot, name: str, data_meta: Path,
-               packages: Path) -> Response:  # fmt: skip
-    """Answer a GET/HEAD for ``/packages/<name>``.
+def serve_file(environ: dict[str, Any], snap: Snapshot, name: str, data: DataDir,
+               redirect: bool = False) -> Response:  # fmt: skip
+    """Answer a GET/HEAD for ``/packages/<name>`` (see the module docstring).
 
     :raises NotFound: if ``name`` is not a listed distribution or its ``.metadata``.
     """
     record = snap.records.get(name)
     if record is not None:
-        path, etag_hex = packages / record.filename, record.sha256
-        ctype = "application/zip" if name.endswith((".whl", ".zip")) else "application/gzip"
+        key, etag_hex = keys.package(record.filename), record.sha256
     elif name.endswith(".metadata") and name[: -len(".metadata")] in snap.records:
         record = snap.records[name[: -len(".metadata")]]
         if not record.core_metadata_sha256:
             raise NotFound(f"{record.filename} has no core metadata file")
-        path, etag_hex = data_meta / f"{record.filename}.metadata", record.core_metadata_sha256
-        ctype = "text/plain; charset=utf-8"
+        key, etag_hex = keys.metadata(record.filename), record.core_metadata_sha256
+        redirect = False
     else:
         raise NotFound(f"no such file: {name}")
-    return serve_path(environ, path, etag_hex, ctype, name)
+    store = data.store
+    path = store.local_path(key)
+    if path is not None:
+        return serve_path(environ, path, etag_hex, content_type(name), name)
+    if redirect:
+        url = store.download_url(key, REDIRECT_EXPIRES)
+        if url is not None:
+            headers = [("Location", url), ("Cache-Control", "no-store"), ("Content-Length", "0")]
+            return "302 Found", headers, []
+    return serve_stored(environ, store, key, etag_hex, content_type(name), name)
+
+
+def serve_stored(environ: dict[str, Any], store: Store, key: str, etag_hex: str, ctype: str,
+                 name: str) -> Response:  # fmt: skip
+    """Answer a GET/HEAD with the object ``key`` of ``store``, streamed in blocks.
+
+    :raises NotFound: if it does not exist.
+    """
+    try:
+        info = store.stat(key)
+    except (StorageError, OSError):
+        info = None
+    if info is None:
+        raise NotFound(f"no such file: {name}")
+    status, headers, start, length = _answer(environ, info.size, info.mtime, etag_hex, ctype)
+    if length < 0 or environ.get("REQUEST_METHOD") == "HEAD":
+        return status, headers, []
+    return status, headers, _stream(store, key, start, length, info.size)
+
+
+def _stream(store: Store, key: str, start: int, length: int, size: int) -> Iterable[bytes]:
+    if start == 0 and length == size:
+        f = store.open(key)
+        yield from _read_slice(f, length)
+        return
+    end = start + length
+    while start < end:
+        block = store.read_range(key, start, min(start + BLOCK, end))
+        if not block:
+            return
+        start += len(block)
+        yield block
 
 
 def content_type(filename: str) -> str:
@@ -88,34 +148,10 @@ def serve_path(environ: dict[str, Any], path: Path, etag_hex: str, ctype: str,
         raise NotFound(f"no such file: {name}") from None
     try:
         stat = os.fstat(f.fileno())
-        size = stat.st_size
-        etag = f'"{etag_hex}"'
-        last_modified = email.utils.formatdate(stat.st_mtime, usegmt=True)
-        headers = [
-            ("Content-Type", ctype),
-            ("ETag", etag),
-            ("Last-Modified", last_modified),
-            ("Accept-Ranges", "bytes"),
-            ("Cache-Control", "public, max-age=31536000, immutable"),
-        ]
-        if _not_modified(environ, etag, stat.st_mtime):
-            f.close()
-            return "304 Not Modified", headers, []
-        status, start, length = "200 OK", 0, size
-        range_header = environ.get("HTTP_RANGE")
-        if range_header and _if_range_ok(environ, etag):
-            parsed = _parse_range(range_header, size)
-            if parsed is False:
-                f.close()
-                headers.append(("Content-Range", f"bytes */{size}"))
-                headers.append(("Content-Length", "0"))
-                return "416 Range Not Satisfiable", headers, []
-            if isinstance(parsed, tuple):
-                start, end = parsed
-                status, length = "206 Partial Content", end - start + 1
-                headers.append(("Content-Range", f"bytes {start}-{end}/{size}"))
-        headers.append(("Content-Length", str(length)))
-        if environ.get("REQUEST_METHOD") == "HEAD":
+        status, headers, start, length = _answer(
+            environ, stat.st_size, stat.st_mtime, etag_hex, ctype
+        )
+        if length < 0 or environ.get("REQUEST_METHOD") == "HEAD":
             f.close()
             return status, headers, []
         f.seek(start)
@@ -126,6 +162,35 @@ def serve_path(environ: dict[str, Any], path: Path, etag_hex: str, ctype: str,
     except BaseException:
         f.close()
         raise
+
+
+def _answer(environ: dict[str, Any], size: int, mtime: float, etag_hex: str,
+            ctype: str) -> tuple[str, list[tuple[str, str]], int, int]:  # fmt: skip
+    """Status, headers, first byte and length of the body (-1: no body: 304/416)."""
+    etag = f'"{etag_hex}"'
+    headers = [
+        ("Content-Type", ctype),
+        ("ETag", etag),
+        ("Last-Modified", email.utils.formatdate(mtime, usegmt=True)),
+        ("Accept-Ranges", "bytes"),
+        ("Cache-Control", "public, max-age=31536000, immutable"),
+    ]
+    if _not_modified(environ, etag, mtime):
+        return "304 Not Modified", headers, 0, -1
+    status, start, length = "200 OK", 0, size
+    range_header = environ.get("HTTP_RANGE")
+    if range_header and _if_range_ok(environ, etag):
+        parsed = _parse_range(range_header, size)
+        if parsed is False:
+            headers.append(("Content-Range", f"bytes */{size}"))
+            headers.append(("Content-Length", "0"))
+            return "416 Range Not Satisfiable", headers, 0, -1
+        if isinstance(parsed, tuple):
+            start, end = parsed
+            status, length = "206 Partial Content", end - start + 1
+            headers.append(("Content-Range", f"bytes {start}-{end}/{size}"))
+    headers.append(("Content-Length", str(length)))
+    return status, headers, start, length
 
 
 class _Counted:

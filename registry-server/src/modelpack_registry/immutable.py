@@ -20,15 +20,15 @@ release. The same file name again is decided by the caller: the same bytes are a
 successful no-op (as on the public index), other bytes a 409.
 
 :meth:`DataDir.publish <modelpack_registry.storage.DataDir.publish>` applies these rules
-holding ``DATA/.lock``; the upload handler applies them to its snapshot first only to
-refuse early.
+through the version's claims document (:mod:`modelpack_registry.storage.claims`, a
+compare-and-swap, no lock); the upload handler applies them to its snapshot first only
+to refuse early.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
 from packaging.tags import Tag
@@ -92,15 +92,17 @@ def version_conflict(filename: str, others: Iterable[str], stage: str | None) ->
     return None
 
 
-def promoted_to(stage_file: Path, version: str) -> str | None:
+def promoted_to(stage_doc: bytes | None, version: str) -> str | None:
     """A stage that points, or once pointed, at ``version``; None if none ever did.
 
-    ``stage_file`` is ``state/stages/<name>.json`` (see :mod:`modelpack_registry.stages`);
-    a missing or unreadable file counts as no stage.
+    ``stage_doc`` is the content of ``state/stages/<name>.json`` (see
+    :mod:`modelpack_registry.stages`); a missing (None) or unparsable one counts as no stage.
     """
+    if stage_doc is None:
+        return None
     try:
-        raw: Any = json.loads(stage_file.read_bytes())
-    except (OSError, ValueError):
+        raw: Any = json.loads(stage_doc)
+    except ValueError:
         return None
     if not isinstance(raw, dict):
         return None

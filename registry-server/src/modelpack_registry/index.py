@@ -2,16 +2,15 @@
 
 Each process holds an immutable :class:`Snapshot` (records by filename and by project).
 A request calls :meth:`Index.snapshot`, which at most every 0.25 s reads the small
-``DATA/generation`` file; only when it changed does a refresh run: it lists
+``generation`` document; only when it changed does a refresh run: it lists
 ``packages/`` and loads records only for files that are new, and drops the removed ones
 (yank and stage state, being small, are re-read whole). No request hashes a file, and no request
-walks the folder while nothing changes. Rendered pages are cached per snapshot.
+lists the store while nothing changes. Rendered pages are cached per snapshot.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -20,8 +19,9 @@ from typing import Any
 
 from packaging.version import InvalidVersion, Version
 
-from modelpack_registry.errors import BadRequest
+from modelpack_registry.errors import BadRequest, StorageError
 from modelpack_registry.storage import DataDir, Record
+from modelpack_registry.storage.base import keys
 
 __all__ = ["Index", "Snapshot", "version_key"]
 
@@ -99,9 +99,9 @@ class Index:
     def _refresh(self, generation: str) -> Snapshot:
         old = self._snapshot.records
         try:
-            names = set(os.listdir(self.data.packages))
-        except OSError as exc:
-            log.error("cannot list %s: %s", self.data.packages, exc)
+            names = self.data.package_names()
+        except (StorageError, OSError) as exc:
+            log.error("cannot list %s%s: %s", self.data.store.url, "/packages", exc)
             return self._snapshot
         records = {name: rec for name, rec in old.items() if name in names}
         for name in names - records.keys():
@@ -117,12 +117,13 @@ class Index:
             files.sort(key=lambda r: (version_key(r.version), r.filename))
         yanked: dict[str, str] = {}
         try:
-            for entry in os.listdir(self.data.yanked):
-                if entry.endswith(".json") and entry[: -len(".json")] in records:
-                    reason = self.data.yank_reason(entry[: -len(".json")])
+            for key in self.data.store.iter_keys(keys.YANKED):
+                filename = key[len(keys.YANKED) : -len(".json")]
+                if key.endswith(".json") and filename in records:
+                    reason = self.data.yank_reason(filename)
                     if reason is not None:
-                        yanked[entry[: -len(".json")]] = reason
-        except OSError:
+                        yanked[filename] = reason
+        except (StorageError, OSError):
             pass
         stages = load_stages(self.data)
         return Snapshot(generation, records, dict(sorted(projects.items())), yanked, stages)
@@ -146,10 +147,9 @@ def make_deriver(data: DataDir) -> Callable[[str], Record | None]:
             log.warning("not listing packages/%s: %s", filename, exc)
             return None
         try:
-            with data.locked():
-                if (data.packages / filename).exists():
-                    data.write_derived(record, metadata)
-        except OSError as exc:
+            if data.exists(filename):  # no lock: the record is rebuilt from the file anyway
+                data.write_derived(record, metadata)
+        except (StorageError, OSError) as exc:
             log.warning("cannot write the record of %s: %s", filename, exc)
         return record
 

@@ -20,9 +20,9 @@ import zipfile
 from dataclasses import dataclass
 from email.message import Message
 from email.parser import BytesParser
-from pathlib import Path
 
 from modelpack_registry.errors import BadRequest
+from modelpack_registry.validate import Source, open_tar, open_zip
 
 __all__ = [
     "DESCRIPTION_BYTES",
@@ -150,7 +150,7 @@ def check_metadata(metadata: bytes, filename: str, member: str = "METADATA") -> 
             raise BadRequest(_too_long(where, limit.header, len(longest), limit.chars))
 
 
-def _sdist_pkg_info(path: Path, filename: str) -> bytes | None:
+def _sdist_pkg_info(path: Source, filename: str) -> bytes | None:
     """The top-level ``<dir>/PKG-INFO`` of an sdist; None if it has none (or is unreadable:
     :mod:`.validate` reports a broken archive)."""
 
@@ -160,12 +160,12 @@ def _sdist_pkg_info(path: Path, filename: str) -> bytes | None:
 
     try:
         if filename.endswith(".zip"):
-            with zipfile.ZipFile(path) as zf:
+            with open_zip(path) as zf:
                 for info in zf.infolist():
                     if is_pkg_info(info.filename, info.file_size):
                         return zf.read(info)
             return None
-        with tarfile.open(path, "r:gz") as tf:
+        with open_tar(path) as tf:
             for member in tf:
                 if member.isfile() and is_pkg_info(member.name, member.size):
                     f = tf.extractfile(member)
@@ -175,7 +175,7 @@ def _sdist_pkg_info(path: Path, filename: str) -> bytes | None:
     return None
 
 
-def check_upload(fields: dict[str, str], path: Path, filename: str,
+def check_upload(fields: dict[str, str], path: Source, filename: str,
                  metadata: bytes | None) -> None:  # fmt: skip
     """Check the form fields and the file's METADATA (a wheel's, or an sdist's PKG-INFO).
 

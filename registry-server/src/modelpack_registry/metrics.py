@@ -10,7 +10,7 @@ nothing::
     modelpack_registry_bytes                                their total size
     modelpack_registry_yanked_files                         of which yanked
     modelpack_registry_staged_models{stage="production"}    models with that stage
-    modelpack_registry_uploads_in_progress                  temp uploads in DATA/tmp
+    modelpack_registry_uploads_in_progress                  uploads not yet published
     modelpack_registry_last_change_timestamp_seconds        when DATA/generation last changed
     modelpack_registry_api_tokens                           token files in state/tokens
     modelpack_registry_api_tokens_expired                   of which past their expiry
@@ -22,12 +22,13 @@ read, ``/metrics`` needs credentials with ``--protect-reads``; it holds counts o
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 
 from modelpack_registry import __version__
+from modelpack_registry.errors import StorageError
 from modelpack_registry.index import Snapshot
 from modelpack_registry.storage import DataDir
+from modelpack_registry.storage.base import keys
 from modelpack_registry.tokens import list_tokens
 
 __all__ = ["CONTENT_TYPE", "render_metrics"]
@@ -64,13 +65,14 @@ def render_metrics(data: DataDir, snap: Snapshot) -> bytes:
     )
     gauge(
         "uploads_in_progress",
-        "Uploads being received (temp files in DATA/tmp).",
-        [("", _count(data, "upload-"))],
+        "Uploads being received (the store's pending uploads).",
+        [("", _count(data))],
     )
     try:
-        changed = data.generation_file.stat().st_mtime
-    except OSError:
-        changed = 0.0
+        info = data.store.stat(keys.GENERATION)
+    except (StorageError, OSError):
+        info = None
+    changed = info.mtime if info is not None else 0.0
     gauge(
         "last_change_timestamp_seconds",
         "When the data folder last changed (an upload, yank, stage or owners change).",
@@ -86,11 +88,10 @@ def render_metrics(data: DataDir, snap: Snapshot) -> bytes:
     return ("\n".join(out) + "\n").encode()
 
 
-def _count(data: DataDir, prefix: str) -> int:
+def _count(data: DataDir) -> int:
     try:
-        with os.scandir(data.tmp) as entries:
-            return sum(1 for e in entries if e.name.startswith(prefix))
-    except OSError:
+        return len(data.pending_uploads())
+    except (StorageError, OSError):
         return 0
 
 

@@ -15,6 +15,7 @@ import re
 import zipfile
 from email.parser import Parser
 from pathlib import Path
+from typing import BinaryIO
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 
@@ -35,9 +36,11 @@ def is_pkg_info(member: str) -> bool:
     return bool(_PKG_INFO_RE.match(member))
 
 
-def zip_pkg_info(path: Path) -> bytes | None:
+def zip_pkg_info(path: Path | BinaryIO) -> bytes | None:
     """The PKG-INFO of a ``.zip`` sdist already checked by ``validate``, or None."""
     try:
+        if not isinstance(path, Path):
+            path.seek(0)
         with zipfile.ZipFile(path) as zf:
             found = [i for i in zf.infolist() if is_pkg_info(i.filename)]
             if len(found) != 1 or found[0].file_size > MAX_PKG_INFO:

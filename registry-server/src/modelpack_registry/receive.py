@@ -1,7 +1,8 @@
 """Receiving an upload's multipart body: streamed to a temp file once, memory flat.
 
 The body is fed in 1 MiB blocks to ``multipart.PushMultipartParser``; the ``content``
-part goes straight into a locked temp file in ``DATA/tmp``, so memory stays flat
+part goes straight into the store's :meth:`~modelpack_registry.storage.base.Store.new_upload`
+(a locked temp file in ``DATA/tmp``, or a multipart upload), so memory stays flat
 whatever the size. Other form fields are capped (64 KiB each, the description 1 MiB,
 100 fields; :mod:`modelpack_registry.limits` then caps each metadata field). When the body
 ends early (the client went away) or is malformed, :class:`ClientGone` or ``BadRequest``
@@ -44,7 +45,7 @@ from multipart import MultipartError, MultipartSegment, PushMultipartParser, par
 
 from modelpack_registry.errors import BadRequest, PayloadTooLarge
 from modelpack_registry.limits import form_field_limit
-from modelpack_registry.storage import TempUpload
+from modelpack_registry.storage import Upload
 
 __all__ = [
     "DIGEST_FIELDS",
@@ -162,7 +163,7 @@ class _Flusher:
 
     EVERY = 64 * 1024 * 1024
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int | None) -> None:
         self._fd = fd
         self._unsynced = 0
         self._wake = threading.Event()
@@ -172,7 +173,7 @@ class _Flusher:
     def wrote(self, size: int) -> None:
         """Count ``size`` bytes written; wake the thread every ``EVERY`` bytes."""
         self._unsynced += size
-        if self._unsynced < self.EVERY:
+        if self._unsynced < self.EVERY or self._fd is None:
             return
         self._unsynced = 0
         if self._thread is None:
@@ -187,7 +188,7 @@ class _Flusher:
             if self._stopping:
                 return
             try:
-                os.fdatasync(self._fd)
+                os.fdatasync(self._fd)  # type: ignore[arg-type]  # not None once started
             except OSError:
                 return  # the fsync before publication reports real errors
 
@@ -324,7 +325,7 @@ def _read(stream: Any, size: int, pace: _Pace, received: int) -> bytes:
         raise ClientGone(str(exc)) from exc
 
 
-def receive(environ: dict[str, Any], temp: TempUpload, limits: UploadLimits, form: Form,
+def receive(environ: dict[str, Any], temp: Upload, limits: UploadLimits, form: Form,
              on_file: Callable[[Form], None]) -> None:  # fmt: skip
     """Read the body into ``form`` and ``temp``; ``on_file`` runs when the file part starts."""
     ctype, options = parse_options_header(environ.get("CONTENT_TYPE", ""))
@@ -345,7 +346,8 @@ def receive(environ: dict[str, Any], temp: TempUpload, limits: UploadLimits, for
     sock = environ.get("gunicorn.socket")
     if form.expected >= 0:
         stream = _SocketBody.attach(stream, sock) or stream
-    flusher = _Flusher(temp.file.fileno())
+    file = getattr(temp, "file", None)  # a folder upload's temp file: flushed as it grows
+    flusher = _Flusher(file.fileno() if file is not None else None)
     try:
         _parse_body(stream, parser, form, temp, _Pace(sock, limits), flusher, on_file)
     finally:
@@ -354,7 +356,7 @@ def receive(environ: dict[str, Any], temp: TempUpload, limits: UploadLimits, for
         flusher.close()
 
 
-def _parse_body(stream: Any, parser: PushMultipartParser, form: Form, temp: TempUpload,
+def _parse_body(stream: Any, parser: PushMultipartParser, form: Form, temp: Upload,
                 pace: _Pace, flusher: _Flusher,
                 on_file: Callable[[Form], None]) -> None:  # fmt: skip
     limits = pace.limits
@@ -385,7 +387,7 @@ def _parse_body(stream: Any, parser: PushMultipartParser, form: Form, temp: Temp
                         form.fields[current.name or ""] = buffer.decode("utf-8", "replace")
                     current, in_file = None, False
                 elif in_file:
-                    temp.file.write(event)
+                    temp.write(event)
                     form.sha256.update(event)
                     for hasher in form.digests.values():
                         hasher.update(event)

@@ -52,6 +52,9 @@ class ServeConfig:
     max_upload_size: int = 20 * 1024**3
     admins: tuple[str, ...] = ()
     protect_reads: bool = False
+    # Answer /packages/<file> with a redirect to the store's download URL when it has
+    # one (a bucket's presigned GET); set by the s3 options.
+    storage_redirect: bool = False
     graceful_timeout: int = 30
     """Seconds a stopping worker lets in-flight requests (a large upload) finish."""
     access_log: bool = False
@@ -139,8 +142,8 @@ def prepare(config: ServeConfig) -> tuple[DataDir, Htpasswd | None]:
             log.warning("--admin %s: no such user in %s (yet)", admin, config.htpasswd)
     data = DataDir(config.data)
     data.ensure()
-    for name in data.clean_tmp():
-        log.warning("removed an abandoned upload: tmp/%s", name)
+    for name in data.sweep_uploads():
+        log.warning("removed an abandoned upload: %s", name)
     _check_port(config.host, config.port)
     return data, htpasswd
 
@@ -195,7 +198,8 @@ class _Gunicorn(BaseApplication):  # type: ignore[misc]
                                 self.config.upstream_ttl,
                                 Limits(file_size=self.config.max_upload_size))  # fmt: skip
         return RegistryApp(data, limits=limits, legacy=legacy_app(data), access=access,
-                           upstream=upstream)  # fmt: skip
+                           upstream=upstream,
+                           storage_redirect=self.config.storage_redirect)  # fmt: skip
 
 
 def serve(config: ServeConfig) -> None:

@@ -1,9 +1,10 @@
 """``POST /`` with ``:action=file_upload``: twine's legacy upload, streamed to disk once.
 
 The body is fed in 1 MiB blocks to ``multipart.PushMultipartParser``; the ``content``
-part goes straight into a locked temp file in ``DATA/tmp``, so memory stays flat
+part goes straight into the store's upload (a locked temp file in ``DATA/tmp``, or a
+bucket's multipart upload), so memory stays flat
 whatever the size. Other form fields are capped (64 KiB each, 100 fields). When the body
-ends early (the client went away) or is malformed, the temp file is deleted and nothing
+ends early (the client went away) or is malformed, the upload is aborted and nothing
 is listed. A complete upload is fsynced, validated (:mod:`modelpack_registry.validate`)
 and then published atomically by :meth:`DataDir.publish`: 409 if the file name exists
 with other bytes or the version rules of :mod:`modelpack_registry.immutable` refuse it,
@@ -17,10 +18,11 @@ file name, the form's name and version against it, "already published" (409: the
 version rules, or a file name that exists while the announced ``sha256_digest``
 differs) and
 :meth:`DataDir.check_publish`, which asks the data folder's guard whether this uploader
-could publish that name (403), reading without the lock. Each raises what the same check
+could publish that name (403), only reading. Each raises what the same check
 would raise after the whole body, so a refused 6 GiB upload is told after the first
 block read (at most 1 MiB) instead of after 25 s. They are an optimisation only:
-everything is checked again after the body, and :meth:`DataDir.publish` decides under the lock. The server logs how much of
+everything is checked again after the body, and :meth:`DataDir.publish` decides (by
+conditional writes, no lock). The server logs how much of
 the body it had read when it refused; :mod:`modelpack_registry.linger` then closes the
 connection without the answer being lost.
 
@@ -32,8 +34,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-from typing import Any
+from pathlib import Path
+from typing import Any, BinaryIO
 
 from packaging.utils import canonicalize_name
 
@@ -64,7 +66,7 @@ from modelpack_registry.receive import (
     receive,
     too_large,
 )
-from modelpack_registry.storage import DataDir, Record, TempUpload
+from modelpack_registry.storage import DataDir, Record, Upload
 from modelpack_registry.validate import (
     check_filename,
     inspect_distribution,
@@ -95,7 +97,7 @@ def handle_upload(environ: dict[str, Any], data: DataDir, index: Index, limits: 
     :raises MethodNotAllowed: an ``:action`` other than ``file_upload``.
     """
     form = Form()
-    temp: TempUpload | None = None
+    temp: Upload | None = None
     try:
         try:
             declared = int(environ.get("CONTENT_LENGTH") or -1)
@@ -104,7 +106,7 @@ def handle_upload(environ: dict[str, Any], data: DataDir, index: Index, limits: 
         form.expected = declared
         if declared > limits.max_body:
             raise PayloadTooLarge(too_large(limits))
-        temp = data.new_temp()
+        temp = data.store.new_upload()
         try:
             return _receive_and_publish(environ, data, index, limits, form, temp, who)
         except OSError as exc:  # the temp file, the records or the link
@@ -125,11 +127,11 @@ def handle_upload(environ: dict[str, Any], data: DataDir, index: Index, limits: 
         raise
     finally:
         if temp is not None:
-            temp.discard()
+            temp.abort()
 
 
 def _receive_and_publish(environ: dict[str, Any], data: DataDir, index: Index,
-                         limits: UploadLimits, form: Form, temp: TempUpload,
+                         limits: UploadLimits, form: Form, temp: Upload,
                          who: Principal | None) -> tuple[str, str]:  # fmt: skip
     def refuse_early(got: Form) -> None:
         """The checks below that need only the fields sent so far and the file name."""
@@ -152,12 +154,16 @@ def _receive_and_publish(environ: dict[str, Any], data: DataDir, index: Index,
     check_filename(filename)
     if form.size == 0:
         raise BadRequest(f"{filename} is empty")
-    temp.file.flush()
-    os.fsync(temp.file.fileno())
+    temp.finish()
     digest = form.sha256.hexdigest()
     _check_digests(form, temp, digest)
-    info = inspect_distribution(temp.path, filename)
-    check_upload(form.fields, temp.path, filename, info.metadata)
+    source: Path | BinaryIO = temp.local_path() or temp.reader()  # a bucket: no local copy
+    try:
+        info = inspect_distribution(source, filename)
+        check_upload(form.fields, source, filename, info.metadata)
+    finally:
+        if not isinstance(source, Path):
+            source.close()
     _check_form_matches(form.fields, info.name, info.version, filename)
     record = Record(
         filename=filename,
@@ -216,12 +222,12 @@ def _check_unpublished(snap: Snapshot, data: DataDir, filename: str, name: str, 
         return
     others = [r.filename for r in snap.projects.get(name, []) if versions_equal(r.version, version)]
     if others:
-        why = version_conflict(filename, others, promoted_to(data.stages / f"{name}.json", version))
+        why = version_conflict(filename, others, promoted_to(data.stage_doc(name), version))
         if why is not None:
             raise Conflict(why)
 
 
-def _check_digests(form: Form, temp: TempUpload, sha256: str) -> None:
+def _check_digests(form: Form, temp: Upload, sha256: str) -> None:
     """Compare the digests the client announced with the received file's (400 if off).
 
     A ``sha256_digest`` is always compared, and when it matches it settles the question
@@ -240,7 +246,7 @@ def _check_digests(form: Form, temp: TempUpload, sha256: str) -> None:
             actual = form.digests[field_name].hexdigest()
         else:  # announced after the file: hash what was stored
             digest = new()
-            with open(temp.path, "rb") as f:
+            with temp.reader() as f:
                 while block := f.read(1 << 20):
                     digest.update(block)
             actual = digest.hexdigest()

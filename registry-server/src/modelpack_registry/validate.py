@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from email.message import Message
 from email.parser import BytesParser, Parser
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, BinaryIO
 
 from packaging.utils import (
     InvalidSdistFilename,
@@ -139,7 +139,34 @@ def name_and_version(filename: str) -> tuple[str, str]:
     return str(name), str(version)
 
 
-def inspect_distribution(path: Path, filename: str) -> DistInfo:
+#: A distribution to read: a local file, or a seekable binary stream (an upload's
+#: :meth:`~modelpack_registry.storage.base.Upload.reader` when it has no local file).
+Source = Path | BinaryIO
+
+
+def open_zip(src: Source) -> zipfile.ZipFile:
+    """``zipfile.ZipFile`` over a path or a stream (rewound first; left open)."""
+    if isinstance(src, Path):
+        return zipfile.ZipFile(src)
+    src.seek(0)
+    return zipfile.ZipFile(src)
+
+
+def open_tar(src: Source) -> tarfile.TarFile:
+    """A gzip'ed tar over a path or a stream (rewound first)."""
+    if isinstance(src, Path):
+        return tarfile.open(src, "r:gz")
+    src.seek(0)
+    return tarfile.open(fileobj=src, mode="r:gz")
+
+
+def source_size(src: Source) -> int:
+    if isinstance(src, Path):
+        return src.stat().st_size
+    return src.seek(0, 2)
+
+
+def inspect_distribution(path: Source, filename: str) -> DistInfo:
     """Open the file and check that its contents match ``filename``.
 
     :raises BadRequest: if the file is empty, not a valid archive, has unsafe member
@@ -148,7 +175,7 @@ def inspect_distribution(path: Path, filename: str) -> DistInfo:
     """
     suffix = check_filename(filename)
     name, version = name_and_version(filename)
-    if path.stat().st_size == 0:
+    if source_size(path) == 0:
         raise BadRequest(f"{filename} is empty")
     if suffix == ".whl":
         return _inspect_wheel(path, filename, name, version)
@@ -160,9 +187,9 @@ def inspect_distribution(path: Path, filename: str) -> DistInfo:
     return DistInfo(name, version, requires_python(pkg_info), None, None)
 
 
-def _open_zip(path: Path, filename: str) -> zipfile.ZipFile:
+def _open_zip(path: Source, filename: str) -> zipfile.ZipFile:
     try:
-        return zipfile.ZipFile(path)
+        return open_zip(path)
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
         raise BadRequest(f"{filename} is not a valid zip archive: {exc}") from exc
 
@@ -175,7 +202,7 @@ def _check_member_name(member: str, filename: str) -> None:
         raise BadRequest(f"{filename} has an unsafe member name {member!r}")
 
 
-def _check_zip_members(path: Path, filename: str) -> None:
+def _check_zip_members(path: Source, filename: str) -> None:
     with _open_zip(path, filename) as zf:
         members = zf.infolist()
     for info in members:
@@ -185,11 +212,11 @@ def _check_zip_members(path: Path, filename: str) -> None:
             _refuse_member_type(filename, info.filename, kind)
 
 
-def _check_tar(path: Path, filename: str) -> bytes | None:
+def _check_tar(path: Source, filename: str) -> bytes | None:
     """Check every member; return the sdist's PKG-INFO (read in the same pass) if it has one."""
     found: list[bytes] = []
     try:
-        with tarfile.open(path, "r:gz") as tf:
+        with open_tar(path) as tf:
             for member in tf:
                 _check_member_name(member.name, filename)
                 if not (member.isreg() or member.isdir()):
@@ -219,7 +246,7 @@ def _refuse_member_type(filename: str, member: str, kind: str, link: str = "") -
     )
 
 
-def _inspect_wheel(path: Path, filename: str, name: str, version: str) -> DistInfo:
+def _inspect_wheel(path: Source, filename: str, name: str, version: str) -> DistInfo:
     with _open_zip(path, filename) as zf:
         members = zf.infolist()
         for info in members:
@@ -269,14 +296,14 @@ def _header(msg: Message, key: str) -> str | None:
     return text or None
 
 
-def read_manifest(path: Path) -> dict[str, Any] | None:
+def read_manifest(path: Source) -> dict[str, Any] | None:
     """The wheel's ``*.dist-info/modelpack.json`` as a dict; None if absent or invalid.
 
     Never raises: a wheel not built by modelpack, an oversized (> 1 MiB), duplicated or
     unparsable manifest just has none.
     """
     try:
-        with zipfile.ZipFile(path) as zf:
+        with open_zip(path) as zf:
             found = [i for i in zf.infolist() if _MANIFEST_RE.match(i.filename)]
             if len(found) != 1 or found[0].file_size > MAX_MANIFEST_SIZE:
                 return None
@@ -287,7 +314,7 @@ def read_manifest(path: Path) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-def describe(path: Path, filename: str, metadata: bytes | None) -> dict[str, Any]:
+def describe(path: Source, filename: str, metadata: bytes | None) -> dict[str, Any]:
     """The descriptive :class:`~modelpack_registry.storage.Record` fields of a file.
 
     ``manifest`` (wheels only), and from METADATA ``requires_dist``, ``keywords``

@@ -6,6 +6,7 @@ data folder. :class:`DataDir` (:mod:`.datadir`) is the registry's view of its da
 layout, the publication rules and the generation counter.
 """
 
-from modelpack_registry.storage.datadir import DataDir, PublishGuard, Record, TempUpload
+from modelpack_registry.storage.base import Store, Upload
+from modelpack_registry.storage.datadir import DataDir, PublishGuard, Record
 
-__all__ = ["DataDir", "PublishGuard", "Record", "TempUpload"]
+__all__ = ["DataDir", "PublishGuard", "Record", "Store", "Upload"]

@@ -56,6 +56,7 @@ class keys:
     OWNERS: Final = "state/owners/"
     RESERVED: Final = "state/reserved/"
     TOKENS: Final = "state/tokens/"
+    CLAIMS: Final = "claims/"
     GENERATION: Final = "generation"
 
     @staticmethod
@@ -93,6 +94,13 @@ class keys:
     @staticmethod
     def token(token_id: str) -> str:
         return f"state/tokens/{token_id}.json"
+
+    @staticmethod
+    def claims(name: str, version: str) -> str:
+        """The files claimed for one version (canonical name, normalized version):
+        the document that serializes the version rules without a lock. Flat (one folder
+        for all), so that a new name costs no folder and one listing finds them all."""
+        return f"claims/{name}=={version}.json"
 
 
 def check_key(key: str) -> str:
