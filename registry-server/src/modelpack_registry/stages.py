@@ -113,6 +113,10 @@ def set_stage(data: DataDir, name: str, stage: str, version: str | None,
     """
     check_stage(stage)
     at = utc_now()
+    if version is not None:
+        # Seal the version first: an upload of it still in flight finishes (or is
+        # refused) before the stage points at it, and no file joins it afterwards.
+        data.seal_version(name, version, stage)
 
     def mutate(raw: bytes | None) -> bytes:
         state = parse_stages(raw)
