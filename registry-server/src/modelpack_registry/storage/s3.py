@@ -77,7 +77,9 @@ def parse_s3_url(url: str) -> tuple[str, str]:
         try:
             check_key(prefix)
         except ValueError:
-            raise ValueError(f"{url!r}: the prefix has an empty, '.' or '..' part") from None
+            raise ValueError(
+                f"{url!r}: the prefix has an empty, '.' or '..' part (expected s3://BUCKET/PREFIX)"
+            ) from None
     return bucket, prefix
 
 

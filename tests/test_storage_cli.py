@@ -1,0 +1,100 @@
+"""``--storage s3://BUCKET/PREFIX`` on the command line: each way to get it wrong is one
+line naming the problem and the fix, a non-zero exit, no traceback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from support import S3Server, free_port
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    with S3Server(log=tmp_path_factory.mktemp("moto") / "moto.log") as server:
+        yield server
+
+
+def registry(*args: str, env: dict[str, str] | None = None,
+             cwd: Path | None = None) -> subprocess.CompletedProcess[str]:  # fmt: skip
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("MODELPACK_", "AWS_"))}
+    return subprocess.run(
+        [sys.executable, "-m", "modelpack_registry", *args], capture_output=True, text=True,
+        env={**clean, **S3Server.ENV, **(env or {})}, cwd=cwd, timeout=120,
+    )  # fmt: skip
+
+
+def reported(result: subprocess.CompletedProcess[str], *needles: str) -> str:
+    assert result.returncode != 0, result
+    err = result.stderr.strip()
+    assert "Traceback" not in err, err
+    assert len(err.splitlines()) == 1, err
+    for needle in needles:
+        assert needle in err, err
+    return err
+
+
+COMMANDS = [["serve", "--port", "0"], ["verify"], ["reindex"], ["reserve", "--list"],
+            ["owners", "list", "m"], ["tokens", "list"]]  # fmt: skip
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: c[0])
+def test_missing_bucket_is_named_with_its_fix(s3: S3Server, command: list[str]) -> None:
+    reported(registry(*command, "--storage", "s3://nosuchbucket/reg", "--s3-endpoint", s3.url),
+             "no bucket 'nosuchbucket'", "create it")  # fmt: skip
+
+
+def test_environment_variables_name_the_bucket_too(s3: S3Server) -> None:
+    env = {"MODELPACK_STORAGE": "s3://nosuchbucket/reg", "MODELPACK_S3_ENDPOINT": s3.url}
+    reported(registry("verify", env=env), "no bucket 'nosuchbucket'")
+
+
+def test_data_option_beats_the_storage_variable(tmp_path: Path) -> None:
+    env = {"MODELPACK_STORAGE": "s3://nosuchbucket/reg"}
+    reported(registry("verify", "--data", str(tmp_path), env=env), "is not a registry data folder")
+
+
+def test_unreachable_endpoint(tmp_path: Path) -> None:
+    dead = f"http://127.0.0.1:{free_port()}"
+    reported(registry("verify", "--storage", "s3://bucket/reg", "--s3-endpoint", dead),
+             "cannot reach the S3 endpoint", "--s3-endpoint")  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("url", "needle"),
+    [("s3://ab/reg", "is not a bucket name"), ("s3://bucket/a/../b", "'..'"),
+     ("gs://bucket/reg", "not a storage URL")],
+)  # fmt: skip
+def test_bad_url(url: str, needle: str) -> None:
+    reported(registry("verify", "--storage", url), needle, "s3://BUCKET/PREFIX")
+
+
+def test_data_and_storage_exclude_each_other(tmp_path: Path) -> None:
+    reported(registry("reindex", "--data", str(tmp_path), "--storage", "s3://bucket/reg"),
+             "either --data DIR or --storage URL")  # fmt: skip
+
+
+def test_endpoint_without_a_bucket(tmp_path: Path) -> None:
+    reported(registry("verify", "--data", str(tmp_path), "--s3-endpoint", "http://x"),
+             "--s3-endpoint needs --storage s3://")  # fmt: skip
+
+
+def test_without_boto3(tmp_path: Path) -> None:
+    """A registry installed without the [s3] extra: boto3 cannot be imported."""
+    shadow = tmp_path / "no-boto3"
+    shadow.mkdir()
+    (shadow / "boto3.py").write_text("raise ImportError(\"No module named 'boto3'\")\n")
+    result = registry("verify", "--storage", "s3://bucket/reg", env={"PYTHONPATH": str(shadow)})
+    reported(result, "needs boto3", "pip install 'modelpack-registry[s3]'")
+
+
+def test_every_data_command_documents_storage() -> None:
+    for command in COMMANDS:
+        out = registry(*command[: 2 if command[0] in ("owners", "tokens") else 1], "--help")
+        assert "--storage URL" in out.stdout and "MODELPACK_STORAGE" in out.stdout, command
+    assert "--no-s3-redirect" in registry("serve", "--help").stdout
