@@ -259,8 +259,10 @@ def make_venv(path: Path, tool: str = "pip") -> Path:
 
 
 class S3Server:
-    """moto's standalone S3 server (``moto_server``) as a separate process on a free
-    loopback port: a real HTTP S3 API for the storage backend and the registry processes.
+    """moto's standalone S3 server as a separate process on a free loopback port: a real
+    HTTP S3 API for the storage backend and the registry processes. It runs through
+    ``tests/moto_s3.py``, which adds two guarantees of S3 that moto's server lacks:
+    conditional writes are atomic, and an expired presigned URL is refused (403).
 
     :attr:`env` holds the AWS variables a client (boto3, a registry) needs to reach it;
     :meth:`bucket` creates a bucket. Everything lives in the server's memory and is gone
@@ -280,7 +282,8 @@ class S3Server:
     def start(self, timeout: float = 30.0) -> S3Server:
         out = self.log.open("ab") if self.log else subprocess.DEVNULL
         self.proc = subprocess.Popen(
-            [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(self.port)],
+            [sys.executable, str(REPO / "tests" / "moto_s3.py"), "-H", "127.0.0.1",
+             "-p", str(self.port)],
             stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
         deadline = time.monotonic() + timeout

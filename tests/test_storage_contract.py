@@ -10,6 +10,7 @@ import io
 import json
 import os
 import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -285,12 +286,18 @@ def test_download_url(store: Store) -> None:
     assert query["X-Amz-Expires"] == ["120"] and "X-Amz-Signature" in query
     with urllib.request.urlopen(url, timeout=10) as answer:
         assert answer.read() == b"wheel bytes"
-    # moto's server does not check X-Amz-Date + X-Amz-Expires (it serves an expired
-    # URL), so refusal after expiry cannot be shown against it; AWS S3 answers 403.
-    # What moto does check is that the URL names this object: another key is a 404.
-    other = url.replace("packages/f.whl", "packages/g.whl")
-    with pytest.raises(urllib.error.HTTPError):
-        urllib.request.urlopen(other, timeout=10)
+    # moto's server checks neither signatures nor expiry; tests/moto_s3.py refuses an
+    # expired URL as S3 does (403), so that a client's refusal can be shown at all
+    short = store.download_url("packages/f.whl", 1)
+    assert short is not None
+    with urllib.request.urlopen(short, timeout=10) as answer:
+        assert answer.read() == b"wheel bytes"
+    time.sleep(2.1)
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(short, timeout=10)
+    assert refused.value.code == 403 and b"Request has expired" in refused.value.read()
+    with urllib.request.urlopen(url, timeout=10) as answer:  # the 2-minute one still works
+        assert answer.read() == b"wheel bytes"
 
 
 def test_parse_s3_url() -> None:
