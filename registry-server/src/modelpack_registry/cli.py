@@ -12,16 +12,12 @@ import sys
 import traceback
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from modelpack_registry import __version__
-from modelpack_registry.cli_access import ACCESS_COMMANDS, add_access_commands, check_data
+from modelpack_registry.cli_access import ACCESS_COMMANDS, add_access_commands, open_data
 from modelpack_registry.errors import RegistryError
-from modelpack_registry.storage.location import DEFAULT_DATA, ENV, Location, open_data
+from modelpack_registry.storage.location import DEFAULT_DATA, ENV, Location
 from modelpack_registry.upload import parse_size
-
-if TYPE_CHECKING:
-    from modelpack_registry.storage import DataDir
 
 __all__ = ["main"]
 
@@ -173,13 +169,6 @@ def _resolve_location(args: argparse.Namespace) -> None:
     args.data = args.location.folder
 
 
-def _open_data(args: argparse.Namespace) -> DataDir:
-    """The command's :class:`DataDir`: a folder (checked to be one) or a bucket."""
-    if args.location.folder is not None:
-        check_data(args.location.folder)
-    return open_data(args.location)
-
-
 def _serve(args: argparse.Namespace) -> int:
     from modelpack_registry.server import ServeConfig, serve
 
@@ -206,7 +195,7 @@ def _verify(args: argparse.Namespace) -> int:
     from modelpack_registry.verify_access import verify_access
     from modelpack_registry.verify_state import verify_state
 
-    data = _open_data(args)
+    data = open_data(args)
     access = verify_access(data, args.htpasswd)
     verify_state(data, access)
     from modelpack_registry.upstream.cache import verify_mirror
@@ -226,7 +215,7 @@ def _verify(args: argparse.Namespace) -> int:
 def _reindex(args: argparse.Namespace) -> int:
     from modelpack_registry.maintenance import reindex
 
-    result = reindex(_open_data(args))
+    result = reindex(open_data(args))
     for line in result.removed:
         print(f"removed {line}")
     for line in result.invalid:
@@ -239,7 +228,7 @@ def _reserve(args: argparse.Namespace) -> int:
     from modelpack_registry.owners import cli_actor, model_name
     from modelpack_registry.reserved import release, reserve, reserved_names
 
-    data = _open_data(args)
+    data = open_data(args)
     if not args.names and not args.list:
         raise RegistryError("give the NAME(s) to reserve (or --list)")
     for name in [model_name(raw) for raw in args.names]:
@@ -268,8 +257,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exc.code or 0) if not isinstance(exc.code, str) else 2
     try:
         _resolve_location(args)
-        if args.data is None and args.command in ACCESS_COMMANDS:
-            _open_data(args)  # TODO(h-state): owners/tokens take _open_data(args) too
         return _COMMANDS[args.command](args)
     except RegistryError as exc:
         if args.verbose:
