@@ -188,6 +188,22 @@ def test_blob_reads_stat_and_delete(store: Store) -> None:
     assert list(store.iter_keys("packages/")) == []
 
 
+def test_open_reads_a_large_blob_sequentially_and_after_seeks(store: Store) -> None:
+    data = os.urandom(40 * MiB + 123)
+    stream(store, data).commit("packages/big.whl")
+    with store.open("packages/big.whl") as f:
+        got = b"".join(iter(lambda: f.read(MiB), b""))
+        assert got == data
+        if isinstance(f, S3Reader):  # growing ranges, then one streamed GET
+            assert f.requests <= 8, f.requests
+        f.seek(5 * MiB + 7)
+        assert f.read(3 * MiB) == data[5 * MiB + 7 : 8 * MiB + 7]
+        f.seek(-100, os.SEEK_END)
+        assert f.read() == data[-100:]
+        f.seek(MiB)
+        assert f.read(10) == data[MiB : MiB + 10]
+
+
 @pytest.mark.parametrize("bad", ["../x", "/x", "a//b", "a/./b", "", "a/../../b"])
 def test_unsafe_keys_are_refused(store: Store, bad: str) -> None:
     for call in (lambda: store.read_doc(bad), lambda: store.write_doc(bad, b"x", ANY),

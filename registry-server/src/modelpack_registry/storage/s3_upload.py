@@ -20,6 +20,7 @@ import os
 import secrets
 import time
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 from modelpack_registry.errors import StorageError
@@ -203,10 +204,11 @@ class S3Upload:
 class S3Reader(io.RawIOBase):
     """A seekable read-only file over one object, with ranged GETs and a read-ahead buffer.
 
-    Sequential reads fetch growing ranges (256 KiB up to 8 MiB); the first read in the
-    last MiB fetches that whole MiB, where a zip keeps its directory (and a wheel its
-    ``.dist-info``), so ``zipfile`` opens a wheel and reads ``METADATA`` in one or two
-    requests.
+    Sequential reads fetch growing ranges (256 KiB, doubling up to 8 MiB), then switch to
+    one open-ended GET streamed as it is read (a download through the registry: one
+    request, not one per 8 MiB). The first read in the last MiB fetches that whole MiB,
+    where a zip keeps its directory (and a wheel its ``.dist-info``), so ``zipfile``
+    opens a wheel and reads ``METADATA`` in one or two requests.
     """
 
     TAIL = 1024 * 1024
@@ -223,6 +225,8 @@ class S3Reader(io.RawIOBase):
         self._buf = b""
         self._buf_start = 0
         self._chunk = self.FIRST
+        self._stream: Any = None
+        self._stream_pos = 0
 
     def readable(self) -> bool:
         return True
@@ -253,19 +257,26 @@ class S3Reader(io.RawIOBase):
         if end <= self._pos:
             return b""
         start = self._pos
-        buf_end = self._buf_start + len(self._buf)
-        if not (self._buf_start <= start and end <= buf_end):
-            self._fill(start, end)
-            buf_end = self._buf_start + len(self._buf)
-        data = self._buf[start - self._buf_start : end - self._buf_start]
-        self._pos = end
+        if self._buf_start <= start and end <= self._buf_start + len(self._buf):
+            data = self._buf[start - self._buf_start : end - self._buf_start]
+        elif self._stream is not None and self._stream_pos == start:
+            data = self._read_stream(end - start)
+        else:
+            self._close_stream()
+            sequential = start == self._buf_start + len(self._buf) and start > 0
+            if sequential and self._chunk >= self.MAX and end - start <= self.MAX:
+                self._open_stream(start)
+                data = self._read_stream(end - start)
+            else:
+                self._fill(start, end, sequential)
+                data = self._buf[start - self._buf_start : end - self._buf_start]
+        self._pos = start + len(data)
         return data
 
-    def _fill(self, start: int, end: int) -> None:
+    def _fill(self, start: int, end: int, sequential: bool) -> None:
         if start >= self.size - self.TAIL and end - start <= self.TAIL:
             lo, hi = max(0, self.size - self.TAIL), self.size
         else:
-            sequential = start == self._buf_start + len(self._buf)
             self._chunk = min(self._chunk * 2, self.MAX) if sequential else self.FIRST
             lo, hi = start, min(self.size, max(end, start + self._chunk))
         self.requests += 1
@@ -273,3 +284,35 @@ class S3Reader(io.RawIOBase):
         self._buf_start = lo
         if len(self._buf) < min(end, self.size) - lo:
             raise OSError(f"{self.full_key}: the object is shorter than {self.size} bytes")
+
+    def _open_stream(self, start: int) -> None:
+        client, bucket = self.store.client, self.store.bucket
+        self.requests += 1
+        answer = self.store.call(
+            f"reading {self.full_key}",
+            lambda: client.get_object(Bucket=bucket, Key=self.full_key, Range=f"bytes={start}-"),
+        )
+        self._stream, self._stream_pos = answer["Body"], start
+        self._buf, self._buf_start = b"", start
+
+    def _read_stream(self, n: int) -> bytes:
+        parts: list[bytes] = []
+        want = n
+        while want > 0:
+            chunk = self.store.call(f"reading {self.full_key}", partial(self._stream.read, want))
+            if not chunk:
+                raise OSError(f"{self.full_key}: the object is shorter than {self.size} bytes")
+            parts.append(chunk)
+            want -= len(chunk)
+        self._stream_pos += n
+        return b"".join(parts)
+
+    def _close_stream(self) -> None:
+        if self._stream is not None:
+            with contextlib.suppress(Exception):
+                self._stream.close()
+            self._stream = None
+
+    def close(self) -> None:
+        self._close_stream()
+        super().close()
