@@ -46,8 +46,8 @@ class S3Upload:
         # the start time in the name: the sweep's clock (moto reports a fixed Initiated)
         self.key = f"tmp/upload-{int(time.time())}-{os.getpid()}-{secrets.token_hex(8)}.part"
         self.full = store.full(self.key)
-        self._buf: bytearray | None = bytearray(part_size)
-        self._fill = 0
+        self._part_size = part_size
+        self._buf: bytearray | None = bytearray()  # grows to one part, no more
         self._size = 0
         self._upload_id: str | None = None
         self._parts: list[dict[str, Any]] = []
@@ -59,19 +59,17 @@ class S3Upload:
         return self._size
 
     def write(self, data: bytes | memoryview) -> None:
-        buf = self._buf
-        if buf is None:
+        if self._buf is None:
             raise ValueError("write() after finish() or abort()")
         view = memoryview(data).cast("B")
         while view:
-            n = min(len(view), len(buf) - self._fill)
-            buf[self._fill : self._fill + n] = view[:n]
-            self._fill += n
+            n = min(len(view), self._part_size - len(self._buf))
+            self._buf += view[:n]
             self._size += n
             view = view[n:]
-            if self._fill == len(buf):
-                self._send_part(buf)
-                self._fill = 0
+            if len(self._buf) == self._part_size:
+                self._send_part(self._buf)
+                self._buf = bytearray()
 
     def _send_part(self, body: bytes | bytearray) -> None:
         client, bucket = self.store.client, self.store.bucket
@@ -94,7 +92,7 @@ class S3Upload:
             return
         buf, client, bucket = self._buf, self.store.client, self.store.bucket
         assert buf is not None, "finish() after abort()"
-        rest = bytes(memoryview(buf)[: self._fill])
+        rest = bytes(buf)
         self._buf = None  # the part buffer is not needed any more
         if self._upload_id is None:
             self.store.call(
