@@ -4,8 +4,10 @@ line naming the problem and the fix, a non-zero exit, no traceback."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -98,3 +100,38 @@ def test_every_data_command_documents_storage() -> None:
         out = registry(*command[: 2 if command[0] in ("owners", "tokens") else 1], "--help")
         assert "--storage URL" in out.stdout and "MODELPACK_STORAGE" in out.stdout, command
     assert "--no-s3-redirect" in registry("serve", "--help").stdout
+
+
+def test_commands_work_on_a_bucket(s3: S3Server) -> None:
+    """serve starts on a bucket (and writes its generation document), and the
+    maintenance commands read it back."""
+    bucket = s3.bucket("cli-bucket")
+    where = ["--storage", f"s3://{bucket}/reg", "--s3-endpoint", s3.url]
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MODELPACK_", "AWS_"))}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "modelpack_registry", "serve", "--port", str(port), *where],
+        env={**env, **S3Server.ENV}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        import requests
+
+        for _ in range(300):
+            try:
+                if requests.get(f"http://127.0.0.1:{port}/health", timeout=1).ok:
+                    break
+            except requests.ConnectionError:
+                time.sleep(0.1)
+        assert requests.get(f"http://127.0.0.1:{port}/simple/", timeout=5).ok
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+    keys = s3.client().list_objects_v2(Bucket=bucket).get("Contents", [])  # type: ignore[attr-defined]
+    assert "reg/generation" in [k["Key"] for k in keys]
+    verify = registry("verify", *where)
+    assert verify.returncode == 0 and f"s3://{bucket}/reg: OK" in verify.stdout, verify
+    reindex = registry("reindex", *where)
+    assert reindex.returncode == 0 and "indexed 0 distribution(s)" in reindex.stdout, reindex
+    tokens = registry("tokens", "list", *where)
+    assert tokens.returncode == 0, tokens

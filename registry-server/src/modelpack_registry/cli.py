@@ -200,7 +200,9 @@ def _verify(args: argparse.Namespace) -> int:
     verify_state(data, access)
     from modelpack_registry.upstream.cache import verify_mirror
 
-    problems = verify(data) + verify_mirror(data.root / "mirror") + access.errors
+    folder = args.location.folder  # the upstream cache (mirror/) is a folder-only feature
+    mirror = verify_mirror(folder / "mirror") if folder is not None else []
+    problems = verify(data) + mirror + access.errors
     for line in problems + access.warnings:
         print(line)
     warned = f"{len(access.warnings)} warning(s)" if access.warnings else ""

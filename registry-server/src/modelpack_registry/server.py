@@ -76,8 +76,6 @@ class ServeConfig:
     s3_endpoint: str | None = None
     """An S3-compatible service's URL (default: AWS)."""
     s3_region: str | None = None
-    storage_redirect: bool = False
-    """Answer ``/packages/<file>`` with a redirect to a presigned URL of the bucket."""
 
 
 #: client address, Basic-auth user (``__token__`` for a token; never the password),

@@ -11,7 +11,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 from modelpack_registry.errors import ConfigError
 from modelpack_registry.storage.base import Store
@@ -116,16 +116,7 @@ def open_data(location: Location, *, check: bool = True) -> DataDir:
 
     if location.folder is not None:
         return DataDir(location.folder)
-    store = open_store(location, check=check)
-    from_store = getattr(DataDir, "from_store", None)
-    if from_store is None:
-        # TODO(h-core): DataDir.from_store(store) comes with the storage port of
-        # datadir.py; until it is on main the registry cannot keep its state in a bucket.
-        raise ConfigError(
-            f"{store.url}: this version cannot keep the registry in a bucket yet (the "
-            "storage port is not merged); use --data DIR"
-        )
-    return cast("DataDir", from_store(store))
+    return DataDir.from_store(open_store(location, check=check))
 
 
 def _not_a_url(text: str) -> str:
