@@ -9,9 +9,12 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import requests
+from registry_support import make_wheel, twine_upload
 
 from support import S3Server, free_port
 
@@ -102,31 +105,38 @@ def test_every_data_command_documents_storage() -> None:
     assert "--no-s3-redirect" in registry("serve", "--help").stdout
 
 
+@contextmanager
+def serving(*args: str) -> Iterator[str]:
+    """``modelpack-registry serve ARGS`` on a free port until the block ends; its URL."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MODELPACK_", "AWS_"))}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "modelpack_registry", "serve", "--port", str(port), *args],
+        env={**env, **S3Server.ENV}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            assert server.poll() is None, "serve exited"
+            try:
+                if requests.get(f"{url}/health", timeout=1).ok:
+                    break
+            except requests.ConnectionError:
+                time.sleep(0.1)
+        yield url
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+
+
 def test_commands_work_on_a_bucket(s3: S3Server) -> None:
     """serve starts on a bucket (and writes its generation document), and the
     maintenance commands read it back."""
     bucket = s3.bucket("cli-bucket")
     where = ["--storage", f"s3://{bucket}/reg", "--s3-endpoint", s3.url]
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MODELPACK_", "AWS_"))}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "modelpack_registry", "serve", "--port", str(port), *where],
-        env={**env, **S3Server.ENV}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )  # fmt: skip
-    try:
-        import requests
-
-        for _ in range(300):
-            try:
-                if requests.get(f"http://127.0.0.1:{port}/health", timeout=1).ok:
-                    break
-            except requests.ConnectionError:
-                time.sleep(0.1)
-        assert requests.get(f"http://127.0.0.1:{port}/simple/", timeout=5).ok
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+    with serving(*where) as url:
+        assert requests.get(f"{url}/simple/", timeout=5).ok
     keys = s3.client().list_objects_v2(Bucket=bucket).get("Contents", [])  # type: ignore[attr-defined]
     assert "reg/generation" in [k["Key"] for k in keys]
     verify = registry("verify", *where)
@@ -135,3 +145,30 @@ def test_commands_work_on_a_bucket(s3: S3Server) -> None:
     assert reindex.returncode == 0 and "indexed 0 distribution(s)" in reindex.stdout, reindex
     tokens = registry("tokens", "list", *where)
     assert tokens.returncode == 0, tokens
+
+
+@pytest.mark.parametrize("redirect", [True, False], ids=["redirect", "proxied"])
+def test_upload_and_download_through_a_bucket(s3: S3Server, tmp_path: Path,
+                                              redirect: bool) -> None:  # fmt: skip
+    bucket = s3.bucket(f"up-{'r' if redirect else 'p'}-bucket")
+    where = ["--storage", f"s3://{bucket}/reg", "--s3-endpoint", s3.url]
+    wheel = make_wheel(tmp_path, "model-s3", "1.0")
+    with serving(*where, *([] if redirect else ["--no-s3-redirect"])) as url:
+        assert twine_upload(url, wheel).returncode == 0
+        assert twine_upload(url, wheel).returncode == 0  # the same bytes again: a no-op
+        other = make_wheel(tmp_path / "other", "model-s3", "1.0", summary="other bytes")
+        assert other.name == wheel.name and other.read_bytes() != wheel.read_bytes()
+        again = twine_upload(url, other)
+        assert again.returncode != 0 and "409" in again.stdout + again.stderr
+        answer = requests.get(f"{url}/packages/{wheel.name}", allow_redirects=False, timeout=10)
+        if redirect:
+            assert answer.status_code in (302, 303, 307), answer
+            assert answer.headers["Location"].startswith(f"{s3.url}/{bucket}/reg/packages/")
+        else:
+            assert answer.status_code == 200, answer
+        got = requests.get(f"{url}/packages/{wheel.name}", timeout=10)
+        assert got.content == wheel.read_bytes()
+    listed = s3.client().list_objects_v2(Bucket=bucket, Prefix="reg/packages/")  # type: ignore[attr-defined]
+    assert [o["Key"] for o in listed["Contents"]] == [f"reg/packages/{wheel.name}"]
+    uploads = s3.client().list_multipart_uploads(Bucket=bucket)  # type: ignore[attr-defined]
+    assert uploads.get("Uploads", []) == []
