@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import ClassVar
 
 import requests
 
@@ -255,3 +256,72 @@ def make_venv(path: Path, tool: str = "pip") -> Path:
         subprocess.run([uv_bin(), "pip", "install", "-q", "--python", str(path / "bin" / "python"),
                         "--no-index", "--find-links", str(bundled), "pip"], check=True, env=env)  # fmt: skip
     return path
+
+
+class S3Server:
+    """moto's standalone S3 server as a separate process on a free loopback port: a real
+    HTTP S3 API for the storage backend and the registry processes. It runs through
+    ``tests/moto_s3.py``, which adds two guarantees of S3 that moto's server lacks:
+    conditional writes are atomic, and an expired presigned URL is refused (403).
+
+    :attr:`env` holds the AWS variables a client (boto3, a registry) needs to reach it;
+    :meth:`bucket` creates a bucket. Everything lives in the server's memory and is gone
+    when it stops.
+    """
+
+    ENV: ClassVar[dict[str, str]] = {"AWS_ACCESS_KEY_ID": "modelpack-test", "AWS_SECRET_ACCESS_KEY": "modelpack-test",
+           "AWS_REGION": "us-east-1", "AWS_DEFAULT_REGION": "us-east-1"}  # fmt: skip
+
+    def __init__(self, log: Path | None = None) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = dict(self.ENV)
+        self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 30.0) -> S3Server:
+        out = self.log.open("ab") if self.log else subprocess.DEVNULL
+        self.proc = subprocess.Popen(
+            [sys.executable, str(REPO / "tests" / "moto_s3.py"), "-H", "127.0.0.1",
+             "-p", str(self.port)],
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"moto_server exited with {self.proc.returncode}")
+            try:
+                requests.get(f"{self.url}/moto-api/", timeout=1)
+                return self
+            except requests.ConnectionError:
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError("moto_server did not start")
+
+    def client(self) -> object:
+        """A boto3 S3 client for this server."""
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self.url, region_name="us-east-1",
+                            aws_access_key_id=self.ENV["AWS_ACCESS_KEY_ID"],
+                            aws_secret_access_key=self.ENV["AWS_SECRET_ACCESS_KEY"])  # fmt: skip
+
+    def bucket(self, name: str) -> str:
+        """Create bucket ``name`` (3-63 characters); return it."""
+        self.client().create_bucket(Bucket=name)  # type: ignore[attr-defined]
+        return name
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=10)
+
+    def __enter__(self) -> S3Server:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -10,12 +10,13 @@ import argparse
 import os
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from modelpack_registry import __version__
-from modelpack_registry.cli_access import ACCESS_COMMANDS, add_access_commands, check_data
+from modelpack_registry.cli_access import ACCESS_COMMANDS, add_access_commands, open_data
 from modelpack_registry.errors import RegistryError
+from modelpack_registry.storage.location import DEFAULT_DATA, ENV, Location
 from modelpack_registry.upload import parse_size
 
 __all__ = ["main"]
@@ -117,7 +118,55 @@ def _parser() -> argparse.ArgumentParser:
                          help="remove the reservations instead (a name with files stays private)")  # fmt: skip
     reserve.add_argument("--list", action="store_true", help="list the reserved names")
     add_access_commands(sub, data_help)
+    for command in _with_data(parser):
+        _add_storage_options(command, serve=command is serve)
     return parser
+
+
+def _with_data(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
+    """Every (sub-)command that takes ``--data``."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in dict.fromkeys(action.choices.values()):
+                yield from _with_data(child)
+        elif action.dest == "data":
+            yield parser
+
+
+def _add_storage_options(parser: argparse.ArgumentParser, *, serve: bool) -> None:
+    """``--storage``/``--s3-*`` beside ``--data``, which then defaults to None (the
+    location is resolved after parsing: an option beats its environment variable)."""
+    for action in parser._actions:
+        if action.dest == "data":
+            action.default = None
+            action.help = "the data folder (default: ./registry-data)"
+    group = parser.add_argument_group("object storage (instead of --data)")
+    group.add_argument("--storage", metavar="URL",
+                       help="keep the state in a bucket: s3://BUCKET/PREFIX (boto3 needed: "
+                       "pip install 'modelpack-registry[s3]'; credentials from the standard AWS "
+                       f"chain); env {ENV['storage']}")  # fmt: skip
+    group.add_argument("--s3-endpoint", metavar="URL",
+                       help="an S3-compatible service's URL (MinIO, Ceph, ...; default: AWS); "
+                       f"env {ENV['endpoint']}")  # fmt: skip
+    group.add_argument(
+        "--s3-region",
+        metavar="REGION",
+        help=f"the bucket's region (default: the AWS chain's); env {ENV['region']}",
+    )
+    if serve:
+        off = os.environ.get(ENV["redirect"], "").strip().lower() in ("0", "false", "no", "off")
+        group.add_argument("--s3-redirect", action=argparse.BooleanOptionalAction, default=not off,
+                           help="answer /packages/<file> with a redirect to a short-lived presigned "
+                           "URL of the bucket (--no-s3-redirect: stream it through the registry, "
+                           f"for buckets clients cannot reach); env {ENV['redirect']}=0 (on)")  # fmt: skip
+
+
+def _resolve_location(args: argparse.Namespace) -> None:
+    """Set ``args.location``; for a folder also ``args.data`` (what the commands read)."""
+    if not hasattr(args, "storage"):
+        return
+    args.location = Location.resolve(args.data, args.storage, args.s3_endpoint, args.s3_region)
+    args.data = args.location.folder
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -125,13 +174,17 @@ def _serve(args: argparse.Namespace) -> int:
 
     serve(
         ServeConfig(
-            data=args.data, host=args.host, port=args.port, htpasswd=args.htpasswd,
+            data=args.data or DEFAULT_DATA, host=args.host, port=args.port,
+            htpasswd=args.htpasswd,
             insecure=args.insecure, workers=args.workers, threads=args.threads,
             max_upload_size=args.max_upload_size, admins=tuple(args.admin),
             protect_reads=args.protect_reads, graceful_timeout=args.graceful_timeout,
             access_log=args.access_log, upstream=args.upstream, upstream_ttl=args.upstream_ttl,
             header_timeout=args.header_timeout, body_timeout=args.body_timeout,
             min_upload_rate=args.min_upload_rate, max_connections=args.max_connections,
+            storage=None if args.data else args.location.storage,
+            s3_endpoint=args.location.endpoint_url, s3_region=args.location.region,
+            storage_redirect=args.s3_redirect,
         )
     )  # fmt: skip
     return 0
@@ -139,49 +192,45 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _verify(args: argparse.Namespace) -> int:
     from modelpack_registry.maintenance import verify
-    from modelpack_registry.storage import DataDir
     from modelpack_registry.verify_access import verify_access
     from modelpack_registry.verify_state import verify_state
 
-    check_data(args.data)
-    data = DataDir(args.data)
+    data = open_data(args)
     access = verify_access(data, args.htpasswd)
     verify_state(data, access)
     from modelpack_registry.upstream.cache import verify_mirror
 
-    problems = verify(data) + verify_mirror(data.root / "mirror") + access.errors
+    folder = args.location.folder  # the upstream cache (mirror/) is a folder-only feature
+    mirror = verify_mirror(folder / "mirror") if folder is not None else []
+    problems = verify(data) + mirror + access.errors
     for line in problems + access.warnings:
         print(line)
     warned = f"{len(access.warnings)} warning(s)" if access.warnings else ""
     if problems:
         also = f" and {warned}" if warned else ""
-        print(f"{len(problems)} problem(s){also} in {args.data}", file=sys.stderr)
+        print(f"{len(problems)} problem(s){also} in {args.location.storage}", file=sys.stderr)
         return 1
-    print(f"{args.data}: OK" + (f", {warned}" if warned else ""))
+    print(f"{args.location.storage}: OK" + (f", {warned}" if warned else ""))
     return 0
 
 
 def _reindex(args: argparse.Namespace) -> int:
     from modelpack_registry.maintenance import reindex
-    from modelpack_registry.storage import DataDir
 
-    check_data(args.data)
-    result = reindex(DataDir(args.data))
+    result = reindex(open_data(args))
     for line in result.removed:
         print(f"removed {line}")
     for line in result.invalid:
         print(f"invalid (not listed) {line}")
-    print(f"indexed {result.indexed} distribution(s) in {args.data}")
+    print(f"indexed {result.indexed} distribution(s) in {args.location.storage}")
     return 1 if result.invalid else 0
 
 
 def _reserve(args: argparse.Namespace) -> int:
     from modelpack_registry.owners import cli_actor, model_name
     from modelpack_registry.reserved import release, reserve, reserved_names
-    from modelpack_registry.storage import DataDir
 
-    check_data(args.data)
-    data = DataDir(args.data)
+    data = open_data(args)
     if not args.names and not args.list:
         raise RegistryError("give the NAME(s) to reserve (or --list)")
     for name in [model_name(raw) for raw in args.names]:
@@ -209,6 +258,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:
         return int(exc.code or 0) if not isinstance(exc.code, str) else 2
     try:
+        _resolve_location(args)
         return _COMMANDS[args.command](args)
     except RegistryError as exc:
         if args.verbose:

@@ -29,9 +29,15 @@ def check_data(path: Path) -> None:
 
 
 def open_data(args: argparse.Namespace) -> DataDir:
-    """The registry data a command's ``--data`` names (checked to be one)."""
+    """The registry data a command's ``--data`` (checked to be one) or ``--storage`` names
+    (``args.location``, resolved by :mod:`modelpack_registry.cli`)."""
     from modelpack_registry.storage import DataDir
 
+    location = getattr(args, "location", None)
+    if location is not None and location.folder is None:
+        from modelpack_registry.storage.location import open_data as open_location
+
+        return open_location(location)
     check_data(args.data)
     return DataDir(args.data)
 

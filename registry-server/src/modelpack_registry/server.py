@@ -71,6 +71,11 @@ class ServeConfig:
     """Bytes/s an upload must average after its first ``body_timeout`` seconds (0: off)."""
     max_connections: int = 4096
     """Open connections per worker process (gunicorn's ``worker_connections``)."""
+    storage: str | None = None
+    """``s3://BUCKET/PREFIX``: the state lives in that bucket, not in :attr:`data`."""
+    s3_endpoint: str | None = None
+    """An S3-compatible service's URL (default: AWS)."""
+    s3_region: str | None = None
 
 
 #: client address, Basic-auth user (``__token__`` for a token; never the password),
@@ -140,12 +145,26 @@ def prepare(config: ServeConfig) -> tuple[DataDir, Htpasswd | None]:
     for admin in config.admins:
         if htpasswd is not None and not htpasswd.has_user(admin):
             log.warning("--admin %s: no such user in %s (yet)", admin, config.htpasswd)
-    data = DataDir(config.data)
+    data = open_data(config, check=True)
     data.ensure()
     for name in data.sweep_uploads():
         log.warning("removed an abandoned upload: %s", name)
     _check_port(config.host, config.port)
     return data, htpasswd
+
+
+def open_data(config: ServeConfig, *, check: bool = False) -> DataDir:
+    """The served :class:`DataDir`: the folder :attr:`~ServeConfig.data`, or the bucket
+    :attr:`~ServeConfig.storage` (``check``: that it exists and answers).
+
+    :raises ConfigError: a bad ``--storage`` URL, or boto3 is missing.
+    :raises StorageError: the endpoint is unreachable or the bucket missing.
+    """
+    from modelpack_registry.storage.location import Location
+    from modelpack_registry.storage.location import open_data as open_location
+
+    location = Location(config.storage or str(config.data), config.s3_endpoint, config.s3_region)
+    return open_location(location, check=check)
 
 
 def raise_fd_limit(need: int) -> None:
@@ -184,7 +203,7 @@ class _Gunicorn(BaseApplication):  # type: ignore[misc]
 
     def load(self) -> RegistryApp:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-        data = DataDir(self.config.data)
+        data = open_data(self.config)
         htpasswd = Htpasswd(self.config.htpasswd) if self.config.htpasswd else None
         limits = UploadLimits(max_body=self.config.max_upload_size,
                               body_timeout=self.config.body_timeout,

@@ -209,7 +209,8 @@ class Store(Protocol):
 
     def iter_keys(self, prefix: str) -> Iterator[str]:
         """The keys under ``prefix`` (a folder-like ``a/b/``), in no particular order,
-        only the immediate children (no ``/`` after the prefix)."""
+        only the immediate children (no ``/`` after the prefix), and objects only: a
+        "sub-folder" is not a key (a bucket has none)."""
 
     def delete(self, key: str) -> None:
         """Remove ``key`` (no error if absent). Only maintenance uses this on packages."""

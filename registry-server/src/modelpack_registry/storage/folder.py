@@ -188,12 +188,13 @@ class FolderStore:
     def iter_keys(self, prefix: str) -> Iterator[str]:
         folder = self.root / check_key(prefix) if prefix else self.root
         try:
-            names = os.listdir(folder)
+            entries = list(os.scandir(folder))
         except (FileNotFoundError, NotADirectoryError):
             return
-        for name in names:
-            if not name.startswith("."):  # temp files of atomic writes
-                yield f"{prefix}{name}"
+        for entry in entries:
+            # not the temp files of atomic writes, nor sub-folders (a bucket has no folders)
+            if not entry.name.startswith(".") and entry.is_file():
+                yield f"{prefix}{entry.name}"
 
     def delete(self, key: str) -> None:
         with contextlib.suppress(FileNotFoundError):
