@@ -10,6 +10,7 @@ data folder mounted into both), so that the same test can run them on a bucket.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -185,6 +186,19 @@ def pip_install(venv: Path, index_url: str, *requirements: str) -> None:
 
 
 @pytest.mark.slow
+def test_the_built_image_keeps_its_user_volume_port_and_healthcheck(image: str) -> None:
+    inspected = buildah("inspect", "--type", "image", image)
+    assert inspected.returncode == 0, inspected.stderr
+    config = json.loads(inspected.stdout)["Docker"]["config"]
+    assert config["User"] == f"{UID}:{UID}"
+    assert config["Entrypoint"] == ["docker-entrypoint.sh"] and config["Cmd"] == ["serve"]
+    assert list(config["Volumes"]) == ["/data"] and list(config["ExposedPorts"]) == ["8080/tcp"]
+    # kept only in the docker format (scripts/build-image builds with --format docker)
+    assert config["Healthcheck"]["Test"] == ["CMD", "docker-entrypoint.sh", "healthcheck"]
+    assert "MODELPACK_DATA=/data" in config["Env"]
+
+
+@pytest.mark.slow
 def test_two_containers_of_the_image_serve_one_registry(
     image: str, shared_storage: Storage, htpasswd: Path, tmp_path: Path
 ) -> None:
@@ -206,6 +220,10 @@ def test_two_containers_of_the_image_serve_one_registry(
             uids = next(line for line in status.splitlines() if line.startswith("Uid:"))
             assert uids.split()[1:] == [str(UID)] * 4, uids  # the image's user, not root
             assert box.exec("docker-entrypoint.sh", "healthcheck").returncode == 0
+        inside = first.exec("sh", "-c", "id -u; ls /opt/modelpack-registry/bin")
+        uid, *tools = inside.stdout.split()
+        assert uid == str(UID) and "modelpack-registry" in tools, inside.stdout + inside.stderr
+        assert not {"pip", "pip3"} & set(tools), tools  # removed from the runtime venv
 
         wheel = make_wheel(tmp_path / "dist", "boxed-model", "1.0")
         refused = post_upload(first.url, wheel.name, wheel.read_bytes(), auth=("alice", "nope"))
