@@ -18,6 +18,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterator, Mapping
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -158,15 +159,15 @@ class Container:
     def stop(self) -> int:
         """SIGTERM to the registry, as `docker stop` sends it to the container's first
         process. (`buildah run` itself answers SIGTERM by killing its child outright.)"""
-        if self.proc.poll() is None:
-            os.kill(self.server_pid(), signal.SIGTERM)
-            try:
+        try:
+            if self.proc.poll() is None:
+                os.kill(self.server_pid(), signal.SIGTERM)
                 self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
+        finally:
+            if self.proc.poll() is None:  # no registry to stop, or it did not: leave nothing
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(timeout=10)
-                raise
-        self.remove()
+            self.remove()
         return self.proc.returncode
 
     def remove(self) -> None:
@@ -206,14 +207,12 @@ def test_two_containers_of_the_image_serve_one_registry(
     shutil.copy(htpasswd, secret)
     os.chown(secret, UID, UID)
     secret.chmod(0o400)
-    first = Container(image, shared_storage, secret, tmp_path / "first.log")
-    try:
+    with ExitStack() as stack:  # each container stopped and removed, whatever happens
+        first = Container(image, shared_storage, secret, tmp_path / "first.log")
+        stack.callback(first.stop)
         second = Container(image, shared_storage, secret, tmp_path / "second.log")
-    except BaseException:
-        first.stop()
-        raise
-    containers = [first, second]
-    try:
+        stack.callback(second.stop)
+        containers = [first, second]
         for box in containers:
             assert requests.get(f"{box.url}/health").json()["status"] == "ok"
             status = Path(f"/proc/{box.server_pid()}/status").read_text()
@@ -243,8 +242,7 @@ def test_two_containers_of_the_image_serve_one_registry(
             capture_output=True, text=True, env=clean_env(), cwd=venv,
         )  # fmt: skip
         assert imported.stdout.strip() == "1.0", imported.stderr
-    finally:
-        codes = [box.stop() for box in containers]
+    codes = [box.proc.returncode for box in containers]
     assert codes == [0, 0], [box.log.read_text() for box in containers]
     for box in containers:
         assert "Shutting down: Master" in box.log.read_text()
