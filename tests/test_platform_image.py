@@ -4,8 +4,8 @@ as replicas of one registry.
 
 `buildah run --isolation chroot` runs the image's entrypoint as the image's user, in
 the image's filesystem, with the host's network: each container listens on its own
-loopback port. What the replicas share is one parameter, :class:`Storage` (today a
-data folder mounted into both), so that the same test can run them on a bucket.
+loopback port. What the replicas share is one parameter, :class:`Storage`: a data
+folder mounted into both, or a bucket on an S3 server (moto) on the host's loopback.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import pytest
 import requests
 from registry_support import PASSWORDS, make_wheel, post_upload, twine_upload
 
-from support import REPO, clean_env, free_port, make_venv
+from support import REPO, S3Server, clean_env, free_port, make_venv
 
 BUILD_IMAGE = REPO / "scripts" / "build-image"
 UID = 10001  # the image's user (USER 10001:10001 in the Containerfile)
@@ -48,14 +48,22 @@ class Storage:
     serve_args: tuple[str, ...] = ()
 
 
-@pytest.fixture
-def shared_storage(tmp_path: Path) -> Storage:
-    """One data folder mounted into every container at /data (the image's VOLUME), as a
-    read-write-many volume would be; owned by the image's user, as an fsGroup makes it."""
-    data = tmp_path / "data"
-    data.mkdir()
-    os.chown(data, UID, UID)
-    return Storage(volumes=(f"{data}:/data",))
+@pytest.fixture(params=["folder", "bucket"])
+def shared_storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Storage]:
+    """What the replicas share: one data folder mounted into every container at /data
+    (the image's VOLUME), as a read-write-many volume would be, owned by the image's
+    user as an fsGroup makes it; or one bucket on an S3 server on the host's loopback
+    (MODELPACK_STORAGE, the endpoint and the AWS credentials), and no volume."""
+    if request.param == "folder":
+        data = tmp_path / "data"
+        data.mkdir()
+        os.chown(data, UID, UID)
+        yield Storage(volumes=(f"{data}:/data",))
+        return
+    with S3Server(tmp_path / "s3.log") as s3:
+        bucket = s3.bucket("modelpack-image")
+        yield Storage(env={**s3.env, "MODELPACK_STORAGE": f"s3://{bucket}/registry",
+                           "MODELPACK_S3_ENDPOINT": s3.url})  # fmt: skip
 
 
 @pytest.fixture(scope="module")
