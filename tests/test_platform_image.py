@@ -120,6 +120,7 @@ class Container:
         self.url = f"http://127.0.0.1:{self.port}"
         self.name = f"modelpack-test-{uuid.uuid4().hex[:12]}"
         self.log = log
+        self.removing: subprocess.Popen[bytes] | None = None
         made = buildah("from", "--name", self.name, image)
         assert made.returncode == 0, made.stderr
         self.env = {"MODELPACK_HOST": "127.0.0.1", "MODELPACK_PORT": str(self.port),
@@ -137,6 +138,7 @@ class Container:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 self.remove()
+                self.removed()
                 raise AssertionError(f"exited {self.proc.returncode}:\n{log.read_text()}")
             try:
                 if requests.get(f"{self.url}/health", timeout=1).status_code == 200:
@@ -145,6 +147,7 @@ class Container:
                 pass
             time.sleep(0.1)
         self.stop()
+        self.removed()
         raise AssertionError(f"never healthy:\n{log.read_text()}")
 
     def server_pid(self) -> int:
@@ -179,7 +182,15 @@ class Container:
         return self.proc.returncode
 
     def remove(self) -> None:
-        buildah("rm", self.name)
+        """`buildah rm`, in the background: deleting the container's copy of the image
+        (vfs) takes seconds, so two containers are removed at once. :meth:`removed`
+        waits for it."""
+        self.removing = subprocess.Popen([str(BUILD_IMAGE), "buildah", "rm", self.name],
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+
+    def removed(self) -> None:
+        if self.removing is not None:
+            self.removing.wait(timeout=120)
 
 
 def pip_install(venv: Path, index_url: str, *requirements: str) -> None:
@@ -215,12 +226,13 @@ def test_two_containers_of_the_image_serve_one_registry(
     shutil.copy(htpasswd, secret)
     os.chown(secret, UID, UID)
     secret.chmod(0o400)
+    containers: list[Container] = []
     with ExitStack() as stack:  # each container stopped and removed, whatever happens
-        first = Container(image, shared_storage, secret, tmp_path / "first.log")
-        stack.callback(first.stop)
-        second = Container(image, shared_storage, secret, tmp_path / "second.log")
-        stack.callback(second.stop)
-        containers = [first, second]
+        stack.callback(lambda: [box.removed() for box in containers])  # last: both at once
+        for name in ("first", "second"):
+            containers.append(Container(image, shared_storage, secret, tmp_path / f"{name}.log"))
+            stack.callback(containers[-1].stop)
+        first, second = containers
         for box in containers:
             assert requests.get(f"{box.url}/health").json()["status"] == "ok"
             status = Path(f"/proc/{box.server_pid()}/status").read_text()
