@@ -104,7 +104,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--mirror-dir", type=Path, metavar="DIR",
                        default=os.environ.get("MODELPACK_MIRROR_DIR") or None,
                        help="the --upstream cache, a local folder that refills itself (default: "
-                       "DATA/mirror; on a bucket ~/.cache/modelpack-registry/mirror-<hash>); "
+                       "DATA/mirror; on a bucket ~/.cache/modelpack-registry/mirror-<hash>, else under "
+                       "the temp folder); "
                        "env MODELPACK_MIRROR_DIR")  # fmt: skip
     serve.add_argument("--refresh-interval", type=_seconds, metavar="SECONDS",
                        default=os.environ.get("MODELPACK_REFRESH_INTERVAL") or None,

@@ -213,15 +213,20 @@ def mirror_dir(config: ServeConfig) -> Path:
 def default_mirror_dir(storage: str) -> Path:
     """A bucket's upstream cache on local disk: ``$XDG_CACHE_HOME`` (``~/.cache``)
     ``/modelpack-registry/mirror-<hash of the storage URL>``, so that two registries on
-    one machine do not share pages; in the system temp folder if there is no home."""
-    digest = hashlib.sha256(storage.rstrip("/").encode()).hexdigest()[:12]
-    base = os.environ.get("XDG_CACHE_HOME") or ""
-    if not base:
-        home = Path.home() if "HOME" in os.environ else None
-        base = str(home / ".cache") if home is not None else ""
-    if not base:
-        base = tempfile.gettempdir()
-    return Path(base) / "modelpack-registry" / f"mirror-{digest}"
+    one machine do not share pages; under the system temp folder instead if that cannot
+    be created (the image's user has no home, and its root file system is read-only)."""
+    name = f"mirror-{hashlib.sha256(storage.rstrip('/').encode()).hexdigest()[:12]}"
+    base = os.environ.get("XDG_CACHE_HOME") or (
+        str(Path(os.environ["HOME"]) / ".cache") if os.environ.get("HOME") else ""
+    )
+    if base:
+        folder = Path(base) / "modelpack-registry" / name
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            return folder
+        except OSError:
+            pass
+    return Path(tempfile.gettempdir()) / f"modelpack-registry-{os.getuid()}" / name
 
 
 def raise_fd_limit(need: int) -> None:
