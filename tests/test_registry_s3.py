@@ -315,7 +315,8 @@ def test_replica_killed_mid_upload(s3: S3Server, tmp_path: Path) -> None:
 
         verify = cli(s3, "verify", "--storage", storage, "--s3-endpoint", s3.url)
         assert verify.returncode == 1, verify
-        assert f"leftover temp file: {cut['Key'].removeprefix('reg/')}" in verify.stdout, verify
+        leftover = f"leftover temp file: {cut['Key'].removeprefix('reg/')}"
+        assert verify.stdout.splitlines() == [leftover], verify
 
         # one abandoned two days ago, as the sweep finds it (the start time is in its name)
         old = f"reg/tmp/upload-{int(time.time()) - 2 * 86400}-1-00000000deadbeef.part"
@@ -377,6 +378,14 @@ def test_pip_and_uv_install_through_the_redirect_and_proxied(s3: S3Server, tmp_p
             assert len(gets) == 2 and {s for s, _ in gets} == {status}, gets
             if status == "200":
                 assert {int(size) for _, size in gets} == {wheel.stat().st_size}
+    # the bucket sent the redirected ones: a presigned GET each (no HEAD, which a URL
+    # signed for GET would not allow on S3)
+    assert s3.log is not None
+    signed = re.findall(
+        rf'"(\w+) /{bucket}/reg/packages/{re.escape(wheel.name)}\?X-Amz-Algorithm=[^"]*" (\d+)',
+        s3.log.read_text(errors="replace"),
+    )
+    assert signed == [("GET", "200"), ("GET", "200")], signed
 
 
 # -- protected reads: presigned URLs after authentication, short-lived -----------------------
@@ -385,7 +394,7 @@ def test_protect_reads_issues_short_lived_urls_only_after_authentication(
 ) -> None:
     bucket = s3.bucket("protected-bucket")
     storage = f"s3://{bucket}/reg"
-    args = ["--htpasswd", str(htpasswd), "--protect-reads", "--s3-url-ttl", "2"]
+    args = ["--htpasswd", str(htpasswd), "--protect-reads", "--s3-url-ttl", "2", "--access-log"]
     wheel = make_wheel(tmp_path / "dist", "model-private", "1.0")
     alice = ("alice", PASSWORDS["alice"])
     with OnBucket(s3, storage, tmp_path / "r", args) as reg:
@@ -410,10 +419,17 @@ def test_protect_reads_issues_short_lived_urls_only_after_authentication(
 
         fresh = requests.get(url, auth=alice, timeout=10)  # a new URL for a new request
         assert fresh.status_code == 200 and fresh.content == wheel.read_bytes()
-        venv = make_venv(tmp_path / "venv")
         index = reg.index_url.replace("://", f"://alice:{alice[1]}@")
-        install("pip", venv, index, "model-private")
-        assert installed(venv, "import model_private; print(model_private.VERSION)") == "1.0"
+        for tool in ("pip", "uv"):
+            venv = make_venv(tmp_path / f"venv-{tool}", tool)
+            install(tool, venv, index, "model-private")
+            assert installed(venv, "import model_private; print(model_private.VERSION)") == "1.0"
+        log = reg.log.read_text()
+        answers = re.findall(
+            rf'(\S+) \[[^]]*\] "GET /packages/{re.escape(wheel.name)} HTTP/1.1" (\d+)', log
+        )
+        # the anonymous try, then two requests here, pip and uv: each authenticated one a URL
+        assert answers == [("-", "401")] + [("alice", "302")] * 4, answers
 
 
 def test_url_ttl_is_checked_and_documented(s3: S3Server) -> None:
