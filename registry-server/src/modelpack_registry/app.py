@@ -62,7 +62,7 @@ from modelpack_registry.errors import (
     disk_full,
     full_disk_error,
 )
-from modelpack_registry.files import Response, serve_file
+from modelpack_registry.files import REDIRECT_EXPIRES, Response, serve_file
 from modelpack_registry.index import Index, Snapshot, make_deriver
 from modelpack_registry.linger import close_after
 from modelpack_registry.metrics import CONTENT_TYPE as METRICS_TYPE
@@ -162,13 +162,18 @@ class RegistryApp:
     def __init__(self, data: DataDir, *, htpasswd: Htpasswd | None = None,
                  limits: UploadLimits | None = None, legacy: WSGIApp | None = None,
                  access: Access | None = None, upstream: Upstream | None = None,
-                 storage_redirect: bool = False) -> None:  # fmt: skip
+                 storage_redirect: bool = False, redirect_expires: int = REDIRECT_EXPIRES,
+                 refresh_interval: float | None = None) -> None:  # fmt: skip
+        """``redirect_expires``: seconds a download redirect's URL is valid;
+        ``refresh_interval``: seconds between checks for other processes' changes
+        (None: the store's default, :func:`~modelpack_registry.index.default_interval`)."""
         self.data = data
         self.storage_redirect = storage_redirect
+        self.redirect_expires = redirect_expires
         self.upstream = upstream
         self.access = access or Access(data, htpasswd)
         self.limits = limits or UploadLimits()
-        self.index = Index(data, make_deriver(data))
+        self.index = Index(data, make_deriver(data), refresh_interval)
         self.legacy = legacy
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
@@ -267,7 +272,8 @@ class RegistryApp:
             if not name or "/" in name or "\\" in name or "\x00" in name or name[0] == ".":
                 raise NotFound("not found")
             snap = self.index.snapshot()
-            return serve_file(environ, snap, name, self.data, self.storage_redirect)
+            return serve_file(environ, snap, name, self.data, self.storage_redirect,
+                              self.redirect_expires)  # fmt: skip
         return None
 
     def _health(self) -> Response:

@@ -39,6 +39,18 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _ttl(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 7 * 24 * 3600:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a number of seconds from 1 to 604800 (S3's longest: 7 days)"
+        )
+    return value
+
+
 def _rate(text: str) -> int:
     return 0 if text.strip() == "0" else _size(text)
 
@@ -89,6 +101,17 @@ def _parser() -> argparse.ArgumentParser:
                        default=os.environ.get("MODELPACK_UPSTREAM_TTL") or "600",
                        help="serve a cached upstream page this long before asking again; env "
                        "MODELPACK_UPSTREAM_TTL (600)")  # fmt: skip
+    serve.add_argument("--mirror-dir", type=Path, metavar="DIR",
+                       default=os.environ.get("MODELPACK_MIRROR_DIR") or None,
+                       help="the --upstream cache, a local folder that refills itself (default: "
+                       "DATA/mirror; on a bucket ~/.cache/modelpack-registry/mirror-<hash>, else under "
+                       "the temp folder); "
+                       "env MODELPACK_MIRROR_DIR")  # fmt: skip
+    serve.add_argument("--refresh-interval", type=_seconds, metavar="SECONDS",
+                       default=os.environ.get("MODELPACK_REFRESH_INTERVAL") or None,
+                       help="how often a server process checks the storage for other replicas' "
+                       "changes (one small read; 0.25 on a folder, 1 on a bucket); env "
+                       "MODELPACK_REFRESH_INTERVAL")  # fmt: skip
     serve.add_argument("--header-timeout", type=float, default=20, metavar="SECONDS",
                        help="a request's headers must arrive within this; no thread waits for them (20)")  # fmt: skip
     serve.add_argument("--body-timeout", type=float, default=60, metavar="SECONDS",
@@ -159,6 +182,10 @@ def _add_storage_options(parser: argparse.ArgumentParser, *, serve: bool) -> Non
                            help="answer /packages/<file> with a redirect to a short-lived presigned "
                            "URL of the bucket (--no-s3-redirect: stream it through the registry, "
                            f"for buckets clients cannot reach); env {ENV['redirect']}=0 (on)")  # fmt: skip
+        group.add_argument("--s3-url-ttl", type=_ttl, metavar="SECONDS",
+                           default=os.environ.get(ENV["url_ttl"]) or "300",
+                           help="seconds a redirect's presigned URL stays valid (a download "
+                           f"that started in time runs to its end); env {ENV['url_ttl']} (300)")  # fmt: skip
 
 
 def _resolve_location(args: argparse.Namespace) -> None:
@@ -184,7 +211,8 @@ def _serve(args: argparse.Namespace) -> int:
             min_upload_rate=args.min_upload_rate, max_connections=args.max_connections,
             storage=None if args.data else args.location.storage,
             s3_endpoint=args.location.endpoint_url, s3_region=args.location.region,
-            storage_redirect=args.s3_redirect,
+            storage_redirect=args.s3_redirect, s3_url_ttl=args.s3_url_ttl,
+            refresh_interval=args.refresh_interval, mirror_dir=args.mirror_dir,
         )
     )  # fmt: skip
     return 0

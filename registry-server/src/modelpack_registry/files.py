@@ -40,7 +40,7 @@ __all__ = [
 ]
 
 BLOCK = 1 << 20
-#: Seconds a redirect's download URL stays valid.
+#: Seconds a redirect's download URL stays valid (``serve --s3-url-ttl``).
 REDIRECT_EXPIRES = 300
 #: ``environ`` key: bytes of the body the server sent with sendfile (see :class:`_Counted`)
 SENT_BY_SENDFILE = "modelpack.sent_by_sendfile"
@@ -69,8 +69,9 @@ def _parse_range(header: str, size: int) -> tuple[int, int] | bool | None:
 
 
 def serve_file(environ: dict[str, Any], snap: Snapshot, name: str, data: DataDir,
-               redirect: bool = False) -> Response:  # fmt: skip
-    """Answer a GET/HEAD for ``/packages/<name>`` (see the module docstring).
+               redirect: bool = False, expires: int = REDIRECT_EXPIRES) -> Response:  # fmt: skip
+    """Answer a GET/HEAD for ``/packages/<name>`` (see the module docstring);
+    ``expires``: seconds a redirect's URL stays valid.
 
     :raises NotFound: if ``name`` is not a listed distribution or its ``.metadata``.
     """
@@ -90,7 +91,7 @@ def serve_file(environ: dict[str, Any], snap: Snapshot, name: str, data: DataDir
     if path is not None:
         return serve_path(environ, path, etag_hex, content_type(name), name)
     if redirect:
-        url = store.download_url(key, REDIRECT_EXPIRES)
+        url = store.download_url(key, expires)
         if url is not None:
             headers = [("Location", url), ("Cache-Control", "no-store"), ("Content-Length", "0")]
             return "302 Found", headers, []

@@ -174,8 +174,8 @@ def verify(data: DataDir) -> list[str]:
             problems.append(f"leftover temp file: meta/{name}")
         elif owner is None or owner not in listed:
             problems.append(f"orphan: meta/{name} has no distribution in packages/")
-    for name in data.pending_uploads():
-        problems.append(f"leftover temp file: tmp/{name}")
+    for name in data.pending_uploads():  # a bucket names its keys (tmp/..., packages/...)
+        problems.append(f"leftover temp file: {name if '/' in name else f'tmp/{name}'}")
     return problems
 
 
@@ -220,5 +220,5 @@ def reindex(data: DataDir) -> ReindexResult:
     rebuild_claims(data)
     data.bump_generation()
     store_cards(data, cards)  # uploads go on meanwhile
-    result.removed.extend(f"tmp/{name}" for name in data.sweep_uploads())
+    result.removed.extend(n if "/" in n else f"tmp/{n}" for n in data.sweep_uploads())
     return result

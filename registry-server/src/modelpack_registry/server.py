@@ -15,10 +15,13 @@ free, and an address other than loopback is not served without credentials.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import logging
+import os
 import resource
 import socket
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +36,14 @@ from modelpack_registry.storage import DataDir
 from modelpack_registry.upload import UploadLimits
 from modelpack_registry.worker import Timeouts
 
-__all__ = ["ServeConfig", "is_loopback", "raise_fd_limit", "serve"]
+__all__ = [
+    "ServeConfig",
+    "default_mirror_dir",
+    "is_loopback",
+    "mirror_dir",
+    "raise_fd_limit",
+    "serve",
+]
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +86,14 @@ class ServeConfig:
     s3_endpoint: str | None = None
     """An S3-compatible service's URL (default: AWS)."""
     s3_region: str | None = None
+    s3_url_ttl: int = 300
+    """Seconds a redirect's presigned download URL stays valid."""
+    refresh_interval: float | None = None
+    """Seconds between two checks for other replicas' changes (None: 0.25 on a folder,
+    1 on a bucket; see :mod:`modelpack_registry.index`)."""
+    mirror_dir: Path | None = None
+    """The upstream cache (``--upstream``); None: ``DATA/mirror`` on a folder, else
+    :func:`default_mirror_dir`."""
 
 
 #: client address, Basic-auth user (``__token__`` for a token; never the password),
@@ -137,6 +155,10 @@ def prepare(config: ServeConfig) -> tuple[DataDir, Htpasswd | None]:
             raise ConfigError(str(exc)) from None
         if config.upstream_ttl < 0:
             raise ConfigError("--upstream-ttl must be 0 or more seconds")
+    if config.s3_url_ttl < 1 or config.s3_url_ttl > 7 * 24 * 3600:
+        raise ConfigError("--s3-url-ttl must be 1 to 604800 seconds (S3 signs for 7 days at most)")
+    if config.refresh_interval is not None and config.refresh_interval < 0:
+        raise ConfigError("--refresh-interval must be 0 or more seconds")
     if config.workers < 1 or config.threads < 1:
         raise ConfigError("--workers and --threads must be at least 1")
     if min(config.header_timeout, config.body_timeout) <= 0 or config.max_connections < 1:
@@ -147,6 +169,17 @@ def prepare(config: ServeConfig) -> tuple[DataDir, Htpasswd | None]:
             log.warning("--admin %s: no such user in %s (yet)", admin, config.htpasswd)
     data = open_data(config, check=True)
     data.ensure()
+    if config.upstream is not None:
+        mirror = mirror_dir(config)
+        try:
+            mirror.mkdir(parents=True, exist_ok=True)
+            probe = tempfile.NamedTemporaryFile(dir=mirror, prefix=".probe-")
+            probe.close()
+        except OSError as exc:
+            raise StorageError(
+                f"the upstream cache {mirror} is not writable: {exc.strerror or exc}; "
+                "give --mirror-dir DIR (a folder the registry may write)"
+            ) from exc
     for name in data.sweep_uploads():
         log.warning("removed an abandoned upload: %s", name)
     _check_port(config.host, config.port)
@@ -165,6 +198,35 @@ def open_data(config: ServeConfig, *, check: bool = False) -> DataDir:
 
     location = Location(config.storage or str(config.data), config.s3_endpoint, config.s3_region)
     return open_location(location, check=check)
+
+
+def mirror_dir(config: ServeConfig) -> Path:
+    """Where the upstream cache lives: ``--mirror-dir``, ``DATA/mirror`` on a folder,
+    else :func:`default_mirror_dir`."""
+    if config.mirror_dir is not None:
+        return config.mirror_dir
+    if config.storage is None:
+        return config.data / "mirror"
+    return default_mirror_dir(config.storage)
+
+
+def default_mirror_dir(storage: str) -> Path:
+    """A bucket's upstream cache on local disk: ``$XDG_CACHE_HOME`` (``~/.cache``)
+    ``/modelpack-registry/mirror-<hash of the storage URL>``, so that two registries on
+    one machine do not share pages; under the system temp folder instead if that cannot
+    be created (the image's user has no home, and its root file system is read-only)."""
+    name = f"mirror-{hashlib.sha256(storage.rstrip('/').encode()).hexdigest()[:12]}"
+    base = os.environ.get("XDG_CACHE_HOME") or (
+        str(Path(os.environ["HOME"]) / ".cache") if os.environ.get("HOME") else ""
+    )
+    if base:
+        folder = Path(base) / "modelpack-registry" / name
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            return folder
+        except OSError:
+            pass
+    return Path(tempfile.gettempdir()) / f"modelpack-registry-{os.getuid()}" / name
 
 
 def raise_fd_limit(need: int) -> None:
@@ -213,12 +275,14 @@ class _Gunicorn(BaseApplication):  # type: ignore[misc]
         if self.config.upstream is not None:
             from modelpack_registry.upstream import Limits, Upstream
 
-            upstream = Upstream(self.config.upstream, data.root / "mirror",
+            upstream = Upstream(self.config.upstream, mirror_dir(self.config),
                                 self.config.upstream_ttl,
                                 Limits(file_size=self.config.max_upload_size))  # fmt: skip
         return RegistryApp(data, limits=limits, legacy=legacy_app(data), access=access,
                            upstream=upstream,
-                           storage_redirect=self.config.storage_redirect)  # fmt: skip
+                           storage_redirect=self.config.storage_redirect,
+                           redirect_expires=self.config.s3_url_ttl,
+                           refresh_interval=self.config.refresh_interval)  # fmt: skip
 
 
 def serve(config: ServeConfig) -> None:

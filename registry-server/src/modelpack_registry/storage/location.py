@@ -27,6 +27,7 @@ ENV = {
     "endpoint": "MODELPACK_S3_ENDPOINT",
     "region": "MODELPACK_S3_REGION",
     "redirect": "MODELPACK_S3_REDIRECT",
+    "url_ttl": "MODELPACK_S3_URL_TTL",
 }
 DEFAULT_DATA = Path("registry-data")
 
