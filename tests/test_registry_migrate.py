@@ -55,6 +55,7 @@ def test_a_registry_moves_to_another_folder_and_keeps_everything(
     src, dst = tmp_path / "src", tmp_path / "dst"
     token = populate(tmp_path, htpasswd, src)
     (src / "tmp" / "upload-1-dead.part").write_bytes(b"an upload in flight")
+    (src / "state" / "future").mkdir()
     (src / "mirror" / "files").mkdir(parents=True)
     (src / "mirror" / "files" / "cached.whl").write_bytes(b"upstream cache")
 
@@ -64,6 +65,7 @@ def test_a_registry_moves_to_another_folder_and_keeps_everything(
         "tmp/ and mirror/ are never copied", ""
     )
     assert not dst.exists(), "a dry run writes nothing"
+    assert "not copied (unknown to this version): state/future/" in preview
 
     out = ok(run_cli("migrate", "--from", str(src), "--to", str(dst)))
     assert "copied packages/model_foo-2.0-py3-none-any.whl" in out

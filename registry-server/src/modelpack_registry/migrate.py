@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -84,6 +85,9 @@ def open_location(spec: str, *, endpoint: str | None, region: str | None) -> Sto
                 "install modelpack-registry with boto3, or migrate between folders"
             ) from None
         store: Store = s3.S3Store(bucket, prefix.strip("/"), endpoint_url=endpoint, region=region)
+        check = getattr(store, "check", None)  # the bucket exists and answers
+        if check is not None:
+            check()
         return store
     if "://" in spec:
         raise RegistryError(f"{spec}: give a data folder path or s3://BUCKET/PREFIX")
@@ -103,9 +107,13 @@ def unknown_state(src: Store) -> list[str]:
     """Folders under a source folder's ``state/`` this version does not know (not copied)."""
     if not isinstance(src, FolderStore):
         return []
-    known = {prefix.rstrip("/") for prefix in STATE}
-    return sorted(f"{key}/" for key in src.iter_keys("state/")
-                  if key not in known and src.path(key).is_dir())  # fmt: skip
+    known = {prefix[len("state/") :].rstrip("/") for prefix in STATE}
+    try:
+        names = os.listdir(src.root / "state")
+    except OSError:
+        return []
+    return sorted(f"state/{name}/" for name in names
+                  if name not in known and (src.root / "state" / name).is_dir())  # fmt: skip
 
 
 def _record_sha256(store: Store, filename: str) -> str | None:
