@@ -56,6 +56,7 @@ def test_a_registry_moves_to_another_folder_and_keeps_everything(
     token = populate(tmp_path, htpasswd, src)
     (src / "tmp" / "upload-1-dead.part").write_bytes(b"an upload in flight")
     (src / "state" / "future").mkdir()
+    (src / "notes.txt").write_text("an operator's file")
     (src / "mirror" / "files").mkdir(parents=True)
     (src / "mirror" / "files" / "cached.whl").write_bytes(b"upstream cache")
 
@@ -66,6 +67,7 @@ def test_a_registry_moves_to_another_folder_and_keeps_everything(
     )
     assert not dst.exists(), "a dry run writes nothing"
     assert "not copied (unknown to this version): state/future/" in preview
+    assert "not copied (unknown to this version): notes.txt" in preview
 
     out = ok(run_cli("migrate", "--from", str(src), "--to", str(dst)))
     assert "copied packages/model_foo-2.0-py3-none-any.whl" in out

@@ -23,6 +23,7 @@ metadata and state document byte-identical to the source's, the counts).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import os
@@ -41,6 +42,11 @@ __all__ = ["MigrateResult", "migrate", "open_location"]
 BLOCK = 1 << 20  # read size when streaming a distribution; the store buffers its parts
 #: The state/ folders, in copy order (owners and reservations before anything they guard).
 STATE = (keys.OWNERS, keys.RESERVED, keys.TOKENS, keys.STAGES, keys.YANKED)
+#: Every folder of documents: the state, and the version claims of a lock-free registry
+#: (``claims/``, where this version has them: their ``sealed`` marks cannot be rebuilt).
+DOCS = (*STATE, *([keys.CLAIMS] if hasattr(keys, "CLAIMS") else []))
+#: What a data folder holds besides DOCS, meta/ and packages/, and is not copied.
+NOT_COPIED = {"tmp", "mirror", "generation", ".lock"}
 
 
 @dataclass(frozen=True)
@@ -96,24 +102,26 @@ def open_location(spec: str, *, endpoint: str | None, region: str | None) -> Sto
 
 def source_items(src: Store) -> list[Item]:
     """Every object of the source registry, in copy order (tmp/ and mirror/ left out)."""
-    items = [Item(key, "doc") for prefix in STATE for key in sorted(src.iter_keys(prefix))]
+    items = [Item(key, "doc") for prefix in DOCS for key in sorted(src.iter_keys(prefix))]
     for key in sorted(src.iter_keys(keys.META)):
         items.append(Item(key, "doc" if key.endswith(".json") else "blob"))
     items += [Item(key, "package") for key in sorted(src.iter_keys(keys.PACKAGES))]
     return items
 
 
-def unknown_state(src: Store) -> list[str]:
-    """Folders under a source folder's ``state/`` this version does not know (not copied)."""
+def unknown_entries(src: Store) -> list[str]:
+    """What a source folder holds that this version does not know, so does not copy."""
     if not isinstance(src, FolderStore):
         return []
-    known = {prefix[len("state/") :].rstrip("/") for prefix in STATE}
-    try:
-        names = os.listdir(src.root / "state")
-    except OSError:
-        return []
-    return sorted(f"state/{name}/" for name in names
-                  if name not in known and (src.root / "state" / name).is_dir())  # fmt: skip
+    known = {prefix.rstrip("/") for prefix in (*DOCS, keys.META, keys.PACKAGES)} | NOT_COPIED
+    found = []
+    for folder in ("", "state/"):
+        with contextlib.suppress(OSError):
+            for name in os.listdir(src.root / folder if folder else src.root):
+                entry = f"{folder}{name}"
+                if entry not in known and not (folder == "" and name == "state"):
+                    found.append(entry + ("/" if (src.root / entry).is_dir() else ""))
+    return sorted(found)
 
 
 def _record_sha256(store: Store, filename: str) -> str | None:
@@ -298,7 +306,7 @@ def _counts(items: list[Item]) -> Iterator[tuple[str, int]]:
 def _extra(dst: Store, items: list[Item]) -> int:
     """How many objects the destination has under the copied prefixes beyond the source's."""
     ours = {item.key for item in items}
-    prefixes = (*STATE, keys.META, keys.PACKAGES)
+    prefixes = (*DOCS, keys.META, keys.PACKAGES)
     return sum(1 for prefix in prefixes for key in dst.iter_keys(prefix) if key not in ours)
 
 
@@ -329,7 +337,7 @@ def migrate(src: Store, dst: Store, *, dry_run: bool = False,
         raise RegistryError(f"--from and --to are the same place ({src.url})")
     _check_source(src)
     job = _Migration(src, dst, out)
-    for entry in unknown_state(src):
+    for entry in unknown_entries(src):
         out(f"not copied (unknown to this version): {entry}")
     items = source_items(src)
     todo = job.plan(items)
