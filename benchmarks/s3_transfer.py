@@ -99,6 +99,7 @@ def bench_speed(table: Table, work: Path, s3: Server, client: Any, size: int,
 
     table.section(f"a {size / GiB:g} GiB wheel through the registry on S3 vs boto3: "
                   f"best / median of {repeat}")  # fmt: skip
+    (work / "wheels").mkdir(exist_ok=True)
     wheel = big_wheel(work / "wheels", "model-big", "1.0", size)
     path = f"/packages/{wheel.name}"
     got = work / "got"
@@ -151,6 +152,7 @@ def bench_speed(table: Table, work: Path, s3: Server, client: Any, size: int,
 
 def bench_rss(table: Table, work: Path, s3: Server, client: Any, size: int) -> None:
     table.section(f"registry peak RSS (master + workers) with a {size / GiB:g} GiB wheel on S3")
+    (work / "wheels").mkdir(exist_ok=True)
     wheel = big_wheel(work / "wheels", "model-huge", "1.0", size)
     path = f"/packages/{wheel.name}"
     reg = registry_on_s3(s3, BUCKET, "rss", work / "registry.log")
