@@ -235,7 +235,6 @@ class _Migration:
             upload.commit(item.key)
         finally:
             upload.abort()
-        self.digests[item.key] = digest.hexdigest()
         self.result.bytes_copied += upload.size
         took = time.monotonic() - started
         self.out(f"copied {item.key} ({_size(upload.size)}, {took:.1f} s)")
