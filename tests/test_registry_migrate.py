@@ -148,3 +148,36 @@ def test_bad_locations_are_clear_errors(tmp_path: Path) -> None:
     endpoint = run_cli("migrate", "--from", str(tmp_path / "empty"), "--to",
                        str(tmp_path / "d"), "--s3-endpoint", "http://127.0.0.1:9")  # fmt: skip
     assert endpoint.returncode == 1 and "apply to an s3:// side" in endpoint.stderr
+
+
+def test_a_live_migration_catches_up_with_sync_state(tmp_path: Path, htpasswd: Path) -> None:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    token = populate(tmp_path, htpasswd, src)
+    token_id = token.split("_")[1]
+    ok(run_cli("migrate", "--from", str(src), "--to", str(dst)))
+    # Meanwhile the source lives on: a new version, a stage moved, the token revoked.
+    with server(tmp_path, htpasswd, data=src) as reg:
+        upload(reg, model_wheel(tmp_path / "dist", "model-foo", "3.0"), auth=auth("alice"))
+        assert promote(reg, "model-foo", "3.0", auth("alice")).status_code == 200
+    ok(run_cli("tokens", "revoke", token_id, "--data", str(src)))
+    untouched = snapshot(dst)
+
+    plain = run_cli("migrate", "--from", str(src), "--to", str(dst))
+    assert plain.returncode == 1 and "state/stages/model-foo.json: the destination already " \
+        "has other bytes" in plain.stdout and "--sync-state" in plain.stdout  # fmt: skip
+    preview = ok(run_cli("migrate", "--from", str(src), "--to", str(dst), "--sync-state",
+                         "--dry-run"))  # fmt: skip
+    assert "would replace state/stages/model-foo.json" in preview
+    assert f"would remove state/tokens/{token_id}.json" in preview
+    assert "would copy packages/model_foo-3.0-py3-none-any.whl" in preview
+    assert snapshot(dst) == untouched, "neither the refusal nor the dry run wrote anything"
+
+    out = ok(run_cli("migrate", "--from", str(src), "--to", str(dst), "--sync-state"))
+    assert f"removed state/tokens/{token_id}.json (the source has none)" in out
+    assert "replaced state/stages/model-foo.json" in out and "verified" in out
+    assert not (dst / "state" / "tokens" / f"{token_id}.json").exists()
+    with server(tmp_path, htpasswd, data=dst) as reg:
+        doc = requests.get(f"{reg.url}{API}/model-foo", timeout=10).json()
+        assert doc["stages"]["production"]["version"] == "3.0"
+        code, text = twine(reg, make_wheel(tmp_path / "d5", "model-foo", "5.0"), "__token__", token)
+        assert code != 0 and ("403" in text or "401" in text), text  # revoked there too

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from modelpack_registry.errors import RegistryError
 
-__all__ = ["add_migrate_command", "run_migrate"]
+if TYPE_CHECKING:
+    from modelpack_registry.storage.base import Store
+
+__all__ = ["add_migrate_command", "open_location", "run_migrate"]
 
 DESCRIPTION = """\
 Copy a registry's whole state from one store to another: a data folder, or a bucket
@@ -22,9 +27,10 @@ Nothing is ever overwritten: an object the destination already has with the same
 is skipped (so a re-run resumes an interrupted copy), one with other bytes is a conflict,
 and if there is any conflict nothing is written. The result is then verified: every
 distribution's sha256 against its record, every record and state document byte for byte,
-and the counts; any mismatch exits with status 1. Stop changes on the source first: a
-re-run copies files uploaded meanwhile, but a state document changed meanwhile (a stage
-moved, a token revoked) is a conflict."""
+and the counts; any mismatch exits with status 1. A re-run copies files uploaded
+meanwhile; a state document changed meanwhile (a stage moved, a token used or revoked) is
+a conflict, unless --sync-state: then the destination's documents become the source's.
+To move a live registry: migrate, stop writes on the source, migrate --sync-state."""
 
 
 def add_migrate_command(sub: Any) -> None:
@@ -42,12 +48,42 @@ def add_migrate_command(sub: Any) -> None:
                         help="the S3 API endpoint of the s3:// side (MinIO, Ceph, ...; "
                         "default: AWS)")  # fmt: skip
     parser.add_argument("--s3-region", metavar="R", help="the region of the s3:// side")
+    parser.add_argument("--sync-state", action="store_true",
+                        help="make the destination's documents the source's: replace the state, "
+                        "claims and records that differ, remove state the source no longer has "
+                        "(a revoked token, an un-yank); distributions are still never "
+                        "overwritten. For the second run of a live migration")  # fmt: skip
     parser.add_argument("--dry-run", action="store_true",
                         help="list what would be copied and any conflict; write nothing")  # fmt: skip
 
 
+def open_location(spec: str, *, endpoint: str | None, region: str | None) -> Store:
+    """The store behind ``--from``/``--to``: a folder path or ``s3://BUCKET/PREFIX``."""
+    if spec.startswith("s3://"):
+        bucket, _, prefix = spec[len("s3://") :].partition("/")
+        if not bucket:
+            raise RegistryError(f"{spec}: name the bucket, as in s3://BUCKET/PREFIX")
+        try:  # by name: the S3 backend needs boto3, which a folder-only install may lack
+            s3 = importlib.import_module("modelpack_registry.storage.s3")
+        except ImportError as exc:
+            raise RegistryError(
+                f"{spec}: this installation has no S3 backend ({exc}); "
+                "install modelpack-registry with boto3, or migrate between folders"
+            ) from None
+        store: Store = s3.S3Store(bucket, prefix.strip("/"), endpoint_url=endpoint, region=region)
+        check = getattr(store, "check", None)  # the bucket exists and answers
+        if check is not None:
+            check()
+        return store
+    if "://" in spec:
+        raise RegistryError(f"{spec}: give a data folder path or s3://BUCKET/PREFIX")
+    from modelpack_registry.storage.folder import FolderStore
+
+    return FolderStore(Path(spec))
+
+
 def run_migrate(args: argparse.Namespace) -> int:
-    from modelpack_registry.migrate import migrate, open_location
+    from modelpack_registry.migrate import migrate
 
     s3_sides = [spec for spec in (args.source, args.destination) if spec.startswith("s3://")]
     if (args.s3_endpoint or args.s3_region) and not s3_sides:
@@ -56,7 +92,8 @@ def run_migrate(args: argparse.Namespace) -> int:
     options = {"endpoint": args.s3_endpoint, "region": args.s3_region}
     src = open_location(args.source, **options)
     dst = open_location(args.destination, **options)
-    result = migrate(src, dst, dry_run=args.dry_run, out=lambda line: print(line, flush=True))
+    result = migrate(src, dst, dry_run=args.dry_run, sync_state=args.sync_state,
+                     out=lambda line: print(line, flush=True))  # fmt: skip
     if result.problems:
         print(f"migrate: {len(result.problems)} problem(s), see above", file=sys.stderr)
         return 1

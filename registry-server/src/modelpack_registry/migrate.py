@@ -25,19 +25,17 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import importlib
 import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from modelpack_registry.errors import RegistryError, StorageError
 from modelpack_registry.records import Record
-from modelpack_registry.storage.base import NEW, AlreadyExists, Store, keys, update_doc
+from modelpack_registry.storage.base import NEW, AlreadyExists, Stale, Store, keys, update_doc
 from modelpack_registry.storage.folder import FolderStore
 
-__all__ = ["MigrateResult", "migrate", "open_location"]
+__all__ = ["MigrateResult", "migrate"]
 
 BLOCK = 1 << 20  # read size when streaming a distribution; the store buffers its parts
 #: The state/ folders, in copy order (owners and reservations before anything they guard).
@@ -74,30 +72,9 @@ class MigrateResult:
     present: list[Item] = field(default_factory=list)
     conflicts: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    replaced: list[str] = field(default_factory=list)  # --sync-state
+    removed: list[str] = field(default_factory=list)  # --sync-state
     bytes_copied: int = 0
-
-
-def open_location(spec: str, *, endpoint: str | None, region: str | None) -> Store:
-    """The store behind ``--from``/``--to``: a folder path or ``s3://BUCKET/PREFIX``."""
-    if spec.startswith("s3://"):
-        bucket, _, prefix = spec[len("s3://") :].partition("/")
-        if not bucket:
-            raise RegistryError(f"{spec}: name the bucket, as in s3://BUCKET/PREFIX")
-        try:  # by name: the S3 backend needs boto3, which a folder-only install may lack
-            s3 = importlib.import_module("modelpack_registry.storage.s3")
-        except ImportError as exc:
-            raise RegistryError(
-                f"{spec}: this installation has no S3 backend ({exc}); "
-                "install modelpack-registry with boto3, or migrate between folders"
-            ) from None
-        store: Store = s3.S3Store(bucket, prefix.strip("/"), endpoint_url=endpoint, region=region)
-        check = getattr(store, "check", None)  # the bucket exists and answers
-        if check is not None:
-            check()
-        return store
-    if "://" in spec:
-        raise RegistryError(f"{spec}: give a data folder path or s3://BUCKET/PREFIX")
-    return FolderStore(Path(spec))
 
 
 def source_items(src: Store) -> list[Item]:
@@ -150,8 +127,10 @@ def _small(store: Store, item: Item) -> bytes | None:
 
 
 class _Migration:
-    def __init__(self, src: Store, dst: Store, out: Callable[[str], None]) -> None:
-        self.src, self.dst, self.out = src, dst, out
+    def __init__(self, src: Store, dst: Store, out: Callable[[str], None], sync: bool) -> None:
+        self.src, self.dst, self.out, self.sync = src, dst, out, sync
+        self.replace: list[tuple[Item, str]] = []  # documents to overwrite, at that version
+        self.remove: list[tuple[str, str]] = []  # documents the source no longer has
         self.result = MigrateResult()
         self.digests: dict[str, str] = {}  # destination sha256 already computed
         self.failed: dict[str, str] = {}  # key: why it was not copied
@@ -184,11 +163,37 @@ class _Migration:
                 todo.append(item)
             elif same:
                 self.result.present.append(item)
+            elif item.kind == "doc" and self.sync and (found := self.dst.read_doc(item.key)):
+                self.replace.append((item, found[1]))
             else:
                 self.result.conflicts.append(
                     f"{item.key}: the destination already has other bytes under this name"
                 )
+        if self.sync:
+            ours = {item.key for item in items}
+            for key in (k for prefix in DOCS for k in sorted(self.dst.iter_keys(prefix))):
+                if key not in ours and (found := self.dst.read_doc(key)):
+                    self.remove.append((key, found[1]))
         return todo
+
+    def sync_docs(self) -> None:
+        """--sync-state: replace the documents that differ, remove those the source lacks
+        (each only if still at the version planned with: a live writer there is an error)."""
+        try:
+            for item, version in self.replace:
+                content = _small(self.src, item)
+                if content is not None:
+                    private = item.key.startswith(keys.TOKENS)
+                    self.dst.write_doc(item.key, content, version, private=private)
+                    self.result.replaced.append(item.key)
+                    self.out(f"replaced {item.key}")
+            for key, version in self.remove:
+                self.dst.delete_doc(key, version)
+                self.result.removed.append(key)
+                self.out(f"removed {key} (the source has none)")
+        except Stale as exc:
+            raise RegistryError(f"{exc} at the destination while migrating: is a registry "
+                                "writing there? Stop it, and run migrate again") from None  # fmt: skip
 
     def copy(self, item: Item) -> None:
         try:
@@ -242,7 +247,7 @@ class _Migration:
     def bump_generation(self) -> str:
         """Set the destination's generation above the source's and its own."""
         src_gen = _generation(self.src.read_doc(keys.GENERATION))
-        copied = bool(self.result.copied)
+        copied = bool(self.result.copied or self.result.replaced or self.result.removed)
 
         def above(current: bytes | None) -> bytes | None:
             own = _generation(None if current is None else (current, ""))
@@ -256,6 +261,10 @@ class _Migration:
     def verify(self, items: list[Item]) -> list[str]:
         """Compare the destination with the source; return the differences."""
         problems = list(self.failed.values())
+        if self.sync:
+            known = {item.key for item in items}
+            problems += [f"{key}: at the destination, not at the source" for prefix in DOCS
+                         for key in self.dst.iter_keys(prefix) if key not in known]  # fmt: skip
         for item in items:
             if item.key in self.failed:
                 continue
@@ -326,16 +335,20 @@ def _prepare(dst: Store) -> None:
             raise StorageError(f"cannot create {dst.url}: {exc.strerror or exc}") from exc
 
 
-def migrate(src: Store, dst: Store, *, dry_run: bool = False,
+def migrate(src: Store, dst: Store, *, dry_run: bool = False, sync_state: bool = False,
             out: Callable[[str], None] = print) -> MigrateResult:  # fmt: skip
     """Copy the registry in ``src`` to ``dst``, then verify it (see the module docstring).
+
+    ``sync_state``: documents (``state/``, ``claims/``, records) that differ at the
+    destination are replaced, and those of ``state/`` and ``claims/`` the source does
+    not have are removed; distributions are still never overwritten.
 
     :raises RegistryError: a bad location, or a copy that cannot go on (storage errors).
     """
     if src.url == dst.url:
         raise RegistryError(f"--from and --to are the same place ({src.url})")
     _check_source(src)
-    job = _Migration(src, dst, out)
+    job = _Migration(src, dst, out, sync_state)
     for entry in unknown_entries(src):
         out(f"not copied (unknown to this version): {entry}")
     items = source_items(src)
@@ -346,16 +359,20 @@ def migrate(src: Store, dst: Store, *, dry_run: bool = False,
         for line in result.conflicts:
             out(line)
         out(f"{len(result.conflicts)} conflict(s): nothing was written to {dst.url}; "
-            "migrate never overwrites (migrate into an empty destination, or remove "
-            "those objects there if the source's are the right ones)")  # fmt: skip
+            "migrate never overwrites (migrate into an empty destination; for documents "
+            "changed at the source since an earlier run, --sync-state)")  # fmt: skip
         return result
     if dry_run:
         for item in todo:
             out(f"would copy {item.key}")
+        for line in [f"would replace {i.key}" for i, _ in job.replace] + [
+                f"would remove {key}" for key, _ in job.remove]:  # fmt: skip
+            out(line)
         out(f"dry run: {len(todo)} object(s) to copy, {len(result.present)} already at "
             f"{dst.url}; tmp/ and mirror/ are never copied")  # fmt: skip
         return result
     _prepare(dst)
+    job.sync_docs()
     for item in todo:
         job.copy(item)
     generation = job.bump_generation()
@@ -363,8 +380,11 @@ def migrate(src: Store, dst: Store, *, dry_run: bool = False,
     for line in result.problems:
         out(line)
     counts = ", ".join(f"{group} {n}" for group, n in _counts(items))
+    synced = (
+        f", {len(result.replaced)} replaced, {len(result.removed)} removed" if sync_state else ""
+    )
     out(f"copied {len(result.copied)} object(s) ({_size(result.bytes_copied)} of "
-        f"distributions), {len(result.present)} already there; generation {generation}")  # fmt: skip
+        f"distributions){synced}, {len(result.present)} already there; generation {generation}")  # fmt: skip
     extra = _extra(dst, items)
     if extra:
         out(f"the destination also holds {extra} object(s) the source has not (left alone)")
