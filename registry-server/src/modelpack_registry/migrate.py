@@ -4,7 +4,7 @@ A store is a data folder or an ``s3://BUCKET/PREFIX`` (see :mod:`.storage`). Wha
 
 - ``state/`` (owners, reserved names, API tokens, stages, yanks) first, so that a
   registry already serving the destination never sees a model without its owners;
-  tokens stay private (folder: mode 0600);
+  tokens stay private (folder: mode 0600); then ``claims/`` where the registry has them;
 - ``meta/`` (records, PEP 658 metadata, rendered cards), before the distributions, so
   that a listed file always has its record, as on a live registry;
 - ``packages/``, streamed in blocks into :meth:`Store.new_upload` (flat memory whatever
@@ -19,6 +19,11 @@ skipped, so a re-run resumes a cut-off migration and does nothing after a comple
 other bytes are a conflict, and if there is any, nothing at all is written. After copying,
 the destination is verified (every distribution's sha256 against its record, every record,
 metadata and state document byte-identical to the source's, the counts).
+
+``--sync-state`` is for the catch-up run of a live migration: documents changed at the
+source since the first run (a moved stage, a token's last use) replace the destination's,
+and state the source no longer has (a revoked token) is removed there, each write
+conditional on the version planned with. Distributions are never overwritten.
 """
 
 from __future__ import annotations
