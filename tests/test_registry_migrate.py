@@ -73,8 +73,9 @@ def test_a_registry_moves_to_another_folder_and_keeps_everything(
     assert "copied packages/model_foo-2.0-py3-none-any.whl" in out
     assert f"verified: {src} -> {dst}" in out
     assert "packages 3" in out and "state/owners 2" in out and "state/tokens 1" in out
+    assert "claims 3" in out  # one per version, 1.0 sealed by its promotion
     before, after = snapshot(src), snapshot(dst)
-    copied = {k for k in before if k.split("/")[0] in ("packages", "meta", "state")}
+    copied = {k for k in before if k.split("/")[0] in ("packages", "meta", "state", "claims")}
     assert copied and all(after[k][0] == before[k][0] for k in copied), "byte-identical"
     assert not any(k.startswith(("mirror", "tmp")) for k in after), "no cache, no uploads"
     assert int(after["generation"][0]) > int(before["generation"][0])

@@ -4,7 +4,7 @@ A store is a data folder or an ``s3://BUCKET/PREFIX`` (see :mod:`.storage`). Wha
 
 - ``state/`` (owners, reserved names, API tokens, stages, yanks) first, so that a
   registry already serving the destination never sees a model without its owners;
-  tokens stay private (folder: mode 0600); then ``claims/`` where the registry has them;
+  tokens stay private (folder: mode 0600); then ``claims/``;
 - ``meta/`` (records, PEP 658 metadata, rendered cards), before the distributions, so
   that a listed file always has its record, as on a live registry;
 - ``packages/``, streamed in blocks into :meth:`Store.new_upload` (flat memory whatever
@@ -45,9 +45,9 @@ __all__ = ["MigrateResult", "migrate"]
 BLOCK = 1 << 20  # read size when streaming a distribution; the store buffers its parts
 #: The state/ folders, in copy order (owners and reservations before anything they guard).
 STATE = (keys.OWNERS, keys.RESERVED, keys.TOKENS, keys.STAGES, keys.YANKED)
-#: Every folder of documents: the state, and the version claims of a lock-free registry
-#: (``claims/``, where this version has them: their ``sealed`` marks cannot be rebuilt).
-DOCS = (*STATE, *([keys.CLAIMS] if hasattr(keys, "CLAIMS") else []))
+#: Every folder of documents: the state, and the version claims (their ``sealed`` marks,
+#: set by promotions, cannot be rebuilt from the distributions).
+DOCS = (*STATE, keys.CLAIMS)
 #: What a data folder holds besides DOCS, meta/ and packages/, and is not copied.
 NOT_COPIED = {"tmp", "mirror", "generation", ".lock"}
 
