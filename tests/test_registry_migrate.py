@@ -66,8 +66,9 @@ def test_a_registry_moves_to_another_folder_and_keeps_everything(
         "tmp/ and mirror/ are never copied", ""
     )
     assert not dst.exists(), "a dry run writes nothing"
-    assert "not copied (unknown to this version): state/future/" in preview
-    assert "not copied (unknown to this version): notes.txt" in preview
+    left_out = [line for line in preview.splitlines() if line.startswith("not copied")]
+    assert left_out == ["not copied (unknown to this version): notes.txt",
+                        "not copied (unknown to this version): state/future/"]  # fmt: skip
 
     out = ok(run_cli("migrate", "--from", str(src), "--to", str(dst)))
     assert "copied packages/model_foo-2.0-py3-none-any.whl" in out
