@@ -141,7 +141,7 @@ def test_bad_locations_are_clear_errors(tmp_path: Path) -> None:
         (str(tmp_path / "empty"), str(tmp_path / "d")): "is not a registry data folder",
         (str(tmp_path / "empty"), str(tmp_path / "empty")): "the same place",
         ("http://example/x", str(tmp_path / "d")): "give a data folder path or s3://",
-        ("s3://", str(tmp_path / "d")): "name the bucket",
+        ("s3://", str(tmp_path / "d")): "--from: 's3://': '' is not a bucket name",
     }
     for (src, dst), message in cases.items():
         result = run_cli("migrate", "--from", src, "--to", dst)

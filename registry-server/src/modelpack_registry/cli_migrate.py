@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from modelpack_registry.errors import RegistryError
+from modelpack_registry.errors import ConfigError, RegistryError
 
 if TYPE_CHECKING:
     from modelpack_registry.storage.base import Store
@@ -57,29 +55,20 @@ def add_migrate_command(sub: Any) -> None:
                         help="list what would be copied and any conflict; write nothing")  # fmt: skip
 
 
-def open_location(spec: str, *, endpoint: str | None, region: str | None) -> Store:
-    """The store behind ``--from``/``--to``: a folder path or ``s3://BUCKET/PREFIX``."""
-    if spec.startswith("s3://"):
-        bucket, _, prefix = spec[len("s3://") :].partition("/")
-        if not bucket:
-            raise RegistryError(f"{spec}: name the bucket, as in s3://BUCKET/PREFIX")
-        try:  # by name: the S3 backend needs boto3, which a folder-only install may lack
-            s3 = importlib.import_module("modelpack_registry.storage.s3")
-        except ImportError as exc:
-            raise RegistryError(
-                f"{spec}: this installation has no S3 backend ({exc}); "
-                "install modelpack-registry with boto3, or migrate between folders"
-            ) from None
-        store: Store = s3.S3Store(bucket, prefix.strip("/"), endpoint_url=endpoint, region=region)
-        check = getattr(store, "check", None)  # the bucket exists and answers
-        if check is not None:
-            check()
-        return store
-    if "://" in spec:
-        raise RegistryError(f"{spec}: give a data folder path or s3://BUCKET/PREFIX")
-    from modelpack_registry.storage.folder import FolderStore
+def open_location(spec: str, option: str, *, endpoint: str | None, region: str | None) -> Store:
+    """The store behind ``--from``/``--to`` (``option``): a folder or ``s3://BUCKET/PREFIX``,
+    opened as ``--storage`` opens it (a bucket is checked to exist and answer)."""
+    from modelpack_registry.storage.location import open_store
 
-    return FolderStore(Path(spec))
+    if "://" in spec and not spec.startswith("s3://"):
+        raise ConfigError(f"{option} {spec}: give a data folder path or s3://BUCKET/PREFIX")
+    try:
+        return open_store(spec, endpoint_url=endpoint, region=region)
+    except ConfigError as exc:  # its messages name --storage, the option of other commands
+        text = str(exc)
+        for name in ("--storage: ", "--storage "):
+            text = text.removeprefix(name)
+        raise ConfigError(f"{option}: {text}") from None
 
 
 def run_migrate(args: argparse.Namespace) -> int:
@@ -90,8 +79,8 @@ def run_migrate(args: argparse.Namespace) -> int:
         raise RegistryError("--s3-endpoint and --s3-region apply to an s3:// side, and "
                             "neither --from nor --to is one")  # fmt: skip
     options = {"endpoint": args.s3_endpoint, "region": args.s3_region}
-    src = open_location(args.source, **options)
-    dst = open_location(args.destination, **options)
+    src = open_location(args.source, "--from", **options)
+    dst = open_location(args.destination, "--to", **options)
     result = migrate(src, dst, dry_run=args.dry_run, sync_state=args.sync_state,
                      out=lambda line: print(line, flush=True))  # fmt: skip
     if result.problems:
