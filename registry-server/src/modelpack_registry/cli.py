@@ -15,6 +15,7 @@ from pathlib import Path
 
 from modelpack_registry import __version__
 from modelpack_registry.cli_access import ACCESS_COMMANDS, add_access_commands, open_data
+from modelpack_registry.cli_migrate import add_migrate_command, run_migrate
 from modelpack_registry.errors import RegistryError
 from modelpack_registry.storage.location import DEFAULT_DATA, ENV, Location
 from modelpack_registry.upload import parse_size
@@ -143,6 +144,7 @@ def _parser() -> argparse.ArgumentParser:
     add_access_commands(sub, data_help)
     for command in _with_data(parser):
         _add_storage_options(command, serve=command is serve)
+    add_migrate_command(sub)
     return parser
 
 
@@ -275,7 +277,7 @@ def _reserve(args: argparse.Namespace) -> int:
 
 
 _COMMANDS = {"serve": _serve, "verify": _verify, "reindex": _reindex, "reserve": _reserve,
-             **ACCESS_COMMANDS}  # fmt: skip
+             "migrate": run_migrate, **ACCESS_COMMANDS}  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> int:
