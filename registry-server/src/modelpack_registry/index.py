@@ -14,7 +14,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +42,8 @@ CHECK_INTERVAL = 0.25
 #: refresh, for 2.6 million GETs ($1.04) a month per busy server process (4x less than
 #: 0.25 s). An idle process reads nothing: the check runs only when a request arrives.
 BUCKET_CHECK_INTERVAL = 1.0
+#: Records read at once when a bucket's listing shows new files (below its client's pool).
+READ_THREADS = 32
 
 
 def version_key(version: str) -> tuple[int, Version | str]:
@@ -122,10 +125,7 @@ class Index:
             log.error("cannot list %s%s: %s", self.data.store.url, "/packages", exc)
             return self._snapshot
         records = {name: rec for name, rec in old.items() if name in names}
-        for name in names - records.keys():
-            record = self.data.load_record(name)
-            if record is None or record.filename != name:
-                record = self._derive(name)
+        for name, record in self._load(sorted(names - records.keys())):
             if record is not None:
                 records[name] = record
         projects: dict[str, list[Record]] = {}
@@ -145,6 +145,22 @@ class Index:
             pass
         stages = load_stages(self.data)
         return Snapshot(generation, records, dict(sorted(projects.items())), yanked, stages)
+
+    def _load(self, names: list[str]) -> Iterator[tuple[str, Record | None]]:
+        """Each new file's record (derived again if missing). On a bucket every read is
+        a round trip (10,000 files one by one: 85 s to the first page on moto), so many
+        are read at once there; a folder reads from the page cache, faster alone."""
+        if len(names) < 8 or self.data.store.local_path(keys.GENERATION) is not None:
+            yield from ((name, self._record(name)) for name in names)
+            return
+        with ThreadPoolExecutor(max_workers=READ_THREADS) as pool:
+            yield from zip(names, pool.map(self._record, names), strict=True)
+
+    def _record(self, name: str) -> Record | None:
+        record = self.data.load_record(name)
+        if record is None or record.filename != name:
+            record = self._derive(name)
+        return record
 
 
 def default_interval(data: DataDir) -> float:
