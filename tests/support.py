@@ -82,6 +82,22 @@ class Storage:
         return cls(f"s3://{bucket}/{prefix}", workdir=workdir, s3=s3)
 
     @property
+    def url(self) -> str:
+        """How the registry names this state in its messages (the store's ``url``)."""
+        return self.store.url
+
+    @property
+    def option(self) -> str:
+        """How the registry's fixes name it: ``--data DIR`` or ``--storage s3://...``."""
+        return f"{self.args[0]} {self.url}"
+
+    def delete_command(self, key: str) -> str:
+        """The shell command the registry's fixes give to delete ``key`` by hand."""
+        if self.path is not None:
+            return f"rm {self.path / key}"
+        return f"aws s3 rm {self.url.rstrip('/')}/{key}"
+
+    @property
     def kind(self) -> str:
         return "folder" if self.s3 is None else "s3"
 
@@ -125,11 +141,18 @@ class Storage:
     def exists(self, key: str) -> bool:
         return self.store.stat(key) is not None
 
-    def write_text(self, key: str, text: str) -> None:
-        """Overwrite (or create) ``key``, as a hand edit would."""
+    def write_text(self, key: str, text: str, *, private: bool | None = None) -> None:
+        """Overwrite (or create) ``key``, as a hand edit would. ``private`` (default: for
+        ``state/tokens/``, as the registry writes them): owner-only on a folder."""
         from modelpack_registry.storage.base import ANY
 
-        self.store.write_doc(key, text.encode(), expect=ANY)
+        if private is None:
+            private = key.startswith("state/tokens/")
+        self.store.write_doc(key, text.encode(), expect=ANY, private=private)
+
+    def put(self, key: str, source: Path) -> None:
+        """Copy a local file into the store as a new blob (a restore, a hand copy)."""
+        self.store.put_new(key, Path(source).read_bytes())
 
     def delete(self, key: str) -> None:
         self.store.delete(key)
@@ -147,8 +170,18 @@ class Storage:
     def cli_command(self, *args: str) -> list[str]:
         return [sys.executable, "-m", "modelpack_registry", *args, *self.args]
 
+    def cli_start(self, *args: str) -> subprocess.Popen[str]:
+        """Start ``modelpack-registry ARGS`` on this state (stdout, stderr piped)."""
+        return subprocess.Popen(self.cli_command(*args), text=True, env={**os.environ, **self.env},
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+
     def __repr__(self) -> str:
         return f"Storage({self.location})"
+
+
+def as_storage(data: Path | Storage) -> Storage:
+    """``data`` as a :class:`Storage` (a plain path is a data folder)."""
+    return data if isinstance(data, Storage) else Storage.folder(Path(data))
 
 
 class Registry:
@@ -177,7 +210,7 @@ class Registry:
         ``data``: a data folder, or a :class:`Storage` (a folder or a bucket); either way
         :attr:`storage` is the state's :class:`Storage`, and :attr:`data` the folder
         (on a bucket: a local folder for the log, not the state)."""
-        self.storage = data if isinstance(data, Storage) else Storage.folder(Path(data))
+        self.storage = as_storage(data)
         self.data = self.storage.path or self.storage.workdir / "data"
         self.env = {**self.storage.env, **(env or {})}
         self.host = host
