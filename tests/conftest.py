@@ -4,7 +4,6 @@ import os
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,7 @@ import bcrypt
 import pytest
 from registry_support import DAVE, PASSWORDS
 
-from support import Registry, S3Server, Storage, stock_pypiserver, uv_bin
+from support import TEST_BUCKET, Registry, S3Server, Storage, stock_pypiserver, uv_bin
 
 # The packaging tools nobody here wrote, for the tests that drive them (consumer recipes,
 # publishers). pdm 2.29 imports hishel.SyncSqliteStorage, which hishel 2.0 removed
@@ -43,10 +42,6 @@ def registry(tmp_path: Path) -> Iterator[Registry]:
         yield reg
 
 
-#: the bucket every bucket-backed test registry lives in (each test under its own prefix)
-TEST_BUCKET = "modelpack-tests"
-
-
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     """One S3 server (moto, ``support.S3Server``) for the whole run, with TEST_BUCKET.
@@ -64,7 +59,7 @@ def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Storage:
     if request.param == "folder":
         return Storage.folder(tmp_path / "data")
     s3: S3Server = request.getfixturevalue("s3_server")
-    return Storage.bucket(s3, TEST_BUCKET, f"t-{uuid.uuid4().hex[:12]}", workdir=tmp_path)
+    return Storage.fresh(s3, workdir=tmp_path)
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
+#: the bucket of the tests' registries on S3 (each under its own prefix: Storage.fresh)
+TEST_BUCKET = "modelpack-tests"
 
 
 def modelpack(
@@ -80,6 +83,12 @@ class Storage:
     def bucket(cls, s3: S3Server, bucket: str, prefix: str, *, workdir: Path) -> Storage:
         """State under ``s3://bucket/prefix`` (the bucket exists; the prefix is new)."""
         return cls(f"s3://{bucket}/{prefix}", workdir=workdir, s3=s3)
+
+    @classmethod
+    def fresh(cls, s3: S3Server, *, workdir: Path, label: str = "t") -> Storage:
+        """A new, empty prefix of :data:`TEST_BUCKET` (which conftest's ``s3_server``
+        made): every test's own state on the one S3 server of the run."""
+        return cls.bucket(s3, TEST_BUCKET, f"{label}-{uuid.uuid4().hex[:12]}", workdir=workdir)
 
     @property
     def url(self) -> str:
