@@ -62,6 +62,17 @@ def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Storage:
     return Storage.fresh(s3, workdir=tmp_path)
 
 
+@pytest.fixture(scope="module", params=["folder", "s3"])
+def module_storage(request: pytest.FixtureRequest,
+                   tmp_path_factory: pytest.TempPathFactory) -> Storage:  # fmt: skip
+    """``storage`` for a module-scoped registry (one per backend, shared by its tests)."""
+    workdir = tmp_path_factory.mktemp("shared")
+    if request.param == "folder":
+        return Storage.folder(workdir / "data")
+    s3: S3Server = request.getfixturevalue("s3_server")
+    return Storage.fresh(s3, workdir=workdir, label="shared")
+
+
 @pytest.fixture
 def htpasswd(tmp_path: Path) -> Path:
     """alice, bob and carol (bcrypt; PASSWORDS) and dave (apr1), as an htpasswd file."""
