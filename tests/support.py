@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ensurepip
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -160,8 +161,14 @@ class Storage:
         self.store.write_doc(key, text.encode(), expect=ANY, private=private)
 
     def put(self, key: str, source: Path) -> None:
-        """Copy a local file into the store as a new blob (a restore, a hand copy)."""
-        self.store.put_new(key, Path(source).read_bytes())
+        """Copy a local file in as ``key``, as a restore or a hand copy does (a folder:
+        ``cp``, even before any registry made it one; a bucket: a new object)."""
+        if self.path is not None:
+            target = self.path / key
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target)
+        else:
+            self.store.put_new(key, Path(source).read_bytes())
 
     def delete(self, key: str) -> None:
         self.store.delete(key)
