@@ -13,7 +13,7 @@ import bcrypt
 import pytest
 from registry_support import DAVE, PASSWORDS
 
-from support import Registry, stock_pypiserver, uv_bin
+from support import TEST_BUCKET, Registry, S3Server, Storage, stock_pypiserver, uv_bin
 
 # The packaging tools nobody here wrote, for the tests that drive them (consumer recipes,
 # publishers). pdm 2.29 imports hishel.SyncSqliteStorage, which hishel 2.0 removed
@@ -40,6 +40,37 @@ def registry(tmp_path: Path) -> Iterator[Registry]:
     """A fresh registry (anonymous uploads, loopback) on a free port, stopped afterwards."""
     with Registry(tmp_path / "registry-data") as reg:
         yield reg
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """One S3 server (moto, ``support.S3Server``) for the whole run, with TEST_BUCKET.
+    Started only when a test asks for a bucket."""
+    with S3Server(log=tmp_path_factory.mktemp("moto") / "moto.log") as server:
+        server.bucket(TEST_BUCKET)
+        yield server
+
+
+@pytest.fixture(params=["folder", "s3"])
+def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Storage:
+    """The registry's state on each backend in turn (issue 16: every behaviour test runs
+    on both): a data folder, or a fresh prefix of TEST_BUCKET on the session's S3 server.
+    A test module opts in by taking this fixture (or ``registry`` defined on it)."""
+    if request.param == "folder":
+        return Storage.folder(tmp_path / "data")
+    s3: S3Server = request.getfixturevalue("s3_server")
+    return Storage.fresh(s3, workdir=tmp_path)
+
+
+@pytest.fixture(scope="module", params=["folder", "s3"])
+def module_storage(request: pytest.FixtureRequest,
+                   tmp_path_factory: pytest.TempPathFactory) -> Storage:  # fmt: skip
+    """``storage`` for a module-scoped registry (one per backend, shared by its tests)."""
+    workdir = tmp_path_factory.mktemp("shared")
+    if request.param == "folder":
+        return Storage.folder(workdir / "data")
+    s3: S3Server = request.getfixturevalue("s3_server")
+    return Storage.fresh(s3, workdir=workdir, label="shared")
 
 
 @pytest.fixture

@@ -8,20 +8,27 @@ from __future__ import annotations
 
 import ensurepip
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import requests
 
+if TYPE_CHECKING:
+    from modelpack_registry.storage.base import Store
+
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
+#: the bucket of the tests' registries on S3 (each under its own prefix: Storage.fresh)
+TEST_BUCKET = "modelpack-tests"
 
 
 def modelpack(
@@ -51,6 +58,148 @@ def uv_bin() -> str:
     return str(find_uv_bin())
 
 
+class Storage:
+    """Where a test registry keeps its state: a data folder or a prefix of a bucket.
+
+    One object per test (two registries given the same one share their state): it gives
+    the command-line arguments (:attr:`args`, ``--data DIR`` or ``--storage s3://...
+    --s3-endpoint URL``), the environment they need (:attr:`env`, the AWS variables for
+    a bucket), and :attr:`store`, the registry's own storage interface on the same state,
+    so a test reads and pokes the state the same way on both backends (never by path).
+    """
+
+    def __init__(self, location: str, *, workdir: Path, s3: S3Server | None = None) -> None:
+        self.location = location
+        """What messages name: the folder's path, or ``s3://BUCKET/PREFIX``."""
+        self.workdir = workdir
+        """A local folder for logs and the like (the data folder's parent)."""
+        self.s3 = s3
+        self._store: Store | None = None
+
+    @classmethod
+    def folder(cls, path: Path) -> Storage:
+        return cls(str(path), workdir=Path(path).parent)
+
+    @classmethod
+    def bucket(cls, s3: S3Server, bucket: str, prefix: str, *, workdir: Path) -> Storage:
+        """State under ``s3://bucket/prefix`` (the bucket exists; the prefix is new)."""
+        return cls(f"s3://{bucket}/{prefix}", workdir=workdir, s3=s3)
+
+    @classmethod
+    def fresh(cls, s3: S3Server, *, workdir: Path, label: str = "t") -> Storage:
+        """A new, empty prefix of :data:`TEST_BUCKET` (which conftest's ``s3_server``
+        made): every test's own state on the one S3 server of the run."""
+        return cls.bucket(s3, TEST_BUCKET, f"{label}-{uuid.uuid4().hex[:12]}", workdir=workdir)
+
+    @property
+    def url(self) -> str:
+        """How the registry names this state in its messages (the store's ``url``)."""
+        return self.store.url
+
+    @property
+    def option(self) -> str:
+        """How the registry's fixes name it: ``--data DIR`` or ``--storage s3://...``."""
+        return f"{self.args[0]} {self.url}"
+
+    def delete_command(self, key: str) -> str:
+        """The shell command the registry's fixes give to delete ``key`` by hand."""
+        if self.path is not None:
+            return f"rm {self.path / key}"
+        return f"aws s3 rm {self.url.rstrip('/')}/{key}"
+
+    @property
+    def kind(self) -> str:
+        return "folder" if self.s3 is None else "s3"
+
+    @property
+    def path(self) -> Path | None:
+        """The data folder, or None on a bucket (only folder-only tests use it)."""
+        return Path(self.location) if self.s3 is None else None
+
+    @property
+    def args(self) -> list[str]:
+        if self.s3 is None:
+            return ["--data", self.location]
+        return ["--storage", self.location, "--s3-endpoint", self.s3.url]
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {} if self.s3 is None else dict(self.s3.env)
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            from modelpack_registry.storage.folder import FolderStore
+            from modelpack_registry.storage.s3 import S3Store, parse_s3_url
+
+            if self.s3 is None:
+                self._store = FolderStore(Path(self.location))
+            else:
+                bucket, prefix = parse_s3_url(self.location)
+                self._store = S3Store(bucket, prefix, self.s3.url, client=self.s3.client())
+        return self._store
+
+    def listing(self, prefix: str) -> list[str]:
+        """The names under ``prefix`` (``"packages"``, ``"state/owners"``), sorted."""
+        start = prefix.rstrip("/") + "/"
+        return sorted(key.removeprefix(start) for key in self.store.iter_keys(start))
+
+    def read_text(self, key: str) -> str:
+        """A document's or blob's content. :raises NotFound:"""
+        return self.store.read_bytes(key).decode()
+
+    def exists(self, key: str) -> bool:
+        return self.store.stat(key) is not None
+
+    def write_text(self, key: str, text: str, *, private: bool | None = None) -> None:
+        """Overwrite (or create) ``key``, as a hand edit would. ``private`` (default: for
+        ``state/tokens/``, as the registry writes them): owner-only on a folder."""
+        from modelpack_registry.storage.base import ANY
+
+        if private is None:
+            private = key.startswith("state/tokens/")
+        self.store.write_doc(key, text.encode(), expect=ANY, private=private)
+
+    def put(self, key: str, source: Path) -> None:
+        """Copy a local file in as ``key``, as a restore or a hand copy does (a folder:
+        ``cp``, even before any registry made it one; a bucket: a new object)."""
+        if self.path is not None:
+            target = self.path / key
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target)
+        else:
+            self.store.put_new(key, Path(source).read_bytes())
+
+    def delete(self, key: str) -> None:
+        self.store.delete(key)
+
+    def pending(self) -> list[str]:
+        """Uploads begun and neither published nor discarded (folder: ``tmp/`` files;
+        bucket: multipart uploads and staged objects): empty once every request ended."""
+        return self.store.pending_uploads()
+
+    def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        """``modelpack-registry ARGS`` on this state (``--data``/``--storage`` appended)."""
+        return subprocess.run(self.cli_command(*args), capture_output=True, text=True,
+                              env={**os.environ, **self.env}, timeout=timeout)  # fmt: skip
+
+    def cli_command(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "modelpack_registry", *args, *self.args]
+
+    def cli_start(self, *args: str) -> subprocess.Popen[str]:
+        """Start ``modelpack-registry ARGS`` on this state (stdout, stderr piped)."""
+        return subprocess.Popen(self.cli_command(*args), text=True, env={**os.environ, **self.env},
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+
+    def __repr__(self) -> str:
+        return f"Storage({self.location})"
+
+
+def as_storage(data: Path | Storage) -> Storage:
+    """``data`` as a :class:`Storage` (a plain path is a data folder)."""
+    return data if isinstance(data, Storage) else Storage.folder(Path(data))
+
+
 class Registry:
     """A `modelpack-registry serve` process on a free loopback port.
 
@@ -62,7 +211,7 @@ class Registry:
 
     def __init__(
         self,
-        data: Path,
+        data: Path | Storage,
         *,
         host: str = "127.0.0.1",
         port: int | None = None,
@@ -72,9 +221,14 @@ class Registry:
         contract: bool = True,
     ) -> None:
         """``env``: added to the server's environment; with ``SCRIPT_NAME`` (gunicorn
-        serves everything under that path prefix) :attr:`url` ends with it."""
-        self.data = Path(data)
-        self.env = dict(env or {})
+        serves everything under that path prefix) :attr:`url` ends with it.
+
+        ``data``: a data folder, or a :class:`Storage` (a folder or a bucket); either way
+        :attr:`storage` is the state's :class:`Storage`, and :attr:`data` the folder
+        (on a bucket: a local folder for the log, not the state)."""
+        self.storage = as_storage(data)
+        self.data = self.storage.path or self.storage.workdir / "data"
+        self.env = {**self.storage.env, **(env or {})}
         self.host = host
         self.port = port or free_port(host)
         self.args = list(args)
@@ -96,7 +250,7 @@ class Registry:
         run = [str(REPO / "tests" / "api_recorder.py"), str(self.recorded)]
         return [
             sys.executable, *(run if self.contract else ["-m", "modelpack_registry"]), "serve",
-            "--data", str(self.data), "--host", self.host, "--port", str(self.port),
+            *self.storage.args, "--host", self.host, "--port", str(self.port),
             *self.args,
         ]  # fmt: skip
 

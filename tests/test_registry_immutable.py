@@ -12,14 +12,23 @@ import os
 import subprocess
 import threading
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 import requests
-from registry_support import listing, make_sdist, make_wheel, post_upload, twine_upload
+from registry_support import make_sdist, make_wheel, post_upload, twine_upload
 
-from support import Registry, Venv, clean_env, uv_bin
+from support import Registry, Storage, Venv, clean_env, uv_bin
 
 API = "/api/v1/models"
+
+
+@pytest.fixture
+def registry(storage: Storage) -> Iterator[Registry]:
+    """A registry on each backend (conftest ``storage``: a folder, a bucket)."""
+    with Registry(storage) as reg:
+        yield reg
 
 
 def respell(wheel: Path, filename: str) -> Path:
@@ -57,7 +66,7 @@ def test_a_promoted_version_gains_no_file_pip_could_prefer(
     sdist = upload(registry, make_sdist(tmp_path / "s", "model_ver-1.0.tar.gz"))
     assert sdist.status_code == 409 and "was promoted to production" in sdist.text
 
-    assert listing(registry.data, "packages") == [first.name]
+    assert registry.storage.listing("packages") == [first.name]
     for index in (registry.index_url, f"{registry.url}/stages/production/simple/"):
         page = requests.get(f"{index}model-ver/", timeout=10).text
         assert page.count("<a ") == 1 and first.name in page
@@ -91,12 +100,14 @@ def test_new_files_for_an_unpromoted_version(registry: Registry, tmp_path: Path)
             registry, respell(make_wheel(tmp_path / filename, "model-ver", "2.0"), filename)
         )
         assert answer.status_code == 409 and f"already exists as {wheel.name}" in answer.text
-    assert listing(registry.data, "packages") == sorted([wheel.name, sdist.name, platform.name])
+    assert registry.storage.listing("packages") == sorted([wheel.name, sdist.name, platform.name])
 
 
-def test_four_spellings_of_one_version_at_once_exactly_one_wins(tmp_path: Path) -> None:
+def test_four_spellings_of_one_version_at_once_exactly_one_wins(
+    storage: Storage, tmp_path: Path
+) -> None:
     spellings = ("model_one", "Model_One", "MODEL_ONE", "model_One")
-    with Registry(tmp_path / "data", args=["--workers", "2"]) as reg:
+    with Registry(storage, args=["--workers", "2"]) as reg:
         for version in ("1.0", "1.1", "1.2"):  # the race, run three times
             bodies = []
             for s in spellings:
@@ -116,7 +127,7 @@ def test_four_spellings_of_one_version_at_once_exactly_one_wins(tmp_path: Path) 
             for t in threads:
                 t.join()
             assert sorted(statuses) == [200, 409, 409, 409], (version, statuses)
-        assert len(listing(reg.data, "packages")) == 3 and listing(reg.data, "tmp") == []
+        assert len(reg.storage.listing("packages")) == 3 and reg.storage.pending() == []
 
 
 def uv_publish(url: str, *files: Path) -> subprocess.CompletedProcess[str]:
@@ -131,9 +142,9 @@ def test_reruns_of_twine_and_uv_publish_succeed(registry: Registry, tmp_path: Pa
     for run in range(2):
         result = twine_upload(registry.url, wheel, sdist)
         assert result.returncode == 0, (run, result.stdout + result.stderr)
-    generation = (registry.data / "generation").read_text()
+    generation = registry.storage.read_text("generation")
     assert twine_upload(registry.url, wheel).returncode == 0
-    assert (registry.data / "generation").read_text() == generation  # nothing changed
+    assert registry.storage.read_text("generation") == generation  # nothing changed
 
     uv_wheel = make_wheel(tmp_path / "u", "model-rerun", "1.1")
     for run in range(2):
@@ -142,8 +153,9 @@ def test_reruns_of_twine_and_uv_publish_succeed(registry: Registry, tmp_path: Pa
     again = post_upload(registry.url, wheel.name, wheel.read_bytes())
     assert again.status_code == 200 and "already published with these exact bytes" in again.text
 
-    stored = {f: hashlib.sha256((registry.data / "packages" / f).read_bytes()).hexdigest()
-              for f in listing(registry.data, "packages")}  # fmt: skip
+    read = registry.storage.store.read_bytes
+    stored = {f: hashlib.sha256(read(f"packages/{f}")).hexdigest()
+              for f in registry.storage.listing("packages")}  # fmt: skip
     assert sorted(stored) == sorted([wheel.name, sdist.name, uv_wheel.name])
     different = make_wheel(tmp_path / "d", "model-rerun", "1.0", payload=b"different")
     refused = twine_upload(registry.url, different)
@@ -151,4 +163,4 @@ def test_reruns_of_twine_and_uv_publish_succeed(registry: Registry, tmp_path: Pa
     different_uv = make_wheel(tmp_path / "e", "model-rerun", "1.1", payload=b"different")
     assert uv_publish(registry.url, different_uv).returncode != 0
     assert stored[wheel.name] == hashlib.sha256(wheel.read_bytes()).hexdigest()
-    assert listing(registry.data, "tmp") == []
+    assert registry.storage.pending() == []

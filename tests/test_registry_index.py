@@ -1,6 +1,7 @@
 """The registry as its users meet it: twine uploads, pip/uv installs, the index pages.
 
-Every test talks over HTTP to a real `modelpack-registry serve` process.
+Every test talks over HTTP to a real `modelpack-registry serve` process, on both
+backends (conftest ``storage``/``module_storage``: a data folder, a bucket).
 """
 
 from __future__ import annotations
@@ -14,17 +15,24 @@ from pathlib import Path
 import pytest
 import requests
 from pypi_simple import ACCEPT_JSON_ONLY, PyPISimple
-from registry_support import listing, make_wheel, post_upload, twine_upload
+from registry_support import make_wheel, post_upload, twine_upload
 
-from support import Registry, Venv
+from support import Registry, Storage, Venv
 
 JSON_TYPE = "application/vnd.pypi.simple.v1+json"
 
 
 @pytest.fixture(scope="module")
-def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
-    """One registry for the read-only and rejection tests of this module."""
-    with Registry(tmp_path_factory.mktemp("shared") / "data") as reg:
+def shared(module_storage: Storage) -> Iterator[Registry]:
+    """One registry on each backend for the read-only and rejection tests of this module."""
+    with Registry(module_storage) as reg:
+        yield reg
+
+
+@pytest.fixture
+def registry(storage: Storage) -> Iterator[Registry]:
+    """A registry on each backend (conftest ``storage``: a folder, a bucket)."""
+    with Registry(storage) as reg:
         yield reg
 
 
@@ -53,10 +61,9 @@ def test_index_pages_parsed_by_pypi_simple(registry: Registry, tmp_path: Path) -
     old = make_wheel(tmp_path, "Model.Bar", "1.0", requires_python=">=3.8,<4")
     new = make_wheel(tmp_path, "model-bar", "2.0")
     assert twine_upload(registry.url, old, new).returncode == 0
-    yanked = registry.data / "state" / "yanked"
-    yanked.mkdir(parents=True)
-    (yanked / f"{old.name}.json").write_text(json.dumps({"reason": "wrong <weights>"}))
-    (registry.data / "generation").write_text("1000\n")  # what the yank command will do
+    marker = json.dumps({"reason": "wrong <weights>"})
+    registry.storage.write_text(f"state/yanked/{old.name}.json", marker)
+    registry.storage.write_text("generation", "1000\n")  # what the yank command will do
 
     for accept in (ACCEPT_JSON_ONLY, "text/html"):
         with PyPISimple(registry.index_url, accept=accept) as client:
@@ -107,8 +114,8 @@ def test_content_negotiation_redirects_and_unknown_names(shared: Registry, tmp_p
 def test_reupload_is_refused_and_stored_bytes_unchanged(registry: Registry, tmp_path: Path) -> None:
     first = make_wheel(tmp_path / "a", "model-foo", "1.0", payload=b"first")
     assert twine_upload(registry.url, first).returncode == 0
-    stored = registry.data / "packages" / first.name
-    before = stored.read_bytes()
+    stored = f"packages/{first.name}"
+    before = registry.storage.store.read_bytes(stored)
     second = make_wheel(tmp_path / "b", "model-foo", "1.0", payload=b"second, different")
     result = twine_upload(registry.url, second)
     assert result.returncode != 0
@@ -116,8 +123,8 @@ def test_reupload_is_refused_and_stored_bytes_unchanged(registry: Registry, tmp_
     response = post_upload(registry.url, second.name, second.read_bytes())
     assert response.status_code == 409
     assert "bump the version" in response.text
-    assert stored.read_bytes() == before
-    assert listing(registry.data, "tmp") == []
+    assert registry.storage.store.read_bytes(stored) == before
+    assert registry.storage.pending() == []
 
 
 def _zip_with_evil_member(tmp_path: Path) -> bytes:
@@ -167,12 +174,12 @@ def test_bad_upload_is_rejected_and_nothing_written(
     shared: Registry, tmp_path: Path, case: str
 ) -> None:
     filename, make, fields = BAD_UPLOADS[case]
-    before = {sub: listing(shared.data, sub) for sub in ("packages", "meta")}
+    before = {sub: shared.storage.listing(sub) for sub in ("packages", "meta")}
     response = post_upload(shared.url, filename, make(tmp_path), fields)
     assert response.status_code == 400, response.text
     assert len(response.text.strip().splitlines()) == 1 and len(response.text) > 10
-    assert {sub: listing(shared.data, sub) for sub in ("packages", "meta")} == before
-    assert listing(shared.data, "tmp") == []
+    assert {sub: shared.storage.listing(sub) for sub in ("packages", "meta")} == before
+    assert shared.storage.pending() == []
 
 
 def test_other_actions_are_refused(shared: Registry) -> None:
@@ -181,7 +188,15 @@ def test_other_actions_are_refused(shared: Registry) -> None:
     assert requests.delete(shared.url + "/packages/x.whl").status_code == 405
 
 
-def test_packages_range_etag_and_304(shared: Registry, tmp_path: Path) -> None:
+def test_packages_range_etag_and_304(storage: Storage, tmp_path: Path) -> None:
+    """The registry serving a file itself: from a folder, or proxied from a bucket (by
+    default a bucket's files are a redirect to the bucket, which answers these itself)."""
+    proxied = [] if storage.kind == "folder" else ["--no-s3-redirect"]
+    with Registry(storage, args=proxied) as reg:
+        range_etag_and_304(reg, tmp_path)
+
+
+def range_etag_and_304(shared: Registry, tmp_path: Path) -> None:
     wheel = make_wheel(tmp_path, "range-model", "1.0", payload=bytes(range(256)) * 100)
     assert twine_upload(shared.url, wheel).returncode == 0
     url = f"{shared.url}/packages/{wheel.name}"

@@ -1,4 +1,4 @@
-"""Publication without a lock: two registry servers on one data folder (issue 16 §2).
+"""Publication without a lock: two registry servers on one folder or bucket (issue 16 §2).
 
 Each server is its own process (as two replicas on a bucket are); nothing holds the
 folder's lock while publishing, so these rules hold only through the conditional writes
@@ -10,17 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import requests
-from registry_support import PASSWORDS, listing, make_wheel, post_upload
+from registry_support import PASSWORDS, make_wheel, post_upload
 
-from support import Registry
+from support import Registry, Storage
 
 
 def race(uploads: list[tuple[Registry, str, bytes, tuple[str, str] | None]]) -> list[int]:
@@ -45,8 +42,18 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_four_spellings_of_a_version_through_two_servers_exactly_one_wins(tmp_path: Path) -> None:
-    data = tmp_path / "data"
+def stored_sha256(data: Storage, filename: str) -> str:
+    return hashlib.sha256(data.store.read_bytes(f"packages/{filename}")).hexdigest()
+
+
+def record(data: Storage, filename: str) -> dict[str, str]:
+    return json.loads(data.read_text(f"meta/{filename}.json"))  # type: ignore[no-any-return]
+
+
+def test_four_spellings_of_a_version_through_two_servers_exactly_one_wins(
+    storage: Storage, tmp_path: Path
+) -> None:
+    data = storage
     with Registry(data) as a, Registry(data) as b:
         for major in ("1", "2", "3"):  # the race, run three times
             spellings = (major, f"{major}.0", f"{major}.0.0", f"{major}.00")
@@ -58,15 +65,13 @@ def test_four_spellings_of_a_version_through_two_servers_exactly_one_wins(tmp_pa
             statuses = race(uploads)
             assert sorted(statuses) == [200, 409, 409, 409], (major, statuses)
             winner = uploads[statuses.index(200)][1]
-            assert [
-                f for f in listing(data, "packages") if f.startswith(f"model_race-{major}")
-            ] == [winner]
-        assert len(listing(data, "packages")) == 3 and listing(data, "tmp") == []
-        claims = sorted(listing(data, "claims"))
+            ours = [f for f in data.listing("packages") if f.startswith(f"model_race-{major}")]
+            assert ours == [winner]
+        assert len(data.listing("packages")) == 3 and data.pending() == []
+        claims = sorted(data.listing("claims"))
         assert claims == ["model-race==1.json", "model-race==2.json", "model-race==3.json"]
-        for filename in listing(data, "packages"):  # each record describes its file
-            record = json.loads((data / "meta" / f"{filename}.json").read_text())
-            assert record["sha256"] == sha256(data / "packages" / filename)
+        for filename in data.listing("packages"):  # each record describes its file
+            assert record(data, filename)["sha256"] == stored_sha256(data, filename)
         # Both servers see the three files (each checks the generation every 0.25 s).
         for reg in (a, b):
             deadline = time.monotonic() + 5
@@ -78,19 +83,20 @@ def test_four_spellings_of_a_version_through_two_servers_exactly_one_wins(tmp_pa
             assert page.status_code == 200 and page.text.count(".whl#sha256=") == 3
 
     # The claims are derived: reindex rebuilds them from packages/.
-    shutil.rmtree(data / "claims")
-    reindex = subprocess.run([sys.executable, "-m", "modelpack_registry", "reindex", "--data",
-                              str(data)], capture_output=True, text=True, timeout=120)  # fmt: skip
+    for name in claims:
+        data.store.delete_doc(f"claims/{name}")
+    assert data.listing("claims") == []
+    reindex = data.cli("reindex")
     assert reindex.returncode == 0, reindex.stderr
-    assert sorted(listing(data, "claims")) == claims
+    assert sorted(data.listing("claims")) == claims
     with Registry(data) as a:  # and the rules still hold against the rebuilt claims
         wheel = make_wheel(tmp_path / "again", "model-race", "2.0.0.0")
         answer = post_upload(a.url, wheel.name, wheel.read_bytes())
         assert answer.status_code == 409 and "spelled another way" in answer.text, answer.text
 
 
-def test_one_file_name_through_two_servers(tmp_path: Path) -> None:
-    data = tmp_path / "data"
+def test_one_file_name_through_two_servers(storage: Storage, tmp_path: Path) -> None:
+    data = storage
     with Registry(data) as a, Registry(data) as b:
         for attempt in range(3):
             name = f"model-same{attempt}"
@@ -102,21 +108,20 @@ def test_one_file_name_through_two_servers(tmp_path: Path) -> None:
                              (b, theirs.name, theirs.read_bytes(), None)])  # fmt: skip
             assert sorted(statuses) == [200, 409], statuses
             won = (ours, theirs)[statuses.index(200)]
-            stored = data / "packages" / ours.name
-            assert sha256(stored) == sha256(won)
-            record = json.loads((data / "meta" / f"{ours.name}.json").read_text())
-            assert record["sha256"] == sha256(won)
+            assert stored_sha256(data, ours.name) == sha256(won)
+            assert record(data, ours.name)["sha256"] == sha256(won)
             # The same bytes again through both at once: both succeed, nothing changes.
             statuses = race([(a, won.name, won.read_bytes(), None),
                              (b, won.name, won.read_bytes(), None)])  # fmt: skip
             assert statuses == [200, 200]
-            assert sha256(stored) == sha256(won)
-        assert len(listing(data, "packages")) == 3 and listing(data, "tmp") == []
+            assert stored_sha256(data, ours.name) == sha256(won)
+        assert len(data.listing("packages")) == 3 and data.pending() == []
 
 
-def test_first_uploader_of_a_name_through_two_servers_owns_it(tmp_path: Path,
-                                                             htpasswd: Path) -> None:  # fmt: skip
-    data = tmp_path / "data"
+def test_first_uploader_of_a_name_through_two_servers_owns_it(
+    storage: Storage, tmp_path: Path, htpasswd: Path
+) -> None:
+    data = storage
     args = ["--htpasswd", str(htpasswd)]
     alice, bob = ("alice", PASSWORDS["alice"]), ("bob", PASSWORDS["bob"])
     with Registry(data, args=args) as a, Registry(data, args=args) as b:
@@ -130,9 +135,9 @@ def test_first_uploader_of_a_name_through_two_servers_owns_it(tmp_path: Path,
             owner, published, refused = (
                 ("alice", first, second) if statuses[0] == 200 else ("bob", second, first)
             )
-            doc = json.loads((data / "state" / "owners" / f"{name}.json").read_text())
+            doc = json.loads(data.read_text(f"state/owners/{name}.json"))
             assert doc["owners"] == [owner] and doc["maintainers"] == []
-            assert published.name in listing(data, "packages")
-            assert refused.name not in listing(data, "packages")
-            assert f"{refused.name}.json" not in listing(data, "meta")
-        assert listing(data, "tmp") == []
+            assert published.name in data.listing("packages")
+            assert refused.name not in data.listing("packages")
+            assert f"{refused.name}.json" not in data.listing("meta")
+        assert data.pending() == []

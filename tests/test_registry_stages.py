@@ -2,25 +2,33 @@
 
 Promote a version to `production`, install it with pip/uv from the stage index, move the
 stage, roll it back, yank a bad version; with credentials, and with two servers on one
-data folder. Real registry processes, real installers.
+data folder or bucket. Every test runs on both backends (conftest ``storage``). Real
+registry processes, real installers.
 """
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import bcrypt
+import pytest
 import requests
 from test_registry_catalog import model_wheel, upload
 
-from support import Registry, Venv
+from support import Registry, Storage, Venv
 
 API = "/api/v1/models"
+
+
+@pytest.fixture
+def registry(storage: Storage) -> Iterator[Registry]:
+    """A registry on each backend (conftest ``storage``: a folder, a bucket)."""
+    with Registry(storage) as reg:
+        yield reg
 
 
 def promote(reg: Registry, name: str, stage: str, version: str, **kw: object) -> requests.Response:
@@ -111,7 +119,7 @@ def test_yank_hides_a_version_from_unpinned_installs(registry: Registry, tmp_pat
     assert done.status_code == 200
     assert done.json() == {"name": "model-foo", "version": "2.0", "yanked": True, "reason": reason}
     stored = json.loads(
-        (registry.data / "state/yanked/model_foo-2.0-py3-none-any.whl.json").read_text()
+        registry.storage.read_text("state/yanked/model_foo-2.0-py3-none-any.whl.json")
     )
     assert stored["reason"] == reason and stored["by"] is None and stored["at"]
 
@@ -139,11 +147,11 @@ def test_yank_hides_a_version_from_unpinned_installs(registry: Registry, tmp_pat
     assert promote(registry, "model-foo", "production", "2.0").status_code == 200
 
 
-def test_writes_need_credentials_and_record_the_user(tmp_path: Path) -> None:
+def test_writes_need_credentials_and_record_the_user(storage: Storage, tmp_path: Path) -> None:
     htpasswd = tmp_path / "htpasswd"
     hashed = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(rounds=4)).decode()
     htpasswd.write_text(f"alice:{hashed}\n")
-    with Registry(tmp_path / "data", args=["--htpasswd", str(htpasswd)]) as reg:
+    with Registry(storage, args=["--htpasswd", str(htpasswd)]) as reg:
         upload(reg, model_wheel(tmp_path / "dist", "model-foo", "1.0"), auth=("alice", "s3cret"))
         anonymous = promote(reg, "model-foo", "production", "1.0")
         assert anonymous.status_code == 401
@@ -159,13 +167,15 @@ def test_writes_need_credentials_and_record_the_user(tmp_path: Path) -> None:
         assert doc["history"][0]["by"] == "alice"
         assert yank(reg, "model-foo", "1.0", "bad", auth=("alice", "s3cret")).status_code == 200
         stored = json.loads(
-            (reg.data / "state/yanked/model_foo-1.0-py3-none-any.whl.json").read_text()
+            reg.storage.read_text("state/yanked/model_foo-1.0-py3-none-any.whl.json")
         )
         assert stored["by"] == "alice"
 
 
-def test_two_servers_on_one_folder_share_stages_and_lose_nothing(tmp_path: Path) -> None:
-    data = tmp_path / "data"
+def test_two_servers_on_one_store_share_stages_and_lose_nothing(
+    storage: Storage, tmp_path: Path
+) -> None:
+    data = storage
     with Registry(data) as one, Registry(data) as two:
         publish_two(one, tmp_path)
         assert promote(two, "model-foo", "production", "1.0").status_code == 200
@@ -200,10 +210,9 @@ def test_two_servers_on_one_folder_share_stages_and_lose_nothing(tmp_path: Path)
         assert len(history) == 1 + 40
         assert sum(h["stage"] == "staging" for h in history) == 20
 
-    cli = [sys.executable, "-m", "modelpack_registry"]
-    verify = subprocess.run([*cli, "verify", "--data", str(data)], capture_output=True, text=True)
+    verify = data.cli("verify")
     assert verify.returncode == 0, verify.stdout + verify.stderr
     assert "orphan" not in verify.stdout + verify.stderr
-    reindex = subprocess.run([*cli, "reindex", "--data", str(data)], capture_output=True, text=True)
+    reindex = data.cli("reindex")
     assert reindex.returncode == 0, reindex.stderr
-    assert (data / "state" / "stages" / "model-foo.json").exists()
+    assert data.exists("state/stages/model-foo.json")

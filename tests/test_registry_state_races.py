@@ -5,22 +5,21 @@ The platform team's story: two replicas serve one registry and an admin scripts
 (a bucket has none): every `state/` document changes by a conditional read-modify-write
 that is retried when another writer got in between, so no change is lost, the
 last-owner rule holds under a race, and of two creations or deletions of one document
-exactly one wins. Real registry processes on one data folder, real CLI processes.
+exactly one wins. Real registry processes on one data folder or bucket (both backends,
+conftest ``storage``), real CLI processes.
 """
 
 from __future__ import annotations
 
+import json
 import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import requests
 
-from support import Registry
+from support import Registry, Storage
 
 API = "/api/v1/models"
-CLI = [sys.executable, "-m", "modelpack_registry"]
 
 
 def owners_url(reg: Registry, name: str, user: str) -> str:
@@ -34,10 +33,9 @@ def change(reg: Registry, name: str, user: str, role: str | None) -> requests.Re
     return requests.put(owners_url(reg, name, user), json={"role": role}, timeout=30)
 
 
-def cli(data: Path, *args: str) -> subprocess.Popen[str]:
-    """Start ``modelpack-registry ARGS --data DATA`` (it runs alongside the servers)."""
-    return subprocess.Popen([*CLI, *args, "--data", str(data)], text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+def cli(data: Storage, *args: str) -> subprocess.Popen[str]:
+    """Start ``modelpack-registry ARGS --data/--storage ...`` (it runs beside the servers)."""
+    return data.cli_start(*args)
 
 
 def finish(proc: subprocess.Popen[str]) -> tuple[int, str]:
@@ -53,9 +51,9 @@ def owners_of(reg: Registry, name: str) -> dict[str, object]:
 
 
 def test_parallel_owner_changes_through_two_servers_and_the_cli_lose_nothing(
-    tmp_path: Path,
+    storage: Storage,
 ) -> None:
-    data = tmp_path / "data"
+    data = storage
     users = [f"user-{i:02d}" for i in range(20)]
     by_cli = [f"cli-{i}" for i in range(3)]
     with Registry(data) as one, Registry(data) as two:
@@ -107,13 +105,13 @@ def test_parallel_owner_changes_through_two_servers_and_the_cli_lose_nothing(
             refused = next(a for a in raced[2 * i : 2 * i + 2] if a.status_code == 409)
             assert f"is the last owner of {name}; add another owner first" in refused.text
 
-    verify = subprocess.run([*CLI, "verify", "--data", str(data)], capture_output=True, text=True)
+    verify = data.cli("verify")
     assert verify.returncode == 0, verify.stdout + verify.stderr
 
 
-def test_of_two_reservations_or_revocations_at_once_exactly_one_wins(tmp_path: Path) -> None:
-    data = tmp_path / "data"
-    with Registry(data):  # makes the data folder, and runs beside the CLI
+def test_of_two_reservations_or_revocations_at_once_exactly_one_wins(storage: Storage) -> None:
+    data = storage
+    with Registry(data):  # makes the store, and runs beside the CLI
         procs = [cli(data, "reserve", "model-new") for _ in range(4)]
         said = sorted(finish(p)[1].strip() for p in procs)
         assert said == ["model-new was already reserved"] * 3 + ["reserved model-new"]
@@ -122,8 +120,7 @@ def test_of_two_reservations_or_revocations_at_once_exactly_one_wins(tmp_path: P
         said = sorted(finish(p)[1].strip() for p in procs)
         assert said == ["model-new was not reserved"] * 3 + ["released model-new"]
 
-        made = subprocess.run([*CLI, "tokens", "create", "--model", "model-foo", "--user",
-                               "alice", "--data", str(data)], capture_output=True, text=True)  # fmt: skip
+        made = data.cli("tokens", "create", "--model", "model-foo", "--user", "alice")
         assert made.returncode == 0, made.stderr
         token_id = made.stdout.split("_")[1]
         procs = [cli(data, "tokens", "revoke", token_id) for _ in range(4)]
@@ -131,29 +128,29 @@ def test_of_two_reservations_or_revocations_at_once_exactly_one_wins(tmp_path: P
         assert [code for code, _ in results] == [0, 1, 1, 1], results
         assert results[0][1].startswith(f"revoked token {token_id} (alice on model-foo)")
         assert all(f"no token with id '{token_id}'" in text for _, text in results[1:])
-        assert not (data / "state" / "tokens" / f"{token_id}.json").exists()
+        assert not data.exists(f"state/tokens/{token_id}.json")
 
 
-def test_verify_names_the_store_in_its_fixes_once(tmp_path: Path) -> None:
+def test_verify_names_the_store_in_its_fixes_once(storage: Storage) -> None:
     """The fixes `verify` prints for state/ documents are commands that run as printed."""
-    data = tmp_path / "data"
-    (data / "packages").mkdir(parents=True)
-    made = subprocess.run([*CLI, "tokens", "create", "--model", "model-foo", "--user", "alice",
-                           "--data", str(data)], capture_output=True, text=True)  # fmt: skip
+    data = storage
+    if data.path is not None:  # a data folder (a bucket prefix needs nothing made first)
+        (data.path / "packages").mkdir(parents=True)
+    made = data.cli("tokens", "create", "--model", "model-foo", "--user", "alice")
     assert made.returncode == 0, made.stderr
-    token_file = data / "state" / "tokens" / f"{made.stdout.split('_')[1]}.json"
-    token_file.write_text(token_file.read_text()[:20])  # a truncated copy
-    added = subprocess.run([*CLI, "owners", "add", "model-foo", "alice", "--data", str(data)],
-                           capture_output=True, text=True)  # fmt: skip
+    token_key = f"state/tokens/{made.stdout.split('_')[1]}.json"
+    data.write_text(token_key, data.read_text(token_key)[:20])  # a truncated copy
+    added = data.cli("owners", "add", "model-foo", "alice")
     assert added.returncode == 0, added.stderr
-    owners = data / "state" / "owners" / "model-foo.json"
-    owners.write_text('{"owners": ["alice", "alice"], "maintainers": []}')
+    owners = json.dumps({"owners": ["alice", "alice"], "maintainers": []})
+    data.write_text("state/owners/model-foo.json", owners)
 
-    result = subprocess.run([*CLI, "verify", "--data", str(data)], capture_output=True, text=True)
+    result = data.cli("verify")
     assert result.returncode == 1
     (corrupt,) = [line for line in result.stdout.splitlines() if line.startswith("corrupt: ")]
-    assert f"(`rm {token_file}`)" in corrupt
-    assert f"--model MODEL --user USER --data {data}`" in corrupt
+    assert f"(`{data.delete_command(token_key)}`)" in corrupt
+    assert f"--model MODEL --user USER {data.option}`" in corrupt
     (twice,) = [line for line in result.stdout.splitlines() if "listed more than once" in line]
-    assert f"owners add model-foo USER [--maintainer] --data {data}` for any user" in twice
-    assert result.stdout.count("--data") == 2  # once per fix, never "--data --data"
+    assert f"owners add model-foo USER [--maintainer] {data.option}` for any user" in twice
+    flag = data.args[0]
+    assert result.stdout.count(flag) == 2  # once per fix, never "--data --data"

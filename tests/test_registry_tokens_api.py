@@ -3,7 +3,8 @@
 alice publishes model-foo and makes a token for her CI over HTTP; bob, her maintainer,
 makes his own and sees only his; dave, a stranger, is told who to ask; carol, an admin,
 makes one for anyone; a token never makes another, but may retire itself. Then the
-same story through `modelpack token`. Real registry processes, real twine and modelpack.
+same story through `modelpack token`. Real registry processes, real twine and modelpack;
+each story on both backends (conftest ``storage``: a data folder, a bucket).
 """
 
 from __future__ import annotations
@@ -18,9 +19,8 @@ import pytest
 import requests
 from registry_support import make_big_wheel, make_wheel
 from test_registry_access import auth, promote, server, twine
-from test_registry_ops import run_cli
 
-from support import Registry, modelpack, ok
+from support import Registry, Storage, modelpack, ok
 
 API = "/api/v1/models"
 
@@ -54,10 +54,10 @@ def until(expires: str) -> dt.timedelta:
 
 
 def test_owner_makes_a_ci_token_over_http_and_twine_uploads_with_it(
-    tmp_path: Path, htpasswd: Path
+    storage: Storage, tmp_path: Path, htpasswd: Path
 ) -> None:
     dist = tmp_path / "dist"
-    with server(tmp_path, htpasswd) as reg:
+    with server(tmp_path, htpasswd, data=storage) as reg:
         assert twine(reg, make_wheel(dist, "model-foo", "1.0"), "alice")[0] == 0
         made = create(reg, auth("alice"), "Model_Foo", expires="90d")
         assert made.status_code == 201, made.text
@@ -66,7 +66,7 @@ def test_owner_makes_a_ci_token_over_http_and_twine_uploads_with_it(
         assert (doc["model"], doc["user"]) == ("model-foo", "alice")
         assert doc["token"].startswith(f"mpk_{doc['id']}_")
         assert dt.timedelta(days=89) < until(doc["expires"]) <= dt.timedelta(days=90)
-        stored = json.loads((reg.data / f"state/tokens/{doc['id']}.json").read_text())
+        stored = json.loads(reg.storage.read_text(f"state/tokens/{doc['id']}.json"))
         assert doc["token"].split("_", 2)[2] not in json.dumps(stored)  # only its hash
 
         code, out = twine(reg, make_wheel(dist, "model-foo", "2.0"), "__token__", doc["token"])
@@ -84,13 +84,12 @@ def test_owner_makes_a_ci_token_over_http_and_twine_uploads_with_it(
 
 
 def test_maintainers_see_their_own_strangers_are_told_who_to_ask(
-    tmp_path: Path, htpasswd: Path
+    storage: Storage, tmp_path: Path, htpasswd: Path
 ) -> None:
     dist = tmp_path / "dist"
-    with server(tmp_path, htpasswd) as reg:
+    with server(tmp_path, htpasswd, data=storage) as reg:
         assert twine(reg, make_wheel(dist, "model-foo", "1.0"), "alice")[0] == 0
-        assert run_cli("owners", "add", "model-foo", "bob", "--maintainer",
-                       "--data", str(reg.data)).returncode == 0  # fmt: skip
+        assert reg.storage.cli("owners", "add", "model-foo", "bob", "--maintainer").returncode == 0
         alices = create(reg, auth("alice")).json()
         bobs = create(reg, auth("bob"), expires="12h").json()
         assert bobs["user"] == "bob"
@@ -110,7 +109,7 @@ def test_maintainers_see_their_own_strangers_are_told_who_to_ask(
         assert len(admin_view) == 2
         for text in (every.text, listed(reg, auth("bob")).text):
             for made in (alices, bobs):
-                sha = json.loads((reg.data / f"state/tokens/{made['id']}.json").read_text())
+                sha = json.loads(reg.storage.read_text(f"state/tokens/{made['id']}.json"))
                 assert made["token"].split("_", 2)[2] not in text
                 assert sha["sha256"] not in text and "sha256" not in text
 
@@ -138,10 +137,10 @@ def test_maintainers_see_their_own_strangers_are_told_who_to_ask(
 
 
 def test_a_token_cannot_make_or_see_tokens_but_may_retire_itself(
-    tmp_path: Path, htpasswd: Path
+    storage: Storage, tmp_path: Path, htpasswd: Path
 ) -> None:
     dist = tmp_path / "dist"
-    with server(tmp_path, htpasswd) as reg:
+    with server(tmp_path, htpasswd, data=storage) as reg:
         assert twine(reg, make_wheel(dist, "model-foo", "1.0"), "alice")[0] == 0
         first = create(reg, auth("alice")).json()
         second = create(reg, auth("alice")).json()
@@ -149,7 +148,7 @@ def test_a_token_cannot_make_or_see_tokens_but_may_retire_itself(
         for refused in (create(reg, leaked), listed(reg, leaked)):
             assert refused.status_code == 403
             assert "use your user name and password" in refused.json()["error"]
-        assert len(list((reg.data / "state/tokens").glob("*.json"))) == 2
+        assert len(reg.storage.listing("state/tokens")) == 2
         other = revoke(reg, leaked, second["id"])
         assert other.status_code == 403 and "only itself" in other.json()["error"]
 
@@ -166,10 +165,10 @@ def test_a_token_cannot_make_or_see_tokens_but_may_retire_itself(
 
 
 def test_admins_make_tokens_for_anyone_and_ids_stay_in_their_model(
-    tmp_path: Path, htpasswd: Path
+    storage: Storage, tmp_path: Path, htpasswd: Path
 ) -> None:
     dist = tmp_path / "dist"
-    with server(tmp_path, htpasswd) as reg:
+    with server(tmp_path, htpasswd, data=storage) as reg:
         assert twine(reg, make_wheel(dist, "model-foo", "1.0"), "alice")[0] == 0
         assert twine(reg, make_wheel(dist, "model-bar", "1.0"), "bob")[0] == 0
 
@@ -195,7 +194,7 @@ def test_admins_make_tokens_for_anyone_and_ids_stay_in_their_model(
             assert "model-foo has no API token with id" in crossed.json()["error"]
         assert revoke(reg, auth("alice"), "0123456789abcdef").status_code == 404
         assert revoke(reg, auth("alice"), "not-an-id").status_code == 404
-        assert (reg.data / f"state/tokens/{bars['id']}.json").exists()
+        assert reg.storage.exists(f"state/tokens/{bars['id']}.json")
         assert revoke(reg, auth("carol"), bars["id"], "model-bar").status_code == 200
         assert revoke(reg, auth("carol"), bars["id"], "model-bar").status_code == 404
 
@@ -217,23 +216,23 @@ def test_admins_make_tokens_for_anyone_and_ids_stay_in_their_model(
     ],
 )
 def test_a_bad_expiry_is_refused_with_the_clis_words(
-    tmp_path: Path, htpasswd: Path, expires: str, problem: str
+    storage: Storage, tmp_path: Path, htpasswd: Path, expires: str, problem: str
 ) -> None:
-    with server(tmp_path, htpasswd) as reg:
+    with server(tmp_path, htpasswd, data=storage) as reg:
         assert twine(reg, make_wheel(tmp_path / "dist", "model-foo", "1.0"), "alice")[0] == 0
         refused = create(reg, auth("alice"), expires=expires)
         assert refused.status_code == 400 and problem in refused.json()["error"]
         not_text = requests.post(tokens_url(reg), json={"expires": 90}, auth=auth("alice"),
                                  timeout=10)  # fmt: skip
         assert not_text.status_code == 400 and '"90d"' in not_text.json()["error"]
-        assert not list((reg.data / "state/tokens").glob("*.json"))
-    cli = run_cli("tokens", "create", "--model", "model-foo", "--user", "alice",
-                  "--expires", expires, "--data", str(reg.data))  # fmt: skip
+        assert reg.storage.listing("state/tokens") == []
+    cli = storage.cli("tokens", "create", "--model", "model-foo", "--user", "alice",
+                      "--expires", expires)  # fmt: skip
     assert problem in cli.stderr
 
 
-def test_a_registry_without_credentials_has_no_tokens(tmp_path: Path) -> None:
-    with Registry(tmp_path / "data") as reg:
+def test_a_registry_without_credentials_has_no_tokens(storage: Storage, tmp_path: Path) -> None:
+    with Registry(storage) as reg:
         assert twine(reg, make_wheel(tmp_path / "dist", "model-foo", "1.0"), "alice")[0] == 0
         for answer in (
             requests.post(tokens_url(reg), json={}, timeout=10),
@@ -243,7 +242,7 @@ def test_a_registry_without_credentials_has_no_tokens(tmp_path: Path) -> None:
             assert answer.status_code == 409
             assert "API tokens need a registry with credentials" in answer.json()["error"]
             assert "--htpasswd" in answer.json()["error"]
-        assert not (reg.data / "state/tokens").exists()
+        assert reg.storage.listing("state/tokens") == []
 
 
 def test_openapi_describes_the_token_endpoints(tmp_path: Path) -> None:
@@ -263,10 +262,12 @@ def _env(**values: str) -> dict[str, str]:
     return {**base, **{f"MODELPACK_{k.upper()}": v for k, v in values.items()}}
 
 
-def test_modelpack_token_create_publish_list_revoke(tmp_path: Path, htpasswd: Path) -> None:
+def test_modelpack_token_create_publish_list_revoke(
+    storage: Storage, tmp_path: Path, htpasswd: Path
+) -> None:
     dist = tmp_path / "dist"
     alice = _env(username="alice", password="alice-pw")
-    with server(tmp_path, htpasswd) as reg:
+    with server(tmp_path, htpasswd, data=storage) as reg:
         assert twine(reg, make_wheel(dist, "model-foo", "1.0"), "alice")[0] == 0
         at = ("--registry", reg.url)
 

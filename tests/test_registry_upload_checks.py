@@ -1,7 +1,7 @@
 """What an upload must be: a PEP 508 name, an sdist of plain files, one file part, true digests.
 
 Issue 13 §3 (names, sdists): each refusal is a 400 that names the problem, with nothing
-written.
+written; on both backends (a data folder, a bucket: conftest ``storage``).
 """
 
 from __future__ import annotations
@@ -18,20 +18,26 @@ from registry_support import (
     BOUNDARY,
     MULTIPART_END,
     MULTIPART_TYPE,
-    listing,
     make_sdist,
     make_wheel,
     multipart_head,
     post_upload,
 )
 
-from support import Registry
+from support import Registry, Storage
 
 
 @pytest.fixture(scope="module")
-def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
-    """One registry for the refusals of this module (none of them writes)."""
-    with Registry(tmp_path_factory.mktemp("shared") / "data") as reg:
+def shared(module_storage: Storage) -> Iterator[Registry]:
+    """One registry on each backend for the refusals of this module (none of them writes)."""
+    with Registry(module_storage) as reg:
+        yield reg
+
+
+@pytest.fixture
+def registry(storage: Storage) -> Iterator[Registry]:
+    """A registry on each backend (conftest ``storage``: a folder, a bucket)."""
+    with Registry(storage) as reg:
         yield reg
 
 
@@ -53,7 +59,7 @@ def test_only_pep_508_names_are_accepted(shared: Registry, tmp_path: Path, raw: 
         answer = post_upload(shared.url, filename, content)
         assert answer.status_code == 400, (filename, answer.text)
         assert BAD_NAMES[raw] in answer.text and "PEP 508" in answer.text, answer.text
-    assert listing(shared.data, "packages") == []
+    assert shared.storage.listing("packages") == []
 
 
 def test_metadata_name_must_be_ascii_too(shared: Registry, tmp_path: Path) -> None:
@@ -85,7 +91,7 @@ def test_sdist_links_and_devices_are_refused(shared: Registry, tmp_path: Path,
     answer = post_upload(shared.url, sdist.name, sdist.read_bytes())
     assert answer.status_code == 400, answer.text
     assert f"has a {says}, {member.name!r}" in answer.text and "only regular files" in answer.text
-    assert listing(shared.data, "packages") == []
+    assert shared.storage.listing("packages") == []
 
 
 def test_zip_sdist_with_a_symlink_is_refused(shared: Registry, tmp_path: Path) -> None:
@@ -117,7 +123,7 @@ def test_a_content_part_without_filename_is_not_prepended(
     answer = raw_upload(registry.url, body + wheel.read_bytes() + MULTIPART_END)
     assert answer.status_code == 400, answer.text
     assert "'content' part without a filename" in answer.text
-    assert listing(registry.data, "packages") == [] and listing(registry.data, "tmp") == []
+    assert registry.storage.listing("packages") == [] and registry.storage.pending() == []
 
 
 def test_md5_and_blake2_digests_are_checked(registry: Registry, tmp_path: Path) -> None:
@@ -139,7 +145,7 @@ def test_md5_and_blake2_digests_are_checked(registry: Registry, tmp_path: Path) 
     )
     answer = raw_upload(registry.url, late)
     assert answer.status_code == 400 and "md5_digest" in answer.text, answer.text
-    assert listing(registry.data, "packages") == []
+    assert registry.storage.listing("packages") == []
     good = post_upload(
         registry.url, wheel.name, content, {"md5_digest": md5, "blake2_256_digest": blake2}
     )

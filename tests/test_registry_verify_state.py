@@ -3,8 +3,9 @@
 The platform team's story: `state/` cannot be rebuilt from `packages/`, so after a
 restore (or a hand edit) `verify` must say which stage now points at nothing, which
 stages file the server drops, and which yank marker lost its reason, with the fix.
-Stages and yanks are made by a real registry through its API, then damaged on disk;
-where a line says what consumers now see, a real server on the folder is asked too.
+Stages and yanks are made by a real registry through its API, then damaged through the
+store (on both backends: a data folder and a bucket, conftest ``storage``); where a line
+says what consumers now see, a real server on the same state is asked too.
 """
 
 from __future__ import annotations
@@ -14,16 +15,14 @@ from pathlib import Path
 
 import requests
 from registry_support import make_wheel, post_upload
-from test_registry_ops import run_cli
 
-from support import Registry
+from support import Registry, Storage
 
 API = "/api/v1/models"
 
 
-def published(tmp_path: Path) -> Path:
+def published(data: Storage, tmp_path: Path) -> Storage:
     """model-foo 1.0 and 2.0 and model-bar 1.0, model-foo 2.0 in production."""
-    data = tmp_path / "data"
     with Registry(data) as reg:
         for name, version in (("model-foo", "1.0"), ("model-foo", "2.0"), ("model-bar", "1.0")):
             wheel = make_wheel(tmp_path / "dist", name, version)
@@ -35,8 +34,8 @@ def published(tmp_path: Path) -> Path:
     return data
 
 
-def verify(data: Path) -> tuple[int, list[str], str]:
-    result = run_cli("verify", "--data", str(data))
+def verify(data: Storage) -> tuple[int, list[str], str]:
+    result = data.cli("verify")
     return result.returncode, result.stdout.splitlines(), result.stderr
 
 
@@ -44,15 +43,17 @@ def stage_index(reg: Registry, name: str) -> int:
     return requests.get(f"{reg.url}/stages/production/simple/{name}/", timeout=10).status_code
 
 
-def test_a_stage_that_points_at_a_lost_version_is_an_error(tmp_path: Path) -> None:
-    data = published(tmp_path)
-    assert verify(data)[:2] == (0, [f"{data}: OK"])
+def test_a_stage_that_points_at_a_lost_version_is_an_error(
+    storage: Storage, tmp_path: Path
+) -> None:
+    data = published(storage, tmp_path)
+    assert verify(data)[:2] == (0, [f"{data.location}: OK"])
 
     # a restore that brought back state/ but not the newest file, then `reindex`
-    (data / "packages/model_foo-2.0-py3-none-any.whl").unlink()
-    assert run_cli("reindex", "--data", str(data)).returncode == 0
+    data.delete("packages/model_foo-2.0-py3-none-any.whl")
+    assert data.cli("reindex").returncode == 0
     code, out, err = verify(data)
-    assert code == 1 and err.strip() == f"1 problem(s) in {data}"
+    assert code == 1 and err.strip() == f"1 problem(s) in {data.location}"
     assert out == [
         "missing: state/stages/model-foo.json: stage production of model-foo points at 2.0, "
         "which has no file in packages/, so /stages/production/simple/model-foo/ lists "
@@ -65,16 +66,16 @@ def test_a_stage_that_points_at_a_lost_version_is_an_error(tmp_path: Path) -> No
             f"{reg.url}{API}/model-foo/stages/production", json={"version": "1.0"}, timeout=10
         )
         assert fixed.status_code == 200 and stage_index(reg, "model-foo") == 200
-    assert verify(data)[:2] == (0, [f"{data}: OK"])
+    assert verify(data)[:2] == (0, [f"{data.location}: OK"])
 
 
-def test_a_damaged_or_misnamed_stages_file_is_an_error(tmp_path: Path) -> None:
-    data = published(tmp_path)
-    stages = data / "state/stages/model-foo.json"
-    good = stages.read_text()
+def test_a_damaged_or_misnamed_stages_file_is_an_error(storage: Storage, tmp_path: Path) -> None:
+    data = published(storage, tmp_path)
+    stages = "state/stages/model-foo.json"
+    good = data.read_text(stages)
     doc = json.loads(good)
 
-    stages.write_text(good[: len(good) // 2])  # a copy cut short
+    data.write_text(stages, good[: len(good) // 2])  # a copy cut short
     code, out, _ = verify(data)
     assert code == 1
     (line,) = out
@@ -84,18 +85,18 @@ def test_a_damaged_or_misnamed_stages_file_is_an_error(tmp_path: Path) -> None:
     with Registry(data) as reg:  # the server drops the file: no production model-foo
         assert stage_index(reg, "model-foo") == 404
 
-    stages.write_text(json.dumps({**doc, "stages": {"production": {"ver": "2.0"}}}))
+    data.write_text(stages, json.dumps({**doc, "stages": {"production": {"ver": "2.0"}}}))
     (line,) = verify(data)[1]
     assert "stage 'production' has no \"version\"" in line
-    stages.write_text(json.dumps({**doc, "stages": {"Prod!": {"version": "2.0"}}}))
+    data.write_text(stages, json.dumps({**doc, "stages": {"Prod!": {"version": "2.0"}}}))
     (line,) = verify(data)[1]
     assert "stage name 'Prod!' is not one a URL can name" in line
-    stages.write_text(json.dumps({**doc, "history": {}}))
+    data.write_text(stages, json.dumps({**doc, "history": {}}))
     (line,) = verify(data)[1]
     assert '"history" is not a list (the promotion history is lost)' in line
 
-    stages.write_text(good)
-    stages.rename(data / "state/stages/Model_Foo.json")  # a hand copy, by its display name
+    data.delete(stages)  # a hand copy, by its display name
+    data.write_text("state/stages/Model_Foo.json", good)
     code, out, _ = verify(data)
     assert code == 1
     assert out == [
@@ -103,15 +104,18 @@ def test_a_damaged_or_misnamed_stages_file_is_an_error(tmp_path: Path) -> None:
         "only from state/stages/<canonical name>.json, so these are never served: rename "
         "it to state/stages/model-foo.json"
     ]
-    (data / "state/stages/Model_Foo.json").rename(stages)
-    (data / "state/stages/.model-foo.json.1234-abcd.tmp").write_text("{")  # a killed write
-    code, out, _ = verify(data)
-    assert code == 0 and out[0].startswith("warning: state/stages/.model-foo.json.1234")
-    assert out[-1] == f"{data}: OK, 1 warning(s)"
+    data.delete("state/stages/Model_Foo.json")
+    data.write_text(stages, good)
+    assert verify(data)[:2] == (0, [f"{data.location}: OK"])
+    if data.path is not None:  # folder only: a killed write's temp file (a bucket has none)
+        (data.path / "state/stages/.model-foo.json.1234-abcd.tmp").write_text("{")
+        code, out, _ = verify(data)
+        assert code == 0 and out[0].startswith("warning: state/stages/.model-foo.json.1234")
+        assert out[-1] == f"{data.location}: OK, 1 warning(s)"
 
 
-def test_yank_markers_and_a_yanked_stage(tmp_path: Path) -> None:
-    data = published(tmp_path)
+def test_yank_markers_and_a_yanked_stage(storage: Storage, tmp_path: Path) -> None:
+    data = published(storage, tmp_path)
     with Registry(data) as reg:
         yanked = requests.put(f"{reg.url}{API}/model-foo/versions/2.0/yank",
                               json={"reason": "wrong weights"}, timeout=10)  # fmt: skip
@@ -122,11 +126,11 @@ def test_yank_markers_and_a_yanked_stage(tmp_path: Path) -> None:
         "warning: state/stages/model-foo.json: stage production of model-foo points at 2.0, "
         "which is yanked, so pip and uv skip it unless pinned to ==2.0: promote another "
         "version, or un-yank it (`modelpack yank model-foo==2.0 --undo`)",
-        f"{data}: OK, 1 warning(s)",
+        f"{data.location}: OK, 1 warning(s)",
     ]
 
-    marker = data / "state/yanked/model_foo-2.0-py3-none-any.whl.json"
-    marker.write_text("")  # emptied by a bad copy
+    marker = "state/yanked/model_foo-2.0-py3-none-any.whl.json"
+    data.write_text(marker, "")  # emptied by a bad copy
     code, out, _ = verify(data)
     assert code == 1
     (line,) = (x for x in out if x.startswith("corrupt: "))
@@ -136,14 +140,15 @@ def test_yank_markers_and_a_yanked_stage(tmp_path: Path) -> None:
         "again with one (`modelpack yank model-foo==2.0 --reason TEXT`), or restore the "
         "file from a backup"
     )
-    marker.write_text(json.dumps({"reason": "  ", "by": None, "at": "2026-11-28T00:00:00Z"}))
+    data.write_text(marker, json.dumps({"reason": "  ", "by": None, "at": "2026-11-28T00:00:00Z"}))
     (line,) = (x for x in verify(data)[1] if x.startswith("corrupt: "))
     assert 'has no "reason"' in line
 
     # a marker for a file that is not there: the yank waits for the file
-    marker.unlink()
-    (data / "state/yanked/model_bar-9.0-py3-none-any.whl.json").write_text(
-        json.dumps({"reason": "never built", "by": None, "at": "2026-11-28T00:00:00Z"})
+    data.delete(marker)
+    data.write_text(
+        "state/yanked/model_bar-9.0-py3-none-any.whl.json",
+        json.dumps({"reason": "never built", "by": None, "at": "2026-11-28T00:00:00Z"}),
     )
     code, out, _ = verify(data)
     assert code == 0
@@ -152,5 +157,5 @@ def test_yank_markers_and_a_yanked_stage(tmp_path: Path) -> None:
         "model_bar-9.0-py3-none-any.whl, which is not in packages/ (harmless: the file is "
         "yanked again if it comes back). If files were lost in a restore, restore them; "
         "else delete the marker",
-        f"{data}: OK, 1 warning(s)",
+        f"{data.location}: OK, 1 warning(s)",
     ]
