@@ -98,14 +98,16 @@ class Storage:
 
     @property
     def option(self) -> str:
-        """How the registry's fixes name it: ``--data DIR`` or ``--storage s3://...``."""
-        return f"{self.args[0]} {self.url}"
+        """How the registry's fixes name it: ``--data DIR`` or ``--storage s3://...
+        --s3-endpoint URL`` (an endpoint other than AWS's is part of the name)."""
+        return " ".join([self.args[0], self.url, *self.args[2:]])
 
     def delete_command(self, key: str) -> str:
         """The shell command the registry's fixes give to delete ``key`` by hand."""
         if self.path is not None:
             return f"rm {self.path / key}"
-        return f"aws s3 rm {self.url.rstrip('/')}/{key}"
+        assert self.s3 is not None
+        return f"aws s3 rm --endpoint-url {self.s3.url} {self.url.rstrip('/')}/{key}"
 
     @property
     def kind(self) -> str:

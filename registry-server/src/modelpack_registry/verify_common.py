@@ -67,7 +67,10 @@ def published_names(data: DataDir) -> set[str]:
 def data_option(store: Store) -> str:
     """How a ``modelpack-registry`` command names ``store``: ``--data DIR`` for a folder,
     ``--storage s3://BUCKET/PREFIX`` for a bucket (for the fixes ``verify`` suggests)."""
-    return f"--storage {store.url}" if "://" in store.url else f"--data {store.url}"
+    if "://" not in store.url:
+        return f"--data {store.url}"
+    endpoint = getattr(store, "endpoint_url", None)  # a non-AWS service (MinIO, Ceph, ...)
+    return f"--storage {store.url}" + (f" --s3-endpoint {endpoint}" if endpoint else "")
 
 
 def delete_command(store: Store, key: str) -> str:
@@ -75,7 +78,9 @@ def delete_command(store: Store, key: str) -> str:
     path = store.local_path(key)
     if path is not None:
         return f"rm {path}"
-    return f"aws s3 rm {store.url.rstrip('/')}/{key}"
+    endpoint = getattr(store, "endpoint_url", None)
+    where = f" --endpoint-url {endpoint}" if endpoint else ""
+    return f"aws s3 rm{where} {store.url.rstrip('/')}/{key}"
 
 
 def list_entries(store: Store, prefix: str, report: Report) -> list[str]:
