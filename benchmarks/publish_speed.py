@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -119,8 +120,16 @@ def baseline_publish(src: Path, url: str, wheel: Path) -> None:
         raise RuntimeError(f"baseline publish failed:\n{done.stdout}\n{done.stderr}")
 
 
-def upload(work: Path, kind: str, wheel: Path, i: int, base: Path | None = None) -> float:
-    """One timed upload of *wheel* to a fresh server of the *kind* wanted."""
+def child_cpu() -> float:
+    """User + system CPU seconds of the waited-for child processes so far."""
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return used.ru_utime + used.ru_stime
+
+
+def upload(work: Path, kind: str, wheel: Path, i: int, base: Path | None = None,
+           cpu: list[float] | None = None) -> float:  # fmt: skip
+    """One timed upload of *wheel* to a fresh server of the *kind* wanted; *cpu* gets
+    the CPU seconds of a client that runs as a process (twine, publish)."""
     data = work / f"data-{kind}-{i}"
     data.mkdir()
     log = work / "servers.log"
@@ -137,7 +146,11 @@ def upload(work: Path, kind: str, wheel: Path, i: int, base: Path | None = None)
             assert base is not None
             step = partial(baseline_publish, base, srv.url, wheel)
     try:
-        return bench.timed(step)
+        before = child_cpu()  # the server is reaped after, by stop()
+        took = bench.timed(step)
+        if cpu is not None:
+            cpu.append(child_cpu() - before)
+        return took
     finally:
         srv.stop()
         shutil.rmtree(data, ignore_errors=True)
@@ -211,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
           f"twine {twine.__version__}, gunicorn {gunicorn.__version__}", flush=True)  # fmt: skip
     work = Path(tempfile.mkdtemp(prefix="modelpack-publish-speed-", dir=args.tmp))
     times: dict[str, list[float]] = {k: [] for k in ("build", *kinds)}
+    cpu: dict[str, list[float]] = {k: [] for k in kinds if k.startswith(("publish", "twine"))}
     started = time.perf_counter()
     try:
         project = make_project(work, args.size)
@@ -221,7 +235,8 @@ def main(argv: list[str] | None = None) -> int:
             for kind in kinds:
                 if kind == "publish-touched":
                     os.utime(wheel)  # the record no longer matches: twine hashes
-                times[kind].append(upload(work, kind, wheel, i, args.baseline_src))
+                times[kind].append(upload(work, kind, wheel, i, args.baseline_src,
+                                          cpu.get(kind)))  # fmt: skip
             print(f"  round {i + 1} (load {load()}): "
                   + ", ".join(f"{k} {v[-1]:.2f}" for k, v in times.items()), flush=True)  # fmt: skip
     finally:
@@ -229,18 +244,24 @@ def main(argv: list[str] | None = None) -> int:
 
     best = {k: min(v) for k, v in times.items()}
     med = {k: statistics.median(v) for k, v in times.items()}
-    print(f"\npublish speed, {args.size / MiB:,.0f} MiB, best / median of {args.runs} "
+    print(f"\npublish speed, {args.size:,} bytes of weights, best / median of {args.runs} "
           f"({time.perf_counter() - started:.0f} s, load average at end {load()})\n")  # fmt: skip
     put = "put-fsync" in kinds
     print("| step | best s | median s | median vs raw POST |" + (" median vs PUT + fsync |" * put))
     print("|---|---|---|---|" + "---|" * put)
     for k in ("build", *kinds):
         vs_raw = f"{med[k] / med['raw']:.2f}x" if k != "build" else ""
-        vs_put = (f" {med[k] / med['put-fsync']:.2f}x |" if k != "build" else "  |") * put
+        vs_put = (
+            "" if not put else f" {med[k] / med['put-fsync']:.2f}x |" if k != "build" else "  |"
+        )
         print(f"| {LABELS[k]} | {best[k]:.3f} | {med[k]:.3f} | {vs_raw} |{vs_put}")
+    print()
     for k in ("publish", "publish-base"):
         if k in med:  # what a publish adds to the upload itself, whatever the size
-            print(f"\n{LABELS[k]} minus raw POST (medians): {med[k] - med['raw']:.3f} s")
+            print(f"{LABELS[k]} minus raw POST (medians): {med[k] - med['raw']:.3f} s")
+    for k, v in cpu.items():  # less sensitive to a busy machine than the wall clock
+        print(f"{LABELS[k]}: CPU (user + system) of the client process, median "
+              f"{statistics.median(v):.3f} s, best {min(v):.3f} s")  # fmt: skip
     if "raw-wsgi" in kinds:
         rates = body_reader_rates(args.size)
         print(f"\nreading the body alone (socket pair, no disk, best of 3): recv "
