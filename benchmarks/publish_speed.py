@@ -111,25 +111,27 @@ def wsgi_input_registry(data: Path, log: Path) -> bench.Server:
 
 
 def baseline_publish(src: Path, url: str, wheel: Path) -> None:
-    """``modelpack publish`` as :func:`bench.modelpack_publish` runs it, from *src*."""
+    """``modelpack publish`` as :func:`bench.modelpack_publish` runs it, from *src*
+    (which ``python -m`` puts first on the path as the working directory)."""
     env = {k: v for k, v in bench.clean_env().items() if not k.startswith("MODELPACK_")}
     env["PYTHONPATH"] = str(src)
-    cmd = [PY, "-m", "modelpack", "publish", str(wheel), "--registry", url]
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+    cmd = [PY, "-m", "modelpack", "publish", str(wheel.resolve()), "--registry", url]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900, cwd=src)
     if done.returncode:
         raise RuntimeError(f"baseline publish failed:\n{done.stdout}\n{done.stderr}")
 
 
-def child_cpu() -> float:
-    """User + system CPU seconds of the waited-for child processes so far."""
-    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+def cpu_seconds(who: int) -> float:
+    """User + system CPU seconds so far of this process (``RUSAGE_SELF``) or of its
+    waited-for children (``RUSAGE_CHILDREN``)."""
+    used = resource.getrusage(who)
     return used.ru_utime + used.ru_stime
 
 
 def upload(work: Path, kind: str, wheel: Path, i: int, base: Path | None = None,
            cpu: list[float] | None = None) -> float:  # fmt: skip
     """One timed upload of *wheel* to a fresh server of the *kind* wanted; *cpu* gets
-    the CPU seconds of a client that runs as a process (twine, publish)."""
+    the client's CPU seconds: a process (twine, publish), or this one (the raw POSTs)."""
     data = work / f"data-{kind}-{i}"
     data.mkdir()
     log = work / "servers.log"
@@ -146,10 +148,11 @@ def upload(work: Path, kind: str, wheel: Path, i: int, base: Path | None = None,
             assert base is not None
             step = partial(baseline_publish, base, srv.url, wheel)
     try:
-        before = child_cpu()  # the server is reaped after, by stop()
+        who = resource.RUSAGE_SELF if kind.startswith("raw") else resource.RUSAGE_CHILDREN
+        before = cpu_seconds(who)  # the server is reaped after, by stop()
         took = bench.timed(step)
         if cpu is not None:
-            cpu.append(child_cpu() - before)
+            cpu.append(cpu_seconds(who) - before)
         return took
     finally:
         srv.stop()
@@ -224,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
           f"twine {twine.__version__}, gunicorn {gunicorn.__version__}", flush=True)  # fmt: skip
     work = Path(tempfile.mkdtemp(prefix="modelpack-publish-speed-", dir=args.tmp))
     times: dict[str, list[float]] = {k: [] for k in ("build", *kinds)}
-    cpu: dict[str, list[float]] = {k: [] for k in kinds if k.startswith(("publish", "twine"))}
+    cpu: dict[str, list[float]] = {k: [] for k in kinds if k != "put-fsync"}
     started = time.perf_counter()
     try:
         project = make_project(work, args.size)
@@ -260,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
         if k in med:  # what a publish adds to the upload itself, whatever the size
             print(f"{LABELS[k]} minus raw POST (medians): {med[k] - med['raw']:.3f} s")
     for k, v in cpu.items():  # less sensitive to a busy machine than the wall clock
-        print(f"{LABELS[k]}: CPU (user + system) of the client process, median "
+        print(f"{LABELS[k]}: CPU (user + system) of the client, median "
               f"{statistics.median(v):.3f} s, best {min(v):.3f} s")  # fmt: skip
     if "raw-wsgi" in kinds:
         rates = body_reader_rates(args.size)
