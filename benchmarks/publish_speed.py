@@ -32,12 +32,13 @@ gunicorn. Targets (issue 17): publish after a fresh build at most 1.3x the raw P
 raw POST within 1.1x of the PUT with fsync.
 
 The fixed cost of a publish (starting Python, imports, the checks and requests around
-the upload) is what a small wheel shows: ``--size 6KiB --runs 10 --kinds raw,publish``
-times only those two. ``--baseline-src DIR`` adds ``publish (baseline)``: the same
-publish, interleaved, with ``PYTHONPATH=DIR``, for an A/B against another commit::
+the upload) is what a small wheel shows: ``--size 0`` publishes the template model as
+``modelpack new`` makes it (a 6 KiB wheel), and ``--kinds raw,publish`` times only
+those two. ``--baseline-src DIR`` adds ``publish (baseline)``: the same publish,
+interleaved, run from DIR, for an A/B against another commit::
 
     git archive <commit> modelpack | tar -x -C /tmp/base
-    .venv/bin/python benchmarks/publish_speed.py --size 6KiB --runs 10 \
+    .venv/bin/python benchmarks/publish_speed.py --size 0 --runs 10 \
         --kinds raw,publish --baseline-src /tmp/base
 
 modelpack's modules (and the baseline's) are compiled to bytecode first, as an install
@@ -88,6 +89,8 @@ def make_project(work: Path, size: int) -> Path:
     subprocess.run([PY, "-m", "modelpack", "new", "model-speed", "-o", str(work), "--no-input"],
                    check=True, capture_output=True, env=bench.clean_env())  # fmt: skip
     project = work / "model-speed"
+    if not size:  # the template model as it is (a 6 KiB wheel): the fixed cost alone
+        return project
     block = os.urandom(16 * MiB)
     with (project / "src" / "model_speed" / "weights" / "weights.bin").open("wb") as f:
         left = size
@@ -203,7 +206,8 @@ def body_reader_rates(size: int, rounds: int = 3) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size", type=bench.parse_size, default=1 << 30, help="default 1GiB")
+    parser.add_argument("--size", type=lambda text: 0 if text == "0" else bench.parse_size(text),
+                        default=1 << 30, help="of the weights, default 1GiB; 0: the template's")  # fmt: skip
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--tmp", type=Path, default=None, help="parent of the temp folder")
     parser.add_argument("--kinds", default=",".join(k for k in KINDS if k != "publish-base"),
