@@ -274,6 +274,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nreading the body alone (socket pair, no disk, best of 3): recv "
               f"{rates['recv']:.2f} s, gunicorn wsgi.input.read {rates['wsgi.input']:.2f} s "
               f"({rates['wsgi.input'] / rates['recv']:.2f}x)")  # fmt: skip
+    for k in ("publish", "publish-base"):
+        if k in med:  # paired by round: steadier than a ratio of medians when load moves
+            ratios = sorted(a / b for a, b in zip(times[k], times["raw"], strict=True))
+            print(f"{LABELS[k]} / raw POST of the same round: median "
+                  f"{statistics.median(ratios):.2f}x, {ratios[0]:.2f}x to {ratios[-1]:.2f}x")  # fmt: skip
     if "publish" in med:
         print(f"\ntarget: publish (fresh build) <= 1.3x raw POST: "
               f"{med['publish'] / med['raw']:.2f}x")  # fmt: skip
