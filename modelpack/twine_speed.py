@@ -26,6 +26,9 @@ Both reach into twine: a ``Settings`` subclass (public) and, for the hashes, twi
 ``HashManager`` swapped for the duration of one upload. When a twine release changes
 what they rely on, each falls back to twine's own behaviour, which is slower, never
 wrong: the test suite runs ``publish`` against a real registry and compares bytes.
+
+One cost is fixed, whatever the wheel: importing twine. :func:`twine_upload` imports it
+without keyring, which twine would only ask for credentials ``publish`` always gives it.
 """
 
 from __future__ import annotations
