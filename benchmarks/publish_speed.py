@@ -30,12 +30,27 @@ with ``recv`` and through gunicorn's body reader, to show where the two POSTs di
 It prints the load average (the machine may be shared) and the versions of twine and
 gunicorn. Targets (issue 17): publish after a fresh build at most 1.3x the raw POST; the
 raw POST within 1.1x of the PUT with fsync.
+
+The fixed cost of a publish (starting Python, imports, the checks and requests around
+the upload) is what a small wheel shows: ``--size 0`` publishes the template model as
+``modelpack new`` makes it (a 6 KiB wheel), and ``--kinds raw,publish`` times only
+those two. ``--baseline-src DIR`` adds ``publish (baseline)``: the same publish,
+interleaved, run from DIR, for an A/B against another commit::
+
+    git archive <commit> modelpack | tar -x -C /tmp/base
+    .venv/bin/python benchmarks/publish_speed.py --size 0 --runs 10 \
+        --kinds raw,publish --baseline-src /tmp/base
+
+modelpack's modules (and the baseline's) are compiled to bytecode first, as an install
+would, so that a ``PYTHONDONTWRITEBYTECODE`` environment does not have every publish
+compile them from source.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -52,10 +67,11 @@ import registry as bench  # noqa: E402  (benchmarks/registry.py: servers and cli
 
 PY = sys.executable
 MiB = 1 << 20
-KINDS = ("put-fsync", "raw", "raw-wsgi", "twine", "publish", "publish-touched")
+KINDS = ("put-fsync", "raw", "raw-wsgi", "twine", "publish", "publish-base", "publish-touched")
 LABELS = {
     "build": "modelpack build",
     "publish": "modelpack publish (fresh build)",
+    "publish-base": "modelpack publish (fresh build, baseline)",
     "publish-touched": "modelpack publish (touched)",
     "twine": "stock twine upload",
     "raw": "raw POST (gunicorn socket)",
@@ -73,6 +89,8 @@ def make_project(work: Path, size: int) -> Path:
     subprocess.run([PY, "-m", "modelpack", "new", "model-speed", "-o", str(work), "--no-input"],
                    check=True, capture_output=True, env=bench.clean_env())  # fmt: skip
     project = work / "model-speed"
+    if not size:  # the template model as it is (a 6 KiB wheel): the fixed cost alone
+        return project
     block = os.urandom(16 * MiB)
     with (project / "src" / "model_speed" / "weights" / "weights.bin").open("wb") as f:
         left = size
@@ -95,8 +113,28 @@ def wsgi_input_registry(data: Path, log: Path) -> bench.Server:
     return bench.Server(cmd, port, log, "/health")
 
 
-def upload(work: Path, kind: str, wheel: Path, i: int) -> float:
-    """One timed upload of *wheel* to a fresh server of the *kind* wanted."""
+def baseline_publish(src: Path, url: str, wheel: Path) -> None:
+    """``modelpack publish`` as :func:`bench.modelpack_publish` runs it, from *src*
+    (which ``python -m`` puts first on the path as the working directory)."""
+    env = {k: v for k, v in bench.clean_env().items() if not k.startswith("MODELPACK_")}
+    env["PYTHONPATH"] = str(src)
+    cmd = [PY, "-m", "modelpack", "publish", str(wheel.resolve()), "--registry", url]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900, cwd=src)
+    if done.returncode:
+        raise RuntimeError(f"baseline publish failed:\n{done.stdout}\n{done.stderr}")
+
+
+def cpu_seconds(who: int) -> float:
+    """User + system CPU seconds so far of this process (``RUSAGE_SELF``) or of its
+    waited-for children (``RUSAGE_CHILDREN``)."""
+    used = resource.getrusage(who)
+    return used.ru_utime + used.ru_stime
+
+
+def upload(work: Path, kind: str, wheel: Path, i: int, base: Path | None = None,
+           cpu: list[float] | None = None) -> float:  # fmt: skip
+    """One timed upload of *wheel* to a fresh server of the *kind* wanted; *cpu* gets
+    the client's CPU seconds: a process (twine, publish), or this one (the raw POSTs)."""
     data = work / f"data-{kind}-{i}"
     data.mkdir()
     log = work / "servers.log"
@@ -109,8 +147,16 @@ def upload(work: Path, kind: str, wheel: Path, i: int) -> float:
         srv = wsgi_input_registry(data, log) if kind == "raw-wsgi" else bench.registry(data, log)
         how = {"raw-wsgi": "raw", "publish-touched": "publish"}.get(kind, kind)
         step = partial(bench.upload_once, srv.url, wheel, how)
+        if kind == "publish-base":
+            assert base is not None
+            step = partial(baseline_publish, base, srv.url, wheel)
     try:
-        return bench.timed(step)
+        who = resource.RUSAGE_SELF if kind.startswith("raw") else resource.RUSAGE_CHILDREN
+        before = cpu_seconds(who)  # the server is reaped after, by stop()
+        took = bench.timed(step)
+        if cpu is not None:
+            cpu.append(cpu_seconds(who) - before)
+        return took
     finally:
         srv.stop()
         shutil.rmtree(data, ignore_errors=True)
@@ -160,28 +206,44 @@ def body_reader_rates(size: int, rounds: int = 3) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size", type=bench.parse_size, default=1 << 30, help="default 1GiB")
+    parser.add_argument("--size", type=lambda text: 0 if text == "0" else bench.parse_size(text),
+                        default=1 << 30, help="of the weights, default 1GiB; 0: the template's")  # fmt: skip
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--tmp", type=Path, default=None, help="parent of the temp folder")
+    parser.add_argument("--kinds", default=",".join(k for k in KINDS if k != "publish-base"),
+                        help="the uploads to time, from: " + ", ".join(KINDS))  # fmt: skip
+    parser.add_argument("--baseline-src", type=Path, default=None, metavar="DIR",
+                        help="also time publish with PYTHONPATH=DIR (an export of "
+                        "another commit's modelpack/)")  # fmt: skip
     args = parser.parse_args(argv)
+    wanted = args.kinds.split(",") + ["publish-base"] * bool(args.baseline_src)
+    if "raw" not in wanted or not set(wanted) <= set(KINDS):
+        parser.error(f"--kinds: a comma-separated list from {', '.join(KINDS)}, with raw")
+    kinds = [k for k in KINDS if k in wanted]
     import gunicorn
     import twine
 
+    for src in (HERE.parent / "modelpack", args.baseline_src):
+        if src is not None:  # bytecode, as an install leaves it (see above)
+            subprocess.run([PY, "-m", "compileall", "-q", str(src)], check=True,
+                           capture_output=True)  # fmt: skip
     print(f"load average at start: {load()} (nproc {os.cpu_count()}); "
           f"twine {twine.__version__}, gunicorn {gunicorn.__version__}", flush=True)  # fmt: skip
     work = Path(tempfile.mkdtemp(prefix="modelpack-publish-speed-", dir=args.tmp))
-    times: dict[str, list[float]] = {k: [] for k in ("build", *KINDS)}
+    times: dict[str, list[float]] = {k: [] for k in ("build", *kinds)}
+    cpu: dict[str, list[float]] = {k: [] for k in kinds if k != "put-fsync"}
     started = time.perf_counter()
     try:
         project = make_project(work, args.size)
         wheel = build(project)  # untimed: the first build fills the weights' digest cache
-        print(f"  {wheel.name}: {wheel.stat().st_size / MiB:,.0f} MiB", flush=True)
+        print(f"  {wheel.name}: {wheel.stat().st_size:,} bytes", flush=True)
         for i in range(args.runs):
             times["build"].append(bench.timed(partial(build, project)))
-            for kind in KINDS:
+            for kind in kinds:
                 if kind == "publish-touched":
                     os.utime(wheel)  # the record no longer matches: twine hashes
-                times[kind].append(upload(work, kind, wheel, i))
+                times[kind].append(upload(work, kind, wheel, i, args.baseline_src,
+                                          cpu.get(kind)))  # fmt: skip
             print(f"  round {i + 1} (load {load()}): "
                   + ", ".join(f"{k} {v[-1]:.2f}" for k, v in times.items()), flush=True)  # fmt: skip
     finally:
@@ -189,21 +251,40 @@ def main(argv: list[str] | None = None) -> int:
 
     best = {k: min(v) for k, v in times.items()}
     med = {k: statistics.median(v) for k, v in times.items()}
-    print(f"\npublish speed, {args.size / MiB:,.0f} MiB, best / median of {args.runs} "
+    print(f"\npublish speed, {args.size:,} bytes of weights, best / median of {args.runs} "
           f"({time.perf_counter() - started:.0f} s, load average at end {load()})\n")  # fmt: skip
-    print("| step | best s | median s | median vs raw POST | median vs PUT + fsync |")
-    print("|---|---|---|---|---|")
-    for k in ("build", *KINDS):
+    put = "put-fsync" in kinds
+    print("| step | best s | median s | median vs raw POST |" + (" median vs PUT + fsync |" * put))
+    print("|---|---|---|---|" + "---|" * put)
+    for k in ("build", *kinds):
         vs_raw = f"{med[k] / med['raw']:.2f}x" if k != "build" else ""
-        vs_put = f"{med[k] / med['put-fsync']:.2f}x" if k != "build" else ""
-        print(f"| {LABELS[k]} | {best[k]:.2f} | {med[k]:.2f} | {vs_raw} | {vs_put} |")
-    rates = body_reader_rates(args.size)
-    print(f"\nreading the body alone (socket pair, no disk, best of 3): recv "
-          f"{rates['recv']:.2f} s, gunicorn wsgi.input.read {rates['wsgi.input']:.2f} s "
-          f"({rates['wsgi.input'] / rates['recv']:.2f}x)")  # fmt: skip
-    print(f"\ntarget: publish (fresh build) <= 1.3x raw POST: {med['publish'] / med['raw']:.2f}x; "
-          f"raw POST <= 1.1x PUT + fsync: {med['raw'] / med['put-fsync']:.2f}x (socket), "
-          f"{med['raw-wsgi'] / med['put-fsync']:.2f}x (wsgi.input)")  # fmt: skip
+        vs_put = (
+            "" if not put else f" {med[k] / med['put-fsync']:.2f}x |" if k != "build" else "  |"
+        )
+        print(f"| {LABELS[k]} | {best[k]:.3f} | {med[k]:.3f} | {vs_raw} |{vs_put}")
+    print()
+    for k in ("publish", "publish-base"):
+        if k in med:  # what a publish adds to the upload itself, whatever the size
+            print(f"{LABELS[k]} minus raw POST (medians): {med[k] - med['raw']:.3f} s")
+    for k, v in cpu.items():  # less sensitive to a busy machine than the wall clock
+        print(f"{LABELS[k]}: CPU (user + system) of the client, median "
+              f"{statistics.median(v):.3f} s, best {min(v):.3f} s")  # fmt: skip
+    if "raw-wsgi" in kinds:
+        rates = body_reader_rates(args.size)
+        print(f"\nreading the body alone (socket pair, no disk, best of 3): recv "
+              f"{rates['recv']:.2f} s, gunicorn wsgi.input.read {rates['wsgi.input']:.2f} s "
+              f"({rates['wsgi.input'] / rates['recv']:.2f}x)")  # fmt: skip
+    for k in ("publish", "publish-base"):
+        if k in med:  # paired by round: steadier than a ratio of medians when load moves
+            ratios = sorted(a / b for a, b in zip(times[k], times["raw"], strict=True))
+            print(f"{LABELS[k]} / raw POST of the same round: median "
+                  f"{statistics.median(ratios):.2f}x, {ratios[0]:.2f}x to {ratios[-1]:.2f}x")  # fmt: skip
+    if "publish" in med:
+        print(f"\ntarget: publish (fresh build) <= 1.3x raw POST: "
+              f"{med['publish'] / med['raw']:.2f}x")  # fmt: skip
+    if put and "raw-wsgi" in med:
+        print(f"target: raw POST <= 1.1x PUT + fsync: {med['raw'] / med['put-fsync']:.2f}x "
+              f"(socket), {med['raw-wsgi'] / med['put-fsync']:.2f}x (wsgi.input)")  # fmt: skip
     return 0
 
 

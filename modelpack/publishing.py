@@ -20,6 +20,7 @@ from packaging.version import InvalidVersion, Version
 
 from modelpack.config import (
     Credentials,
+    keyring_credentials,
     missing_credentials,
     redact,
     resolve_credentials,
@@ -36,9 +37,15 @@ from modelpack.errors import (
 )
 from modelpack.index import IndexClient
 from modelpack.project import load_project
-from modelpack.twine_speed import big_block_settings, fast_hashes, upload_warnings
+from modelpack.twine_speed import (
+    Hashed,
+    big_block_settings,
+    fast_hashes,
+    twine_upload,
+    upload_warnings,
+)
 from modelpack.wheel import WheelInfo, inspect_wheel, weights_subdir
-from modelpack.wheel_digests import drop_record, read_record
+from modelpack.wheel_digests import WheelDigests, drop_record, read_record
 
 if TYPE_CHECKING:
     from modelpack.verify import Verified
@@ -174,26 +181,17 @@ def publish(
         resolve_registry(registry)  # a bad --registry is a usage error, whatever the files
     files, config = find_distributions(targets)
     registry = resolve_registry(registry, config)
-    credentials = credentials or resolve_credentials(registry)
-    index = IndexClient(registry, credentials)
+    # The keyring is asked only when the registry wants credentials that were not found
+    # in the environment or ~/.pypirc (finding its backend costs about 50 ms), except for
+    # `verify`, whose installs may need them from the start.
+    credentials = credentials or resolve_credentials(registry, keyring=verify)
 
     for path in files:
         if path.name.endswith(".whl"):
             subdir = weights_subdir(path)
             _refuse_unsafe_weights(inspect_wheel(path, subdir), subdir)
-    # Check every file before uploading any, so a refused version uploads nothing.
-    for path in files:
-        name, version = name_version(path)
-        existing = index.project_files(name)
-        same_version = [
-            f.filename for f in existing if name_version(Path(f.filename))[1] == version
-        ]
-        if same_version:
-            raise VersionExistsError(
-                f"{name} {version} is already published in {redact(registry)} "
-                f"({', '.join(same_version)}); published versions are immutable: "
-                "bump [project] version in pyproject.toml, build and publish again"
-            )
+    index = _checked_index(registry, credentials, files)
+    credentials = index.credentials
 
     say = progress or (lambda message: None)
     verified: dict[Path, Verified] = {}
@@ -213,14 +211,18 @@ def publish(
         # The digests `build` recorded while writing the wheel, if it is still that file:
         # then twine does not read it to hash it (see modelpack.wheel_digests).
         record = read_record(path)
-        known = {str(path): record} if record is not None else {}
-        with fast_hashes(known) as hashed, upload_warnings() as warned:
-            try:
-                _twine_upload(registry, credentials, path)
-            except UploadError:
-                if record is not None and _sha256(path) != record.sha256:
-                    raise _changed_since_built(path) from None
+        try:
+            hashed, warned = _upload(registry, credentials, path, record)
+        except AuthenticationError:
+            found = None if credentials else keyring_credentials(registry)
+            if found is None:
                 raise
+            # The registry reads anonymously but wants credentials for an upload (only
+            # the first file can get here): check every file again with the keyring's,
+            # which may see files an anonymous listing does not, then upload.
+            index = _checked_index(registry, found, files)
+            credentials = found
+            hashed, warned = _upload(registry, credentials, path, record)
         # The sha256 to confirm against the registry's listing: the one twine sent (no
         # further read of the file), else our own.
         digest = hashed.sha256.get(str(path)) or _sha256(path)
@@ -258,6 +260,63 @@ def publish(
     return published
 
 
+def _checked_index(
+    registry: str, credentials: Credentials | None, files: Sequence[Path]
+) -> IndexClient:
+    """A client of *registry*'s index, once it has shown that no file's version is
+    published there; checked for every file before any upload, so that a refused
+    version uploads nothing. Without *credentials*, a registry that wants them is asked
+    again with the keyring's, if it has some.
+
+    :raises VersionExistsError: a version is already in the registry.
+    :raises AuthenticationError: the registry wants credentials and none work.
+    """
+    index = IndexClient(registry, credentials)
+    try:
+        _refuse_published(index, files)
+    except AuthenticationError:
+        found = None if credentials else keyring_credentials(registry)
+        if found is None:
+            raise
+        index = IndexClient(registry, found)
+        _refuse_published(index, files)
+    return index
+
+
+def _refuse_published(index: IndexClient, files: Sequence[Path]) -> None:
+    for path in files:
+        name, version = name_version(path)
+        existing = index.project_files(name)
+        same_version = [
+            f.filename for f in existing if name_version(Path(f.filename))[1] == version
+        ]
+        if same_version:
+            raise VersionExistsError(
+                f"{name} {version} is already published in {redact(index.registry)} "
+                f"({', '.join(same_version)}); published versions are immutable: "
+                "bump [project] version in pyproject.toml, build and publish again"
+            )
+
+
+def _upload(
+    registry: str, credentials: Credentials | None, path: Path, record: WheelDigests | None
+) -> tuple[Hashed, list[str]]:
+    """Upload *path* with twine, handing it the digests *record*ed at build time if any;
+    return what twine sent (:class:`Hashed`) and the registry's warnings.
+
+    :raises UploadError: the upload failed; "rebuild" when the record is wrong.
+    """
+    known = {str(path): record} if record is not None else {}
+    with fast_hashes(known) as hashed, upload_warnings() as warned:
+        try:
+            _twine_upload(registry, credentials, path)
+        except UploadError:
+            if record is not None and _sha256(path) != record.sha256:
+                raise _changed_since_built(path) from None
+            raise
+    return hashed, warned
+
+
 def _refuse_unsafe_weights(info: WheelInfo, subdir: str) -> None:
     """:raises CheckError: the pickle check of ``modelpack check`` fails on the wheel's weights."""
     from modelpack.checks import check_wheel_weights
@@ -271,9 +330,9 @@ def _refuse_unsafe_weights(info: WheelInfo, subdir: str) -> None:
 
 
 def _twine_upload(registry: str, credentials: Credentials | None, path: Path) -> None:
+    upload = twine_upload()  # first: without keyring, which twine is never left to ask
     import requests
     from twine import exceptions as twine_exceptions
-    from twine.commands.upload import upload
 
     _Settings = big_block_settings()
 

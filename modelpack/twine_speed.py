@@ -26,6 +26,9 @@ Both reach into twine: a ``Settings`` subclass (public) and, for the hashes, twi
 ``HashManager`` swapped for the duration of one upload. When a twine release changes
 what they rely on, each falls back to twine's own behaviour, which is slower, never
 wrong: the test suite runs ``publish`` against a real registry and compares bytes.
+
+One cost is fixed, whatever the wheel: importing twine. :func:`twine_upload` imports it
+without keyring, which twine would only ask for credentials ``publish`` always gives it.
 """
 
 from __future__ import annotations
@@ -35,8 +38,9 @@ import contextvars
 import functools
 import hashlib
 import queue
+import sys
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, cast
 
@@ -49,6 +53,7 @@ __all__ = [
     "Hashed",
     "big_block_settings",
     "fast_hashes",
+    "twine_upload",
     "upload_warnings",
 ]
 
@@ -79,6 +84,32 @@ def upload_warnings() -> Iterator[list[str]]:
         yield sink
     finally:
         _warnings.reset(token)
+
+
+def twine_upload() -> Callable[[Any, list[str]], None]:
+    """twine's ``upload`` command, imported without the keyring when nothing has imported
+    it yet.
+
+    ``twine.auth`` imports keyring (about 30 ms with its backports) to ask it for the
+    credentials twine was not given, and takes its absence as it does on a platform
+    without it (``keyring = None``). ``publish`` always gives twine a user name and a
+    password, so keyring is marked absent while twine is first imported; when a twine
+    release no longer accepts that, twine is imported as it is.
+    """
+    if "twine.commands.upload" not in sys.modules and "keyring" not in sys.modules:
+        sys.modules["keyring"] = None  # type: ignore[assignment]  # import: "not found"
+        try:
+            from twine.commands.upload import upload
+        except ImportError:
+            pass  # imported as it is, below
+        else:
+            return cast("Callable[[Any, list[str]], None]", upload)
+        finally:
+            if sys.modules.get("keyring", ...) is None:
+                del sys.modules["keyring"]
+    from twine.commands.upload import upload
+
+    return cast("Callable[[Any, list[str]], None]", upload)
 
 
 @functools.cache
