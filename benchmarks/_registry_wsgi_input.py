@@ -6,8 +6,8 @@ gunicorn forks its workers from this process, so they inherit the change.
 
 import sys
 
-from modelpack_registry import receive
 from modelpack_registry.cli import main
+from modelpack_registry.web import receive
 
 
 def _never(cls: type, stream: object, sock: object) -> None:

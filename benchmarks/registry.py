@@ -727,7 +727,7 @@ def bench_pep658(table: Table, work: Path, data: Path, size: int) -> None:
 
 # -- main ------------------------------------------------------------------------------
 def parse_size(text: str) -> int:
-    from modelpack_registry.upload import parse_size as parse
+    from modelpack_registry.web.upload import parse_size as parse
 
     return parse(text)
 

@@ -19,9 +19,9 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from modelpack_registry.app import RegistryApp
 from modelpack_registry.cli import main
-from modelpack_registry.openapi import openapi_document
+from modelpack_registry.web.app import RegistryApp
+from modelpack_registry.web.openapi import openapi_document
 
 StartResponse = Callable[..., Any]
 

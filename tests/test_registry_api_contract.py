@@ -19,7 +19,7 @@ import requests
 from registry_support import PASSWORDS, make_wheel, post_upload
 from test_registry_disk_full import fill_inodes
 
-from modelpack_registry.openapi import openapi_document
+from modelpack_registry.web.openapi import openapi_document
 from support import Registry
 
 API = "/api/v1/models"
@@ -29,7 +29,7 @@ ALICE = ("alice", PASSWORDS["alice"])
 def test_the_routes_are_exactly_the_operations_of_the_served_document(
     registry: Registry,
 ) -> None:
-    from modelpack_registry.api import ROUTES
+    from modelpack_registry.web.api import ROUTES
 
     doc = requests.get(f"{registry.url}/api/v1/openapi.json", timeout=10).json()
     assert {(template, method) for method, template, _ in ROUTES} == api_contract.operations(doc)

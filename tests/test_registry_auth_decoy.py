@@ -14,7 +14,7 @@ import bcrypt
 import requests
 from registry_support import DAVE
 
-from modelpack_registry.auth import Htpasswd
+from modelpack_registry.access.auth import Htpasswd
 from support import Registry
 
 

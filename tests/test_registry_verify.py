@@ -24,7 +24,7 @@ import pytest
 from registry_support import PASSWORDS, make_wheel
 from test_registry_access import server, twine
 
-from modelpack_registry.verify_common import readable_by
+from modelpack_registry.verify.common import readable_by
 from support import Storage, ok
 
 

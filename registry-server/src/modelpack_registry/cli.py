@@ -18,7 +18,7 @@ from modelpack_registry.cli_access import ACCESS_COMMANDS, add_access_commands, 
 from modelpack_registry.cli_migrate import add_migrate_command, run_migrate
 from modelpack_registry.errors import RegistryError
 from modelpack_registry.storage.location import DEFAULT_DATA, ENV, Location
-from modelpack_registry.upload import parse_size
+from modelpack_registry.web.upload import parse_size
 
 __all__ = ["main"]
 
@@ -199,7 +199,7 @@ def _resolve_location(args: argparse.Namespace) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from modelpack_registry.server import ServeConfig, serve
+    from modelpack_registry.web.server import ServeConfig, serve
 
     serve(
         ServeConfig(
@@ -221,9 +221,9 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from modelpack_registry.maintenance import verify
-    from modelpack_registry.verify_access import verify_access
-    from modelpack_registry.verify_state import verify_state
+    from modelpack_registry.verify.access import verify_access
+    from modelpack_registry.verify.maintenance import verify
+    from modelpack_registry.verify.state import verify_state
 
     data = open_data(args)
     access = verify_access(data, args.htpasswd)
@@ -245,7 +245,7 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _reindex(args: argparse.Namespace) -> int:
-    from modelpack_registry.maintenance import reindex
+    from modelpack_registry.verify.maintenance import reindex
 
     result = reindex(open_data(args))
     for line in result.removed:
@@ -257,8 +257,8 @@ def _reindex(args: argparse.Namespace) -> int:
 
 
 def _reserve(args: argparse.Namespace) -> int:
-    from modelpack_registry.owners import cli_actor, model_name
-    from modelpack_registry.reserved import release, reserve, reserved_names
+    from modelpack_registry.access.owners import cli_actor, model_name
+    from modelpack_registry.access.reserved import release, reserve, reserved_names
 
     data = open_data(args)
     if not args.names and not args.list:

@@ -44,7 +44,7 @@ def open_data(args: argparse.Namespace) -> DataDir:
 
 def add_access_commands(sub: Any, data_help: str) -> None:
     """Add ``owners`` and ``tokens`` to the ``modelpack-registry`` sub-parsers."""
-    from modelpack_registry.tokens import DEFAULT_EXPIRY
+    from modelpack_registry.access.tokens import DEFAULT_EXPIRY
 
     def data_option(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         p.add_argument("--data", type=Path, default=Path("registry-data"), help=data_help)
@@ -81,7 +81,7 @@ def add_access_commands(sub: Any, data_help: str) -> None:
 
 
 def _owners(args: argparse.Namespace) -> int:
-    from modelpack_registry.owners import (
+    from modelpack_registry.access.owners import (
         cli_actor,
         model_name,
         read_owners_file,
@@ -122,7 +122,7 @@ def _owners(args: argparse.Namespace) -> int:
 
 
 def _tokens(args: argparse.Namespace) -> int:
-    from modelpack_registry.tokens import create_token, list_tokens, revoke_token
+    from modelpack_registry.access.tokens import create_token, list_tokens, revoke_token
 
     data = open_data(args)
     if args.action == "create":

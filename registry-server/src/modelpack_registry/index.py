@@ -177,7 +177,7 @@ def load_stages(data: DataDir) -> dict[str, dict[str, Any]]:
 
 def make_deriver(data: DataDir) -> Callable[[str], Record | None]:
     """A deriver for files placed in ``packages/`` by hand (no record yet)."""
-    from modelpack_registry.maintenance import derive_record
+    from modelpack_registry.verify.maintenance import derive_record
 
     def derive(filename: str) -> Record | None:
         try:

@@ -25,11 +25,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from modelpack_registry import __version__
+from modelpack_registry.access.tokens import list_tokens
 from modelpack_registry.errors import StorageError
 from modelpack_registry.index import Snapshot
 from modelpack_registry.storage import DataDir
 from modelpack_registry.storage.base import keys
-from modelpack_registry.tokens import list_tokens
 
 __all__ = ["CONTENT_TYPE", "render_metrics"]
 

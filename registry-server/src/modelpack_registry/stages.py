@@ -25,9 +25,9 @@ import re
 from typing import Any
 
 from modelpack_registry.errors import BadRequest
-from modelpack_registry.maintenance import utc_now
 from modelpack_registry.storage import DataDir
 from modelpack_registry.storage.base import keys, update_doc
+from modelpack_registry.verify.maintenance import utc_now
 
 __all__ = [
     "STAGE_RE",

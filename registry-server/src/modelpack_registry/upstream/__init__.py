@@ -6,7 +6,7 @@
 - :mod:`.render`: an upstream page re-served with file URLs through the registry.
 - :mod:`.web`: the app's side: routing a name to its source, files, health and metrics.
 
-Which names are private (and so never asked upstream) is :mod:`modelpack_registry.reserved`.
+Which names are private (and so never asked upstream) is :mod:`modelpack_registry.access.reserved`.
 """
 
 from modelpack_registry.upstream.client import Limits, check_url

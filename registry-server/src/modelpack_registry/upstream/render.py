@@ -1,6 +1,6 @@
 """An upstream project page as the registry re-serves it (PEP 503 HTML or PEP 691 JSON).
 
-The same shape as the private pages (:mod:`modelpack_registry.simple`): hashes,
+The same shape as the private pages (:mod:`modelpack_registry.web.simple`): hashes,
 ``requires-python``, PEP 592 yank, PEP 658/714 core metadata (only when the upstream gave
 its sha256, so it can be checked), PEP 700 ``size``/``upload-time``/``versions`` where
 known. Every file URL is rewritten to go through the registry, relative to the page::
@@ -20,8 +20,8 @@ from urllib.parse import quote
 
 from packaging.utils import parse_sdist_filename, parse_wheel_filename
 
-from modelpack_registry.simple import Anchor, html_page
 from modelpack_registry.upstream.client import Link
+from modelpack_registry.web.simple import Anchor, html_page
 
 __all__ = ["FILES_ROUTE", "file_url", "render_page", "versions_of"]
 

@@ -2,7 +2,7 @@
 
 The index is an ordered list of sources, ``[private, upstream]`` (devpi's shape): the
 first that knows a name answers for it, and the private source knows every *private*
-name (:mod:`modelpack_registry.reserved`), so for those the upstream is never asked.
+name (:mod:`modelpack_registry.access.reserved`), so for those the upstream is never asked.
 :class:`Upstream` is the second source. For a page it answers:
 
 - from memory or ``DATA/mirror/simple/`` while the page is younger than the TTL;
@@ -29,9 +29,9 @@ from pathlib import Path
 from typing import Any
 
 from modelpack_registry.errors import BadGateway, NotFound
-from modelpack_registry.maintenance import iso_utc
 from modelpack_registry.upstream.cache import MirrorCache
 from modelpack_registry.upstream.client import Client, Limits, Link, UpstreamError, safe_filename
+from modelpack_registry.verify.maintenance import iso_utc
 
 __all__ = ["DEFAULT_TTL", "Page", "Status", "Upstream"]
 

@@ -1,7 +1,7 @@
 """The app's side of ``--upstream``: pages, files, the first-upload warning, health, metrics.
 
-:class:`modelpack_registry.app.RegistryApp` calls these only for names that are not
-private (see :mod:`modelpack_registry.reserved`) and only when an upstream is configured;
+:class:`modelpack_registry.web.app.RegistryApp` calls these only for names that are not
+private (see :mod:`modelpack_registry.access.reserved`) and only when an upstream is configured;
 every answer for a project page carries ``X-Modelpack-Source: upstream`` (the private
 pages carry ``private``).
 """
@@ -13,13 +13,13 @@ from urllib.parse import unquote
 
 from packaging.utils import canonicalize_name
 
+from modelpack_registry.access.reserved import is_private
 from modelpack_registry.errors import BadGateway, NotFound
-from modelpack_registry.files import Response, content_type, serve_path
 from modelpack_registry.index import Snapshot
-from modelpack_registry.reserved import is_private
 from modelpack_registry.storage import DataDir
 from modelpack_registry.upstream.render import FILES_ROUTE, render_page
 from modelpack_registry.upstream.sources import Upstream
+from modelpack_registry.web.files import Response, content_type, serve_path
 
 __all__ = ["SOURCE", "first_upload_warning", "metrics_lines", "serve_page", "serve_upstream_file"]
 

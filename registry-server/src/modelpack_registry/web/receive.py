@@ -6,7 +6,7 @@ part goes straight into the store's :meth:`~modelpack_registry.storage.base.Stor
 whatever the size. Other form fields are capped (64 KiB each, the description 1 MiB,
 100 fields; :mod:`modelpack_registry.limits` then caps each metadata field). When the body
 ends early (the client went away) or is malformed, :class:`ClientGone` or ``BadRequest``
-is raised and the caller (:mod:`modelpack_registry.upload`) deletes the temp file.
+is raised and the caller (:mod:`modelpack_registry.web.upload`) deletes the temp file.
 :func:`receive` calls back when the file part's headers arrive, so that the caller can
 refuse the upload before its body.
 

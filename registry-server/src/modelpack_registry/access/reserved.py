@@ -21,9 +21,9 @@ import json
 
 from modelpack_registry.errors import StorageError
 from modelpack_registry.index import Snapshot
-from modelpack_registry.maintenance import utc_now
 from modelpack_registry.storage import DataDir
 from modelpack_registry.storage.base import NEW, AlreadyExists, Store, keys, update_doc
+from modelpack_registry.verify.maintenance import utc_now
 
 __all__ = ["is_private", "private_names", "release", "reserve", "reserved_names"]
 

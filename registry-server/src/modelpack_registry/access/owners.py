@@ -43,9 +43,9 @@ from typing import Any
 from packaging.utils import canonicalize_name
 
 from modelpack_registry.errors import BadRequest, Conflict, NotFound
-from modelpack_registry.maintenance import utc_now
 from modelpack_registry.storage import DataDir
 from modelpack_registry.storage.base import keys, update_doc
+from modelpack_registry.verify.maintenance import utc_now
 
 __all__ = [
     "ROLES",

@@ -1,7 +1,7 @@
 """The access log of ``serve --access-log``: gunicorn's, with the bytes sendfile sent.
 
 gunicorn's ``%(B)s`` counts what went through ``Response.write``; a distribution sent
-with ``sendfile`` (every ``/packages/`` download) logged 0. :mod:`~modelpack_registry.files`
+with ``sendfile`` (every ``/packages/`` download) logged 0. :mod:`~modelpack_registry.web.files`
 notes those bytes in the request's environ, and this logger adds them.
 """
 
@@ -11,7 +11,7 @@ from typing import Any
 
 from gunicorn.glogging import Logger
 
-from modelpack_registry.files import SENT_BY_SENDFILE
+from modelpack_registry.web.files import SENT_BY_SENDFILE
 
 __all__ = ["AccessLogger"]
 

@@ -1,8 +1,8 @@
 """``verify``'s checks of the access files: owners, API tokens and (if given) htpasswd.
 
 :func:`verify_access` reads ``state/owners/``, ``state/tokens/`` and the htpasswd file
-the way :mod:`~modelpack_registry.owners`, :mod:`~modelpack_registry.tokens` and
-:mod:`~modelpack_registry.auth` read them, and reports, one line each::
+the way :mod:`~modelpack_registry.access.owners`, :mod:`~modelpack_registry.access.tokens` and
+:mod:`~modelpack_registry.access.auth` read them, and reports, one line each::
 
     error    a file that cannot be read or parsed (empty, truncated, not JSON, wrong shape)
              a file the registry never reads (not named by a canonical model name or a
@@ -36,8 +36,8 @@ the server, running as that user, needs it.
 
 No line ever holds a token's secret, a token's sha256, or an htpasswd hash: the
 malformed entries of a file are named by position, never quoted. The token checks are in
-:mod:`~modelpack_registry.verify_tokens`, what they share in
-:mod:`~modelpack_registry.verify_common`.
+:mod:`~modelpack_registry.verify.tokens`, what they share in
+:mod:`~modelpack_registry.verify.common`.
 """
 
 from __future__ import annotations
@@ -46,12 +46,12 @@ import stat
 from pathlib import Path
 from typing import Any
 
-from modelpack_registry.auth import Htpasswd
+from modelpack_registry.access.auth import Htpasswd
+from modelpack_registry.access.owners import check_user
 from modelpack_registry.errors import BadRequest, ConfigError
-from modelpack_registry.owners import check_user
 from modelpack_registry.storage import DataDir
 from modelpack_registry.storage.base import keys
-from modelpack_registry.verify_common import (
+from modelpack_registry.verify.common import (
     Report,
     are,
     data_option,
@@ -61,7 +61,7 @@ from modelpack_registry.verify_common import (
     published_names,
     some,
 )
-from modelpack_registry.verify_tokens import check_tokens
+from modelpack_registry.verify.tokens import check_tokens
 
 __all__ = ["verify_access"]
 

@@ -1,7 +1,7 @@
 """What the ``verify`` checks of ``state/`` share: the report and how files are read.
 
-:mod:`~modelpack_registry.verify_access` (owners, htpasswd),
-:mod:`~modelpack_registry.verify_tokens` and :mod:`~modelpack_registry.verify_state`
+:mod:`~modelpack_registry.verify.access` (owners, htpasswd),
+:mod:`~modelpack_registry.verify.tokens` and :mod:`~modelpack_registry.verify.state`
 (stages, yanks) add their lines to one :class:`Report`. They read the documents through
 the store (a folder or a bucket); only what exists on a folder alone (the leftover temp
 files of interrupted writes, file modes) is looked at on the folder itself.
@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from modelpack_registry.access.owners import model_name
 from modelpack_registry.errors import BadRequest, StorageError
-from modelpack_registry.owners import model_name
 from modelpack_registry.storage import DataDir
 from modelpack_registry.storage.base import Store
 

@@ -201,7 +201,7 @@ class _Counted:
     file it sent with ``socket.sendfile``. That call leaves the file's position after the
     last byte sent, also when the client goes away (documented), through ``seek``: this
     proxy puts the count in ``environ[SENT_BY_SENDFILE]``, which the access logger
-    (:mod:`~modelpack_registry.accesslog`) adds. Reads (no sendfile: TLS) are counted
+    (:mod:`~modelpack_registry.web.accesslog`) adds. Reads (no sendfile: TLS) are counted
     by the server as usual.
     """
 

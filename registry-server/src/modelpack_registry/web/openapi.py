@@ -1,6 +1,6 @@
 """The OpenAPI 3.1 description of the JSON API, served at ``GET /api/v1/openapi.json``.
 
-Kept next to :mod:`modelpack_registry.api` and checked by the tests with
+Kept next to :mod:`modelpack_registry.web.api` and checked by the tests with
 ``openapi-spec-validator``; schemas here are the contract the client is written against.
 """
 

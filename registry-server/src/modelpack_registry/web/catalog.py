@@ -1,7 +1,7 @@
 """The pages for people: the catalog at ``GET /`` and a page per model at ``/models/<name>/``.
 
 Plain HTML that needs no JavaScript: the filter is a GET form (``/?q=text``) answered on
-the server from the per-snapshot model list (:mod:`modelpack_registry.models`). Every
+the server from the per-snapshot model list (:mod:`modelpack_registry.web.models`). Every
 value is HTML-escaped; a model card (the README from METADATA) is rendered once per
 file, outside the request, by markdown-it-py with raw HTML disabled, whose link
 validation also drops ``javascript:``/``vbscript:``/``data:`` URLs (see
@@ -19,13 +19,14 @@ from urllib.parse import quote
 
 from modelpack_registry.cards import card_for_view
 from modelpack_registry.index import Snapshot
-from modelpack_registry.metrics_view import (
+from modelpack_registry.storage import DataDir, Record
+from modelpack_registry.web.metrics_view import (
     catalog_controls,
     lineage_facts,
     metric_cell,
     metrics_section,
 )
-from modelpack_registry.models import (
+from modelpack_registry.web.models import (
     ModelSummary,
     describe_model,
     filter_models,
@@ -35,7 +36,6 @@ from modelpack_registry.models import (
     summaries,
     version_records,
 )
-from modelpack_registry.storage import DataDir, Record
 
 __all__ = ["CSP", "latest_version", "render_catalog", "render_model"]
 

@@ -22,17 +22,17 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from modelpack_registry.auth import Htpasswd, basic_credentials, challenge
-from modelpack_registry.errors import Forbidden, Unauthorized
-from modelpack_registry.owners import (
+from modelpack_registry.access.auth import Htpasswd, basic_credentials, challenge
+from modelpack_registry.access.owners import (
     Owners,
     has_distributions,
     read_owners,
     role_change,
 )
+from modelpack_registry.access.tokens import TOKEN_USER, record_use, verify_token
+from modelpack_registry.errors import Forbidden, Unauthorized
 from modelpack_registry.storage import DataDir
 from modelpack_registry.storage.base import NEW, AlreadyExists, keys
-from modelpack_registry.tokens import TOKEN_USER, record_use, verify_token
 
 __all__ = ["Access", "Principal", "UploadGuard"]
 

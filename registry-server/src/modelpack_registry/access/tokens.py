@@ -46,11 +46,11 @@ import threading
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+from modelpack_registry.access.owners import check_user, model_name
 from modelpack_registry.errors import BadRequest, NotFound, StorageError
-from modelpack_registry.maintenance import iso_utc, utc_now
-from modelpack_registry.owners import check_user, model_name
 from modelpack_registry.storage import DataDir
 from modelpack_registry.storage.base import NEW, AlreadyExists, keys, update_doc
+from modelpack_registry.verify.maintenance import iso_utc, utc_now
 
 __all__ = [
     "DEFAULT_EXPIRY",

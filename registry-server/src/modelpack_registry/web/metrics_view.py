@@ -1,6 +1,6 @@
 """The model card's numbers on the pages: metrics side by side, charts, catalog controls.
 
-The data come from :func:`modelpack_registry.models.card_json` (metrics, dataset and
+The data come from :func:`modelpack_registry.web.models.card_json` (metrics, dataset and
 lineage extracted from each wheel's ``modelpack.json`` at upload). The charts are inline
 SVG drawn here, on the server: no script, so the catalog's CSP (``default-src 'none'``)
 holds, and nothing is fetched. Every value is HTML-escaped.
@@ -11,7 +11,7 @@ from __future__ import annotations
 import html
 from typing import Any
 
-from modelpack_registry.models import ModelSummary
+from modelpack_registry.web.models import ModelSummary
 
 __all__ = ["catalog_controls", "lineage_facts", "metric_cell", "metrics_section"]
 

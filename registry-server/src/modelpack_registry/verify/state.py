@@ -28,7 +28,7 @@ from modelpack_registry.stages import STAGE_RE
 from modelpack_registry.storage import DataDir
 from modelpack_registry.storage.base import keys
 from modelpack_registry.validate import name_and_version
-from modelpack_registry.verify_common import (
+from modelpack_registry.verify.common import (
     Report,
     list_entries,
     load_json,

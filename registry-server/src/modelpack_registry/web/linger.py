@@ -1,6 +1,6 @@
 """Closing a connection whose request body was not read to the end, without losing the answer.
 
-An upload refused after its first MiB (see :mod:`modelpack_registry.upload`) leaves the
+An upload refused after its first MiB (see :mod:`modelpack_registry.web.upload`) leaves the
 client sending the rest. If the server simply closed the socket with those bytes unread,
 Linux would answer them with RST at once and drop whatever of the response the client
 had not yet acknowledged: the client would see "connection reset" instead of "403:

@@ -16,9 +16,9 @@ worker uses them) and replaces the worker loop:
   slow uploads and slowly read downloads never take the threads that serve the index,
   pages, API and /health.
 - A thread's socket times out after ``--body-timeout`` seconds without progress; uploads
-  must also keep ``--min-upload-rate`` (:mod:`modelpack_registry.receive`).
+  must also keep ``--min-upload-rate`` (:mod:`modelpack_registry.web.receive`).
 - After a request with a body the connection closes (lingering if the body is unread:
-  :mod:`modelpack_registry.linger`); after one without, it returns to the loop with any
+  :mod:`modelpack_registry.web.linger`); after one without, it returns to the loop with any
   pipelined bytes.
 - Past ``worker_connections`` (``--max-connections``), a new connection closes the one
   that has waited longest for its request; when file descriptors run out, accepting
@@ -48,7 +48,7 @@ from gunicorn.http import RequestParser, wsgi
 from gunicorn.http.errors import NoMoreData
 from gunicorn.workers.base import Worker
 
-from modelpack_registry.linger import linger, unread_body
+from modelpack_registry.web.linger import linger, unread_body
 
 __all__ = ["MAX_HEAD", "SMALL_BODY", "RegistryWorker", "Timeouts"]
 

@@ -7,8 +7,8 @@ is there, else the file's mtime), re-renders every model card
 (:mod:`~modelpack_registry.cards`), removes orphaned records and derived temp files,
 and bumps ``generation`` so running servers reload. ``state/`` is never touched.
 The CLI's ``verify`` also reads ``state/`` (and an htpasswd file) with
-:mod:`~modelpack_registry.verify_access`, :mod:`~modelpack_registry.verify_tokens` and
-:mod:`~modelpack_registry.verify_state`.
+:mod:`~modelpack_registry.verify.access`, :mod:`~modelpack_registry.verify.tokens` and
+:mod:`~modelpack_registry.verify.state`.
 """
 
 from __future__ import annotations

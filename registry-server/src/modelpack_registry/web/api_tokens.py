@@ -4,7 +4,7 @@
     GET    /api/v1/models/<name>/tokens        the tokens the caller may see
     DELETE /api/v1/models/<name>/tokens/<id>   revoke one
 
-Who may (on top of :mod:`modelpack_registry.access`)::
+Who may (on top of :mod:`modelpack_registry.access.policy`)::
 
     create    owners, maintainers and admins of the model, for themselves;
               for another user ("user"): admins only
@@ -22,7 +22,7 @@ A registry without ``--htpasswd`` refuses all three with 409: nobody is authenti
 there, so a token would act as nobody and nothing would ever check it. (Owners, which
 are stored for later, may be changed there by anyone, like everything else.)
 
-Tokens are made, listed and revoked by :mod:`modelpack_registry.tokens`, like the server
+Tokens are made, listed and revoked by :mod:`modelpack_registry.access.tokens`, like the server
 CLI does, and never shown again after the creation's answer: no secret, no sha256.
 """
 
@@ -32,10 +32,9 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from modelpack_registry.access import Access, Principal
-from modelpack_registry.errors import BadRequest, Conflict, Forbidden, NotFound
-from modelpack_registry.owners import check_user, read_owners
-from modelpack_registry.tokens import (
+from modelpack_registry.access.owners import check_user, read_owners
+from modelpack_registry.access.policy import Access, Principal
+from modelpack_registry.access.tokens import (
     DEFAULT_EXPIRY,
     Token,
     create_token,
@@ -43,6 +42,7 @@ from modelpack_registry.tokens import (
     list_tokens,
     revoke_token,
 )
+from modelpack_registry.errors import BadRequest, Conflict, Forbidden, NotFound
 
 __all__ = ["caller", "create", "listing", "revoke"]
 

@@ -33,7 +33,7 @@ upload body (Bottle buffers bodies; we stream ``wsgi.input`` ourselves), and the
 index paths skip Bottle's per-request overhead. pypiserver runs with
 ``disable_fallback=True``: unknown names are never redirected to the public index.
 
-Access (:mod:`modelpack_registry.access`) is checked here too: with ``--protect-reads``
+Access (:mod:`modelpack_registry.access.policy`) is checked here too: with ``--protect-reads``
 every GET/HEAD but ``/health`` needs valid credentials before anything is dispatched
 (pypiserver's routes included), and an upload publishes through a data folder that
 carries the uploader, so :meth:`DataDir.publish` decides ownership under its lock.
@@ -50,10 +50,9 @@ from urllib.parse import parse_qs, quote
 
 from packaging.utils import canonicalize_name
 
-from modelpack_registry.access import Access
-from modelpack_registry.api import PREFIX, handle_api, json_error
-from modelpack_registry.auth import Htpasswd
-from modelpack_registry.catalog import CSP, render_catalog, render_model
+from modelpack_registry.access.auth import Htpasswd
+from modelpack_registry.access.policy import Access
+from modelpack_registry.access.reserved import is_private, private_names
 from modelpack_registry.errors import (
     HTTPFailure,
     MethodNotAllowed,
@@ -62,23 +61,12 @@ from modelpack_registry.errors import (
     disk_full,
     full_disk_error,
 )
-from modelpack_registry.files import REDIRECT_EXPIRES, Response, serve_file
 from modelpack_registry.index import Index, Snapshot, make_deriver
-from modelpack_registry.linger import close_after
 from modelpack_registry.metrics import CONTENT_TYPE as METRICS_TYPE
 from modelpack_registry.metrics import render_metrics
-from modelpack_registry.reserved import is_private, private_names
-from modelpack_registry.simple import (
-    content_type,
-    negotiate,
-    render_project,
-    render_root,
-    stage_view,
-)
 from modelpack_registry.stages import STAGE_RE
 from modelpack_registry.storage import DataDir
 from modelpack_registry.storage.base import keys
-from modelpack_registry.upload import UploadLimits, handle_upload
 from modelpack_registry.upstream import Upstream
 from modelpack_registry.upstream.web import (
     first_upload_warning,
@@ -86,6 +74,18 @@ from modelpack_registry.upstream.web import (
     serve_page,
     serve_upstream_file,
 )
+from modelpack_registry.web.api import PREFIX, handle_api, json_error
+from modelpack_registry.web.catalog import CSP, render_catalog, render_model
+from modelpack_registry.web.files import REDIRECT_EXPIRES, Response, serve_file
+from modelpack_registry.web.linger import close_after
+from modelpack_registry.web.simple import (
+    content_type,
+    negotiate,
+    render_project,
+    render_root,
+    stage_view,
+)
+from modelpack_registry.web.upload import UploadLimits, handle_upload
 
 __all__ = ["RegistryApp", "legacy_app"]
 

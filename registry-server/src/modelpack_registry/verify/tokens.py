@@ -1,4 +1,4 @@
-"""``verify``'s checks of ``state/tokens/`` (see :mod:`~modelpack_registry.tokens`).
+"""``verify``'s checks of ``state/tokens/`` (see :mod:`~modelpack_registry.access.tokens`).
 
 A token file is an error when the server refuses the token for a reason other than its
 being revoked: it does not parse, misses a field, has an id, model, user, sha256 or
@@ -15,13 +15,12 @@ import datetime as dt
 import re
 from typing import Any
 
+from modelpack_registry.access.owners import check_user, model_name
+from modelpack_registry.access.tokens import FIELDS, ID_RE, parse_time
 from modelpack_registry.errors import BadRequest
-from modelpack_registry.maintenance import iso_utc
-from modelpack_registry.owners import check_user, model_name
 from modelpack_registry.storage import DataDir
 from modelpack_registry.storage.base import Store, keys
-from modelpack_registry.tokens import FIELDS, ID_RE, parse_time
-from modelpack_registry.verify_common import (
+from modelpack_registry.verify.common import (
     Report,
     data_option,
     delete_command,
@@ -31,6 +30,7 @@ from modelpack_registry.verify_common import (
     some,
     stray_file,
 )
+from modelpack_registry.verify.maintenance import iso_utc
 
 __all__ = ["EXPIRY_WARNING", "UNUSED_WARNING", "check_tokens"]
 

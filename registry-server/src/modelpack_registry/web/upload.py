@@ -23,11 +23,11 @@ would raise after the whole body, so a refused 6 GiB upload is told after the fi
 block read (at most 1 MiB) instead of after 25 s. They are an optimisation only:
 everything is checked again after the body, and :meth:`DataDir.publish` decides (by
 conditional writes, no lock). The server logs how much of
-the body it had read when it refused; :mod:`modelpack_registry.linger` then closes the
+the body it had read when it refused; :mod:`modelpack_registry.web.linger` then closes the
 connection without the answer being lost.
 
 Receiving the body itself (streamed, hashed beside, read from gunicorn's socket) is
-:mod:`modelpack_registry.receive`.
+:mod:`modelpack_registry.web.receive`.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from typing import Any, BinaryIO
 
 from packaging.utils import canonicalize_name
 
-from modelpack_registry.access import Principal
+from modelpack_registry.access.policy import Principal
 from modelpack_registry.cards import render_and_store
 from modelpack_registry.errors import (
     BadRequest,
@@ -54,9 +54,16 @@ from modelpack_registry.errors import (
 from modelpack_registry.immutable import promoted_to, version_conflict
 from modelpack_registry.index import Index, Snapshot
 from modelpack_registry.limits import check_form, check_upload
-from modelpack_registry.maintenance import utc_now
 from modelpack_registry.pkg_info import valid_requires_python
-from modelpack_registry.receive import (
+from modelpack_registry.storage import DataDir, Record, Upload
+from modelpack_registry.validate import (
+    check_filename,
+    inspect_distribution,
+    name_and_version,
+    versions_equal,
+)
+from modelpack_registry.verify.maintenance import utc_now
+from modelpack_registry.web.receive import (
     DIGEST_FIELDS,
     ClientGone,
     Form,
@@ -65,13 +72,6 @@ from modelpack_registry.receive import (
     parse_size,
     receive,
     too_large,
-)
-from modelpack_registry.storage import DataDir, Record, Upload
-from modelpack_registry.validate import (
-    check_filename,
-    inspect_distribution,
-    name_and_version,
-    versions_equal,
 )
 
 __all__ = ["UploadLimits", "handle_upload", "parse_size"]  # the last two from receive.py

@@ -15,13 +15,13 @@
     DELETE /api/v1/models/<name>/tokens/<id>                revoke one
     GET    /api/v1/openapi.json                             the OpenAPI 3.1 description
 
-Reads come from the per-snapshot view (:mod:`modelpack_registry.models`); writes go
-through :mod:`modelpack_registry.stages` and :mod:`modelpack_registry.owners`
+Reads come from the per-snapshot view (:mod:`modelpack_registry.web.models`); writes go
+through :mod:`modelpack_registry.stages` and :mod:`modelpack_registry.access.owners`
 (conditional writes of ``state/`` documents, retried on a race; generation bumped).
 When the registry has ``--htpasswd``, writes need credentials, the user is recorded as
-``by``, and :mod:`modelpack_registry.access`
+``by``, and :mod:`modelpack_registry.access.policy`
 decides who may change which model (owners, maintainers, admins, API tokens);
-:mod:`modelpack_registry.api_tokens` who may make, see and revoke API tokens.
+:mod:`modelpack_registry.web.api_tokens` who may make, see and revoke API tokens.
 Every error is raised as an :class:`HTTPFailure` and answered by the app as
 ``{"error": "..."}`` with its status.
 """
@@ -36,8 +36,16 @@ from urllib.parse import parse_qs, unquote
 
 from packaging.utils import canonicalize_name
 
-from modelpack_registry import api_tokens
-from modelpack_registry.access import Access, Principal
+from modelpack_registry.access.owners import (
+    Owners,
+    check_user,
+    model_name,
+    read_owners,
+    read_owners_file,
+    remove_user,
+    set_role,
+)
+from modelpack_registry.access.policy import Access, Principal
 from modelpack_registry.errors import (
     BadRequest,
     Conflict,
@@ -46,9 +54,12 @@ from modelpack_registry.errors import (
     NotFound,
     PayloadTooLarge,
 )
-from modelpack_registry.files import Response
 from modelpack_registry.index import Index, Snapshot
-from modelpack_registry.models import (
+from modelpack_registry.stages import check_reason, check_stage, set_stage, set_yank
+from modelpack_registry.validate import versions_equal
+from modelpack_registry.web import api_tokens
+from modelpack_registry.web.files import Response
+from modelpack_registry.web.models import (
     describe_model,
     filter_models,
     parse_sort,
@@ -58,18 +69,7 @@ from modelpack_registry.models import (
     version_records,
     yanked_versions,
 )
-from modelpack_registry.openapi import openapi_document
-from modelpack_registry.owners import (
-    Owners,
-    check_user,
-    model_name,
-    read_owners,
-    read_owners_file,
-    remove_user,
-    set_role,
-)
-from modelpack_registry.stages import check_reason, check_stage, set_stage, set_yank
-from modelpack_registry.validate import versions_equal
+from modelpack_registry.web.openapi import openapi_document
 
 __all__ = ["PREFIX", "ROUTES", "handle_api", "json_error", "owners_doc"]
 
@@ -331,7 +331,7 @@ def _revoke_token(call: Call) -> Response:
 
 #: Every endpoint: (method, path template, handler). HEAD is answered wherever GET is.
 #: tests/test_registry_api_contract.py checks this equals the (path, method) pairs of
-#: :func:`~modelpack_registry.openapi.openapi_document`.
+#: :func:`~modelpack_registry.web.openapi.openapi_document`.
 ROUTES: tuple[tuple[str, str, Handler], ...] = (
     ("GET", f"{PREFIX}/openapi.json", _openapi),
     ("GET", f"{PREFIX}/models", _list_models),

@@ -2,10 +2,10 @@
 
 gunicorn hands the app ``wsgi.input`` as a stream (no spooling, no body cap of its own)
 and serves files with ``sendfile``. Its worker here is
-:class:`~modelpack_registry.worker.RegistryWorker`: an event loop reads each request
+:class:`~modelpack_registry.web.worker.RegistryWorker`: an event loop reads each request
 head (with a deadline) and only then hands the request to a thread, so a slow or
 hostile client holds no thread while its request arrives. Each worker process builds its own
-:class:`~modelpack_registry.app.RegistryApp`; they share nothing but the data folder
+:class:`~modelpack_registry.web.app.RegistryApp`; they share nothing but the data folder
 and notice each other's writes through ``DATA/generation``.
 
 Before gunicorn starts, everything a user can get wrong is checked so it fails with one
@@ -28,13 +28,13 @@ from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
-from modelpack_registry.access import Access
-from modelpack_registry.app import RegistryApp, legacy_app
-from modelpack_registry.auth import Htpasswd
+from modelpack_registry.access.auth import Htpasswd
+from modelpack_registry.access.policy import Access
 from modelpack_registry.errors import ConfigError, StorageError
 from modelpack_registry.storage import DataDir
-from modelpack_registry.upload import UploadLimits
-from modelpack_registry.worker import Timeouts
+from modelpack_registry.web.app import RegistryApp, legacy_app
+from modelpack_registry.web.upload import UploadLimits
+from modelpack_registry.web.worker import Timeouts
 
 __all__ = [
     "ServeConfig",
@@ -296,7 +296,7 @@ def serve(config: ServeConfig) -> None:
     options = {
         "bind": [_bind_address(config.host, config.port)],
         "workers": config.workers,
-        "worker_class": "modelpack_registry.worker.RegistryWorker",
+        "worker_class": "modelpack_registry.web.worker.RegistryWorker",
         "threads": config.threads,
         "worker_connections": config.max_connections,
         "timeout": 120,
@@ -304,7 +304,7 @@ def serve(config: ServeConfig) -> None:
         "keepalive": 5,
         "accesslog": "-" if config.access_log else None,
         "access_log_format": ACCESS_LOG_FORMAT,
-        "logger_class": "modelpack_registry.accesslog.AccessLogger",  # counts sendfile bytes
+        "logger_class": "modelpack_registry.web.accesslog.AccessLogger",  # counts sendfile bytes
         "errorlog": "-",
         "loglevel": "info",
         "proc_name": "modelpack-registry",
