@@ -7,6 +7,9 @@ state change is one conditional request:
   one (:meth:`S3Store.put_new`), and for an upload a multipart upload to a staging key under
   ``tmp/`` that :meth:`~modelpack_registry.storage.s3_upload.S3Upload.commit` copies server
   side to its key with ``CompleteMultipartUpload`` + ``If-None-Match: *`` (412: it exists).
+  A wheel skips the staging: its multipart upload is at ``packages/<file>`` from the start
+  and is completed there, with the same condition, once validated
+  (:meth:`~modelpack_registry.storage.s3_upload.S3Upload.aim`).
 - **Documents**: the version is the object's ETag. A write names it with ``If-Match``
   (or ``If-None-Match: *`` for :data:`~.base.NEW`); a delete with ``If-Match`` on
   ``DeleteObject``. 412 means another writer got in between: :class:`~.base.Stale`.
@@ -23,7 +26,8 @@ one; nothing the registry deletes that way is ever re-created concurrently by de
 Credentials come from boto3's standard chain (environment, config files, instance or pod
 roles). Abandoned uploads: set a lifecycle rule ``AbortIncompleteMultipartUpload`` after
 1 day on the bucket, and :meth:`S3Store.sweep_uploads` (run at start-up) aborts what is
-older than a day and removes staged objects left in ``tmp/``.
+older than a day (its newest part, if it has one, counts as its age: a live upload's is
+seconds old) and removes staged objects left in ``tmp/``.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ from modelpack_registry.storage.base import (
     NotFound,
     Stale,
     check_key,
+    keys,
 )
 from modelpack_registry.storage.s3_client import (
     error_code,
@@ -324,8 +329,8 @@ class S3Store:
         strip = len(self.prefix)
         removed: list[str] = []
         for upload in list(self._multipart_uploads()):
-            if started(upload["Key"], upload["Initiated"]) < cutoff:
-                with contextlib.suppress(StorageError):
+            with contextlib.suppress(StorageError):  # gone meanwhile: done or aborted
+                if self._last_activity(upload) < cutoff:
                     self._abort(upload["Key"], upload["UploadId"])
                     removed.append(upload["Key"][strip:])
         for obj in list(self._staged()):
@@ -334,6 +339,22 @@ class S3Store:
                     self._delete_full(obj["Key"])
                     removed.append(obj["Key"][strip:])
         return removed
+
+    def _last_activity(self, upload: dict[str, Any]) -> datetime:
+        """When a multipart upload last moved: its start (from a ``tmp/`` key's name, else
+        as reported), or its newest part if later. A wheel's upload at ``packages/<file>``
+        has no time in its name, and moto's server reports one fixed old ``Initiated``
+        date; the parts' dates keep a live upload from looking abandoned."""
+        begun = started(upload["Key"], upload["Initiated"])
+        if upload["Key"].startswith(self.prefix + keys.TMP):
+            return begun
+        answer = self.call(
+            "listing an upload's parts",
+            lambda: self.client.list_parts(Bucket=self.bucket, Key=upload["Key"],
+                                           UploadId=upload["UploadId"]),
+        )  # fmt: skip
+        dates: list[datetime] = [part["LastModified"] for part in answer.get("Parts", ())]
+        return max([begun, *dates])
 
     def _abort(self, full: str, upload_id: str) -> None:
         self.call(

@@ -56,6 +56,7 @@ from modelpack_registry.index import Index, Snapshot
 from modelpack_registry.limits import check_form, check_upload
 from modelpack_registry.pkg_info import valid_requires_python
 from modelpack_registry.storage import DataDir, Record, Upload
+from modelpack_registry.storage.base import keys
 from modelpack_registry.validate import (
     check_filename,
     inspect_distribution,
@@ -145,6 +146,9 @@ def _receive_and_publish(environ: dict[str, Any], data: DataDir, index: Index,
         claimed = got.fields.get("sha256_digest", "").strip().lower() or None
         _check_unpublished(index.snapshot(), data, filename, name, version, claimed)
         data.check_publish(filename, name, claimed)
+        aim = getattr(temp, "aim", None)  # a bucket: a wheel streams to its final key
+        if aim is not None and filename.endswith(".whl"):
+            aim(keys.package(filename), filename)
 
     receive(environ, temp, limits, form, refuse_early)
     _check_action(form.fields)
