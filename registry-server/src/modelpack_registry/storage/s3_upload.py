@@ -163,7 +163,8 @@ class S3Upload:
             raise AlreadyExists(f"{key} exists")
         if self._aimed is not None:
             self._complete_aimed(key)
-        elif self._size == 0:
+            return  # nothing staged: self.full is the published object
+        if self._size == 0:
             store.put_new(key, b"")
         else:
             answer = store.call(
@@ -234,6 +235,8 @@ class S3Upload:
             )
 
     def _delete_staged(self) -> None:
+        if self._aimed is not None:  # never: self.full is the final key
+            raise AssertionError("the fast path has no staged object")
         with contextlib.suppress(StorageError):  # else sweep_uploads removes it later
             self.store.call(
                 "removing a staged upload",
