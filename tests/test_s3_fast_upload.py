@@ -9,6 +9,7 @@ so that a ``METADATA`` at the start is only found by the streaming parse.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import struct
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from registry_support import post_upload
+from registry_support import BOUNDARY, MULTIPART_END, MULTIPART_TYPE, multipart_head, post_upload
 from test_registry_s3 import OnBucket, listed, multipart_uploads, objects, race, seen_after
 
 from support import S3Server
@@ -119,10 +120,10 @@ def test_wheel_streams_to_its_key_with_metadata_at_the_start(s3: S3Server, tmp_p
         assert got.content == wheel.read_bytes()
 
 
-@pytest.mark.parametrize("kind", ["lying", "truncated"])
+@pytest.mark.parametrize("kind", ["lying", "truncated", "late-digest"])
 def test_a_wheel_validation_cannot_read_is_refused(s3: S3Server, tmp_path: Path, kind: str) -> None:
-    """A wheel whose central directory points outside what was kept as it streamed by, or
-    a truncated one: 400 naming the problem, nothing listed, no object and no pending
+    """A wheel whose central directory points outside what was kept as it streamed by, a
+    truncated one, or one whose md5 digest comes after the file: 400 naming the problem, nothing listed, no object and no pending
     multipart upload left in the bucket."""
     bucket = s3.bucket(f"{kind}-bucket")
     if kind == "lying":
@@ -130,12 +131,25 @@ def test_a_wheel_validation_cannot_read_is_refused(s3: S3Server, tmp_path: Path,
         content = wheel.read_bytes()
     else:
         wheel = hand_wheel(tmp_path, "model-lie", "1.0")
-        content = wheel.read_bytes()[: WEIGHTS // 2 + 4096]
+        content = wheel.read_bytes()
+    if kind == "truncated":
+        content = content[: WEIGHTS // 2 + 4096]
     with OnBucket(s3, f"s3://{bucket}/reg", tmp_path / "a") as reg:
-        answer = post_upload(reg.url, wheel.name, content)
+        if kind == "late-digest":  # no client does; the whole file is not at hand to hash
+            md5 = hashlib.md5(content).hexdigest()
+            body = multipart_head(wheel.name) + content + (
+                f'\r\n--{BOUNDARY}\r\nContent-Disposition: form-data; name="md5_digest"'
+                f"\r\n\r\n{md5}"
+            ).encode() + MULTIPART_END  # fmt: skip
+            answer = requests.post(f"{reg.url}/", data=body, timeout=30,
+                                   headers={"Content-Type": MULTIPART_TYPE})  # fmt: skip
+        else:
+            answer = post_upload(reg.url, wheel.name, content)
         assert answer.status_code == 400, answer.text
-        expected = "outside its end" if kind == "lying" else "not a valid zip archive"
-        assert expected in answer.text and wheel.name in answer.text, answer.text
+        expected = {"lying": "outside its end", "truncated": "not a valid zip archive",
+                    "late-digest": "md5_digest was sent after the file"}[kind]  # fmt: skip
+        assert expected in answer.text, answer.text
+        assert wheel.name in answer.text or kind == "late-digest", answer.text
         assert "Traceback" not in answer.text
         assert listed(reg, "model-lie") == []
         assert objects(s3, bucket, "reg/packages/") == []
