@@ -5,7 +5,9 @@ A wheel uploaded to a bucket goes straight into a multipart upload at its final 
 be read back. So :class:`WheelCapture` keeps, while the bytes stream by:
 
 - the last :data:`TAIL` bytes (the zip's end-of-central-directory record and its central
-  directory: what ``zipfile`` reads to open the archive);
+  directory: what ``zipfile`` reads to open the archive), and the central directory from
+  its first entry when the local entries lead up to it (up to :data:`DIRECTORY_CAP`:
+  half a million members);
 - every member whose name validation reads (``*.dist-info/METADATA`` and
   ``*.dist-info/modelpack.json``, :data:`WANTED`), local file header and compressed bytes,
   found by parsing the local file headers as they go by, each capped in size.
@@ -44,6 +46,9 @@ WANTED: tuple[tuple[re.Pattern[str], int], ...] = (
 _TOTAL_CAP = 2 * (MAX_METADATA_SIZE + MAX_MANIFEST_SIZE + 2 * _SLACK)
 _MAX_RANGES = 8
 _LOCAL = b"PK\x03\x04"
+_CENTRAL = b"PK\x01\x02"
+#: the central directory, kept from its first entry when the entries lead up to it
+DIRECTORY_CAP = 64 * 1024 * 1024
 _HEADER = struct.Struct("<4s5H3L2H")  # signature .. extra length: 30 bytes
 
 
@@ -104,7 +109,10 @@ class WheelCapture:
                 return
             sig, _, flags, _, _, _, _, csize, usize, nlen, elen = _HEADER.unpack_from(self._buf, at)
             if sig != _LOCAL:
-                self._done = True  # the central directory (or junk): the tail covers it
+                if sig == _CENTRAL:  # kept whole, also when longer than the tail
+                    at_start = self._buf_start + at
+                    self._ranges.append((at_start, bytearray(self._buf[at:]), DIRECTORY_CAP))
+                self._done = True  # the tail covers what follows (or junk)
                 self._buf = bytearray()
                 return
             data_at = at + _HEADER.size + nlen + elen
