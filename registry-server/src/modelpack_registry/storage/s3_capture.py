@@ -99,8 +99,9 @@ class WheelCapture:
             at = self._next - self._buf_start
             if self._scanning:
                 found = self._buf.find(_LOCAL, at)
-                if found < 0:
+                if found < 0:  # keep 3 bytes: a signature may straddle two blocks
                     self._drop(max(at, len(self._buf) - 3))
+                    self._next = self._buf_start
                     return
                 self._next, self._scanning = self._buf_start + found, False
                 continue
