@@ -49,11 +49,11 @@ from modelpack_registry.storage.base import (
     NotFound,
     Stale,
     check_key,
-    keys,
 )
 from modelpack_registry.storage.s3_client import (
     error_code,
     http_status,
+    last_moved,
     make_client,
     parse_s3_url,
     started,
@@ -330,7 +330,7 @@ class S3Store:
         removed: list[str] = []
         for upload in list(self._multipart_uploads()):
             with contextlib.suppress(StorageError):  # gone meanwhile: done or aborted
-                if self._last_activity(upload) < cutoff:
+                if last_moved(self, upload) < cutoff:
                     self._abort(upload["Key"], upload["UploadId"])
                     removed.append(upload["Key"][strip:])
         for obj in list(self._staged()):
@@ -339,22 +339,6 @@ class S3Store:
                     self._delete_full(obj["Key"])
                     removed.append(obj["Key"][strip:])
         return removed
-
-    def _last_activity(self, upload: dict[str, Any]) -> datetime:
-        """When a multipart upload last moved: its start (from a ``tmp/`` key's name, else
-        as reported), or its newest part if later. A wheel's upload at ``packages/<file>``
-        has no time in its name, and moto's server reports one fixed old ``Initiated``
-        date; the parts' dates keep a live upload from looking abandoned."""
-        begun = started(upload["Key"], upload["Initiated"])
-        if upload["Key"].startswith(self.prefix + keys.TMP):
-            return begun
-        answer = self.call(
-            "listing an upload's parts",
-            lambda: self.client.list_parts(Bucket=self.bucket, Key=upload["Key"],
-                                           UploadId=upload["UploadId"]),
-        )  # fmt: skip
-        dates: list[datetime] = [part["LastModified"] for part in answer.get("Parts", ())]
-        return max([begun, *dates])
 
     def _abort(self, full: str, upload_id: str) -> None:
         self.call(
