@@ -35,7 +35,7 @@ from registry_support import (
     twine_upload,
 )
 
-from support import REPO, Registry, S3Server, clean_env, make_venv, uv_bin
+from support import REPO, Registry, S3Server, Storage, clean_env, make_venv, uv_bin
 
 JSON = "application/vnd.pypi.simple.v1+json"
 #: a replica must see another's upload within this (it checks every second on a bucket;
@@ -65,15 +65,10 @@ class OnBucket(Registry):
         env: dict[str, str] | None = None,
         **kw: Any,
     ) -> None:
-        super().__init__(folder / "no-data-folder", args=args, env={**s3.env, **(env or {})}, **kw)
-        self.storage = storage
+        bucket, _, prefix = storage.removeprefix("s3://").partition("/")
+        state = Storage.bucket(s3, bucket, prefix, workdir=folder)
+        super().__init__(state, args=args, env=env, **kw)
         self.endpoint = s3.url
-
-    def command(self) -> list[str]:
-        command = super().command()
-        at = command.index("--data")
-        command[at : at + 2] = ["--storage", self.storage, "--s3-endpoint", self.endpoint]
-        return command
 
 
 def cli(s3: S3Server, *args: str) -> subprocess.CompletedProcess[str]:
