@@ -35,7 +35,7 @@ from registry_support import (
     twine_upload,
 )
 
-from support import REPO, Registry, S3Server, clean_env, make_venv, uv_bin
+from support import REPO, Registry, S3Server, Storage, clean_env, make_venv, uv_bin
 
 JSON = "application/vnd.pypi.simple.v1+json"
 #: a replica must see another's upload within this (it checks every second on a bucket;
@@ -65,15 +65,10 @@ class OnBucket(Registry):
         env: dict[str, str] | None = None,
         **kw: Any,
     ) -> None:
-        super().__init__(folder / "no-data-folder", args=args, env={**s3.env, **(env or {})}, **kw)
-        self.storage = storage
+        bucket, _, prefix = storage.removeprefix("s3://").partition("/")
+        state = Storage.bucket(s3, bucket, prefix, workdir=folder)
+        super().__init__(state, args=args, env=env, **kw)
         self.endpoint = s3.url
-
-    def command(self) -> list[str]:
-        command = super().command()
-        at = command.index("--data")
-        command[at : at + 2] = ["--storage", self.storage, "--s3-endpoint", self.endpoint]
-        return command
 
 
 def cli(s3: S3Server, *args: str) -> subprocess.CompletedProcess[str]:
@@ -273,9 +268,10 @@ def test_two_first_uploaders_through_two_replicas_one_owner(
 
 # -- a replica killed mid-upload -------------------------------------------------------------
 def test_replica_killed_mid_upload(s3: S3Server, tmp_path: Path) -> None:
-    """SIGKILL while a 36 MiB upload is half sent (one 16 MiB part already in the bucket):
-    nothing is listed by either replica, ``verify`` names the multipart upload, a replica
-    that starts leaves it alone (it could be a live peer's), and the same upload sent
+    """SIGKILL while a 36 MiB upload is half sent (one 16 MiB part already in the bucket,
+    at the wheel's final key ``packages/<file>``): nothing is listed by either replica,
+    ``verify`` names the multipart upload, a replica that starts leaves it alone (it could
+    be a live peer's: its part is seconds old), and the same upload sent
     again through the other replica succeeds. A multipart upload that the same start-up
     sweep finds older than a day is aborted."""
     bucket = s3.bucket("kill-bucket")
@@ -306,7 +302,8 @@ def test_replica_killed_mid_upload(s3: S3Server, tmp_path: Path) -> None:
         a.kill()
 
         [cut] = multipart_uploads(s3, bucket)
-        assert re.fullmatch(r"reg/tmp/upload-\d+-\d+-[0-9a-f]+\.part", cut["Key"]), cut["Key"]
+        # a wheel streams to its final key; an incomplete multipart upload is no object
+        assert cut["Key"] == f"reg/packages/{wheel.name}", cut["Key"]
         assert listed(b, "model-cut") == []
         assert requests.get(f"{b.url}/packages/{wheel.name}", timeout=10).status_code == 404
         assert objects(s3, bucket, "reg/packages/") == []

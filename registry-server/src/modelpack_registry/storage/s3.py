@@ -7,6 +7,9 @@ state change is one conditional request:
   one (:meth:`S3Store.put_new`), and for an upload a multipart upload to a staging key under
   ``tmp/`` that :meth:`~modelpack_registry.storage.s3_upload.S3Upload.commit` copies server
   side to its key with ``CompleteMultipartUpload`` + ``If-None-Match: *`` (412: it exists).
+  A wheel skips the staging: its multipart upload is at ``packages/<file>`` from the start
+  and is completed there, with the same condition, once validated
+  (:meth:`~modelpack_registry.storage.s3_upload.S3Upload.aim`).
 - **Documents**: the version is the object's ETag. A write names it with ``If-Match``
   (or ``If-None-Match: *`` for :data:`~.base.NEW`); a delete with ``If-Match`` on
   ``DeleteObject``. 412 means another writer got in between: :class:`~.base.Stale`.
@@ -23,7 +26,8 @@ one; nothing the registry deletes that way is ever re-created concurrently by de
 Credentials come from boto3's standard chain (environment, config files, instance or pod
 roles). Abandoned uploads: set a lifecycle rule ``AbortIncompleteMultipartUpload`` after
 1 day on the bucket, and :meth:`S3Store.sweep_uploads` (run at start-up) aborts what is
-older than a day and removes staged objects left in ``tmp/``.
+older than a day (its newest part, if it has one, counts as its age: a live upload's is
+seconds old) and removes staged objects left in ``tmp/``.
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ from modelpack_registry.storage.base import (
 from modelpack_registry.storage.s3_client import (
     error_code,
     http_status,
+    last_moved,
     make_client,
     parse_s3_url,
     started,
@@ -324,8 +329,8 @@ class S3Store:
         strip = len(self.prefix)
         removed: list[str] = []
         for upload in list(self._multipart_uploads()):
-            if started(upload["Key"], upload["Initiated"]) < cutoff:
-                with contextlib.suppress(StorageError):
+            with contextlib.suppress(StorageError):  # gone meanwhile: done or aborted
+                if last_moved(self, upload) < cutoff:
                     self._abort(upload["Key"], upload["UploadId"])
                     removed.append(upload["Key"][strip:])
         for obj in list(self._staged()):

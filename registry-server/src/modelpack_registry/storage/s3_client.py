@@ -5,12 +5,14 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from modelpack_registry.storage.base import check_key
+from modelpack_registry.storage.base import check_key, keys
 
 if TYPE_CHECKING:
     from botocore.exceptions import ClientError
 
-__all__ = ["error_code", "http_status", "make_client", "parse_s3_url", "started"]
+    from modelpack_registry.storage.s3 import S3Store
+
+__all__ = ["error_code", "http_status", "last_moved", "make_client", "parse_s3_url", "started"]
 
 
 def parse_s3_url(url: str) -> tuple[str, str]:
@@ -43,6 +45,23 @@ def started(key: str, reported: datetime) -> datetime:
     if stamp.isdigit():
         return datetime.fromtimestamp(int(stamp), timezone.utc)
     return reported
+
+
+def last_moved(store: S3Store, upload: dict[str, Any]) -> datetime:
+    """When a multipart upload last moved: its start (from a ``tmp/`` key's name, else
+    as reported), or its newest part if later. A wheel's upload at ``packages/<file>``
+    has no time in its name, and moto's server reports one fixed old ``Initiated``
+    date; the parts' dates keep a live upload from looking abandoned."""
+    begun = started(upload["Key"], upload["Initiated"])
+    if upload["Key"].startswith(store.prefix + keys.TMP):
+        return begun
+    answer = store.call(
+        "listing an upload's parts",
+        lambda: store.client.list_parts(Bucket=store.bucket, Key=upload["Key"],
+                                        UploadId=upload["UploadId"]),
+    )  # fmt: skip
+    dates: list[datetime] = [part["LastModified"] for part in answer.get("Parts", ())]
+    return max([begun, *dates])
 
 
 def error_code(exc: ClientError) -> str:

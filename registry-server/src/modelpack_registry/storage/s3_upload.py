@@ -10,6 +10,15 @@ multipart copy (``UploadPartCopy``, no byte passes through the registry) complet
 ``If-None-Match: *``: if the key exists the copy is aborted and nothing changes.
 (``CopyObject`` also takes ``If-None-Match`` on AWS, but moto ignores it, and it stops at
 5 GiB; the multipart copy works on both and for every size.)
+
+The fast path for wheels (:meth:`S3Upload.aim`, called once the file name is known and
+before the first byte of the file): the parts go straight to a multipart upload at the
+final key ``packages/<file>``, which stays unlisted (an incomplete multipart upload is not
+an object) until :meth:`~S3Upload.commit` completes it with ``If-None-Match: *``. No
+staged object and no copy: a 1 GiB upload costs what ``boto3`` ``upload_file`` costs. As
+those parts cannot be read back, validation reads what :class:`.s3_capture.WheelCapture`
+kept as they streamed by (the end of the zip and its ``.dist-info`` members); a read
+outside that is a 400 and the multipart upload is aborted.
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 from modelpack_registry.errors import StorageError
 from modelpack_registry.storage.base import AlreadyExists
+from modelpack_registry.storage.s3_capture import WheelCapture
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -53,6 +63,18 @@ class S3Upload:
         self._parts: list[dict[str, Any]] = []
         self._finished = False
         self._gone = False
+        self._aimed: str | None = None  # the fast path's final key
+        self._capture: WheelCapture | None = None
+        self._whole: bytes | None = None  # the fast path's bytes when under one part
+
+    def aim(self, key: str, filename: str) -> None:
+        """Stream straight to ``key`` and validate from what streams by (a wheel; see the
+        module docstring). Only before the first byte; :meth:`commit` must then name ``key``."""
+        if self._size or self._upload_id is not None or self._finished:
+            raise ValueError("aim() after the first write")
+        self.store.full(key)  # checks the key
+        self.key, self.full, self._aimed = key, self.store.full(key), key
+        self._capture = WheelCapture(filename)
 
     @property
     def size(self) -> int:
@@ -62,6 +84,8 @@ class S3Upload:
         if self._buf is None:
             raise ValueError("write() after finish() or abort()")
         view = memoryview(data).cast("B")
+        if self._capture is not None:
+            self._capture.feed(view)
         while view:
             n = min(len(view), self._part_size - len(self._buf))
             self._buf += view[:n]
@@ -94,7 +118,12 @@ class S3Upload:
         assert buf is not None, "finish() after abort()"
         rest = bytes(buf)
         self._buf = None  # the part buffer is not needed any more
-        if self._upload_id is None:
+        if self._aimed is not None:  # the fast path: completed by commit() only
+            if self._upload_id is None:
+                self._whole = rest
+            elif rest:
+                self._send_part(rest)
+        elif self._upload_id is None:
             self.store.call(
                 "storing an upload",
                 lambda: client.put_object(Bucket=bucket, Key=self.full, Body=rest),
@@ -115,6 +144,10 @@ class S3Upload:
     def reader(self) -> BinaryIO:
         if not self._finished:
             raise ValueError("reader() before finish()")
+        if self._whole is not None:
+            return io.BytesIO(self._whole)
+        if self._capture is not None:
+            return cast(BinaryIO, self._capture.reader())
         return cast(BinaryIO, S3Reader(self.store, self.full, self._size))
 
     def local_path(self) -> Path | None:
@@ -128,6 +161,9 @@ class S3Upload:
         target = store.full(key)
         if store.head(target) is not None:  # cheap early answer; the copy checks again
             raise AlreadyExists(f"{key} exists")
+        if self._aimed is not None:
+            self._complete_aimed(key)
+            return  # nothing staged: self.full is the published object
         if self._size == 0:
             store.put_new(key, b"")
         else:
@@ -149,6 +185,24 @@ class S3Upload:
                 self._abort_multipart(target, upload_id)
                 raise
         self._delete_staged()
+
+    def _complete_aimed(self, key: str) -> None:
+        """The fast path's commit: complete the multipart upload at ``key`` if absent."""
+        if key != self._aimed:
+            raise ValueError(f"commit({key!r}) of an upload aimed at {self._aimed!r}")
+        if self._whole is not None:
+            self.store.put_new(key, self._whole)
+        else:
+            client, bucket, parts = self.store.client, self.store.bucket, self._parts
+            self.store.conditional(
+                f"publishing {key}", key,
+                lambda: client.complete_multipart_upload(
+                    Bucket=bucket, Key=self.full, UploadId=self._upload_id,
+                    MultipartUpload={"Parts": parts}, IfNoneMatch="*"),
+                new=True,
+            )  # fmt: skip
+            self._upload_id = None  # done: nothing left to abort
+        self._gone = True  # never delete the published object
 
     def _copy_parts(self, target: str, upload_id: str) -> list[dict[str, Any]]:
         client, bucket = self.store.client, self.store.bucket
@@ -181,6 +235,8 @@ class S3Upload:
             )
 
     def _delete_staged(self) -> None:
+        if self._aimed is not None:  # never: self.full is the final key
+            raise AssertionError("the fast path has no staged object")
         with contextlib.suppress(StorageError):  # else sweep_uploads removes it later
             self.store.call(
                 "removing a staged upload",
@@ -194,7 +250,7 @@ class S3Upload:
         if self._upload_id is not None:
             self._abort_multipart(self.full, self._upload_id)
             self._upload_id = None
-        if self._finished and not self._gone:
+        if self._finished and not self._gone and self._aimed is None:
             self._delete_staged()
         self._gone = True
 

@@ -56,6 +56,8 @@ from modelpack_registry.index import Index, Snapshot
 from modelpack_registry.limits import check_form, check_upload
 from modelpack_registry.pkg_info import valid_requires_python
 from modelpack_registry.storage import DataDir, Record, Upload
+from modelpack_registry.storage.base import keys
+from modelpack_registry.storage.s3_capture import NotCaptured
 from modelpack_registry.validate import (
     check_filename,
     inspect_distribution,
@@ -145,6 +147,9 @@ def _receive_and_publish(environ: dict[str, Any], data: DataDir, index: Index,
         claimed = got.fields.get("sha256_digest", "").strip().lower() or None
         _check_unpublished(index.snapshot(), data, filename, name, version, claimed)
         data.check_publish(filename, name, claimed)
+        aim = getattr(temp, "aim", None)  # a bucket: a wheel streams to its final key
+        if aim is not None and filename.endswith(".whl"):
+            aim(keys.package(filename), filename)
 
     receive(environ, temp, limits, form, refuse_early)
     _check_action(form.fields)
@@ -246,9 +251,15 @@ def _check_digests(form: Form, temp: Upload, sha256: str) -> None:
             actual = form.digests[field_name].hexdigest()
         else:  # announced after the file: hash what was stored
             digest = new()
-            with temp.reader() as f:
-                while block := f.read(1 << 20):
-                    digest.update(block)
+            try:
+                with temp.reader() as f:
+                    while block := f.read(1 << 20):
+                        digest.update(block)
+            except NotCaptured:  # a wheel on a bucket: only its end and .dist-info were kept
+                raise BadRequest(
+                    f"{field_name} was sent after the file; this registry checks it only when "
+                    "it comes before the file (as twine sends it): send the digest fields first"
+                ) from None
             actual = digest.hexdigest()
         if claimed != actual:
             raise BadRequest(
