@@ -176,15 +176,12 @@ def _zip64_size(extra: bytes, usize: int, csize: int) -> int:
     return -1
 
 
-class CapturedReader(io.RawIOBase):
-    """A seekable read-only file over the kept ranges of a streamed wheel."""
+class SeekableReader(io.RawIOBase):
+    """A read-only file of ``size`` bytes whose subclass only says how to :meth:`read`
+    from ``_pos`` (zipfile seeks, tells and reads into buffers)."""
 
-    def __init__(self, filename: str, size: int, segments: list[tuple[int, bytes]]) -> None:
-        super().__init__()
-        self.filename = filename
-        self.size = size
-        self._segments = segments
-        self._pos = 0
+    size: int
+    _pos: int
 
     def readable(self) -> bool:
         return True
@@ -207,6 +204,17 @@ class CapturedReader(io.RawIOBase):
         data = self.read(len(view))
         view[: len(data)] = data
         return len(data)
+
+
+class CapturedReader(SeekableReader):
+    """A seekable read-only file over the kept ranges of a streamed wheel."""
+
+    def __init__(self, filename: str, size: int, segments: list[tuple[int, bytes]]) -> None:
+        super().__init__()
+        self.filename = filename
+        self.size = size
+        self._segments = segments
+        self._pos = 0
 
     def read(self, size: int | None = -1) -> bytes:
         if self.closed:

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 from modelpack_registry.errors import StorageError
 from modelpack_registry.storage.base import AlreadyExists
-from modelpack_registry.storage.s3_capture import WheelCapture
+from modelpack_registry.storage.s3_capture import SeekableReader, WheelCapture
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -255,7 +255,7 @@ class S3Upload:
         self._gone = True
 
 
-class S3Reader(io.RawIOBase):
+class S3Reader(SeekableReader):
     """A seekable read-only file over one object, with ranged GETs and a read-ahead buffer.
 
     Sequential reads fetch growing ranges (256 KiB, doubling up to 8 MiB), then switch to
@@ -281,28 +281,6 @@ class S3Reader(io.RawIOBase):
         self._chunk = self.FIRST
         self._stream: Any = None
         self._stream_pos = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self.size}[whence]
-        if base + offset < 0:
-            raise ValueError("negative seek position")
-        self._pos = base + offset
-        return self._pos
-
-    def readinto(self, buffer: Any) -> int:
-        view = memoryview(buffer).cast("B")
-        data = self.read(len(view))
-        view[: len(data)] = data
-        return len(data)
 
     def read(self, size: int | None = -1) -> bytes:
         if self.closed:
