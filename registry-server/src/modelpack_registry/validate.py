@@ -23,6 +23,7 @@ from packaging.utils import (
     InvalidSdistFilename,
     InvalidWheelFilename,
     canonicalize_name,
+    canonicalize_version,
     parse_sdist_filename,
     parse_wheel_filename,
 )
@@ -278,6 +279,15 @@ def _inspect_wheel(path: Source, filename: str, name: str, version: str) -> Dist
     return DistInfo(
         name, version, _header(msg, "Requires-Python"), _header(msg, "Summary"), metadata
     )
+
+
+def normalized_version(version: str) -> str:
+    """One spelling per equal version (PEP 440: ``1``, ``1.0``, ``v1.0.0`` are ``1``)."""
+    try:
+        Version(version)
+    except InvalidVersion:
+        return version.strip().lower()
+    return canonicalize_version(version, strip_trailing_zero=True)
 
 
 def versions_equal(a: str, b: str) -> bool:

@@ -30,7 +30,7 @@ from modelpack_registry.errors import Conflict, StorageError
 from modelpack_registry.immutable import promoted_to, version_conflict
 from modelpack_registry.records import Record
 from modelpack_registry.storage.base import keys, update_doc
-from modelpack_registry.validate import versions_equal
+from modelpack_registry.validate import normalized_version, versions_equal
 
 if TYPE_CHECKING:
     from modelpack_registry.storage.datadir import DataDir
@@ -55,8 +55,6 @@ class _Busy(Exception):
 
 
 def claims_key(name: str, version: str) -> str:
-    from modelpack_registry.storage.publish import normalized_version
-
     return keys.claims(name, normalized_version(version))
 
 

@@ -15,9 +15,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from packaging.utils import canonicalize_version
-from packaging.version import InvalidVersion, Version
-
 from modelpack_registry.errors import Conflict, StorageError, disk_full, full_disk_error
 from modelpack_registry.records import Record
 from modelpack_registry.storage.base import AlreadyExists, NotFound, Upload, keys
@@ -27,7 +24,7 @@ from modelpack_registry.validate import describe
 if TYPE_CHECKING:
     from modelpack_registry.storage.datadir import DataDir
 
-__all__ = ["exists_message", "normalized_version", "publish", "same_bytes"]
+__all__ = ["exists_message", "publish", "same_bytes"]
 
 
 def publish(data: DataDir, upload: Upload, record: Record, metadata: bytes | None) -> bool:
@@ -121,15 +118,6 @@ def _hashed(data: DataDir, filename: str, sha256: str) -> bool:
     except (NotFound, StorageError, OSError):
         return False
     return digest.hexdigest() == sha256
-
-
-def normalized_version(version: str) -> str:
-    """One spelling per equal version (PEP 440: ``1``, ``1.0``, ``v1.0.0`` are ``1``)."""
-    try:
-        Version(version)
-    except InvalidVersion:
-        return version.strip().lower()
-    return canonicalize_version(version, strip_trailing_zero=True)
 
 
 def exists_message(filename: str) -> str:
