@@ -31,7 +31,8 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     root = new_project("model-big", tmp_path / "src")
     weights = root / "src" / "model_big" / "weights"
     (weights / "extra").mkdir()
-    (weights / "extra" / "embeddings.bin").write_bytes(os.urandom(3 * 1024 * 1024))
+    # A first byte that is no pickle opcode: random bytes start like a pickle now and then.
+    (weights / "extra" / "embeddings.bin").write_bytes(b"\0" + os.urandom(3 * 1024 * 1024 - 1))
     (weights / "zeros.bin").write_bytes(bytes(1024 * 1024))  # would compress to nothing
     # A .gitignore that hides the weights from hatchling must not drop them from the wheel.
     (root / ".gitignore").write_text("dist/\n*.bin\n")
@@ -151,7 +152,8 @@ def test_a_changed_weight_file_is_hashed_again(
     true = Digests(hashlib.sha256(data).hexdigest(), zlib.crc32(data))
     cache.put(path, old, true, started_ns=time.time_ns() + RACY_NS * 2)
     cache.save()
-    with path.open("r+b") as f:  # same size, same inode, new bytes
+    with path.open("r+b") as f:  # same size, same inode, new bytes (after the first,
+        f.seek(1)  # which keeps the file from looking like a pickle)
         f.write(os.urandom(4096))
     assert path.stat().st_size == old.st_size and path.stat().st_ino == old.st_ino
     wheel = build_project(project).wheel.path
