@@ -190,7 +190,10 @@ def make_project(env: Env, scratch: Path, name: str = "model-bench") -> Path:
     text = text.replace('include = ["src", "tests", "train.py", "README.md"]',
                         'include = ["src", "README.md"]')  # fmt: skip
     pyproject.write_text(text)
-    (package / "weights").mkdir(exist_ok=True)
+    # The starter model train.py wrote (a pickle of model.py's class, gone above): the
+    # pickle check of `build` would refuse it, and this model has its own weights.
+    shutil.rmtree(package / "weights", ignore_errors=True)
+    (package / "weights").mkdir()
     return project
 
 
