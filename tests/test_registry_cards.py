@@ -8,6 +8,7 @@ is measured in benchmarks/render.py; here the bounds are loose on purpose.
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -15,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import requests
-from registry_support import multipart_body
+from registry_support import MULTIPART_TYPE, multipart_body, multipart_head
 from test_registry_catalog import model_wheel, upload
 
 from support import Registry
@@ -110,3 +111,103 @@ def test_a_card_is_rendered_once_and_rebuilt_by_reindex(tmp_path: Path) -> None:
     assert card.read_text() == text  # rebuilt, as the upload made it
     assert _registry_cli("verify", "--data", str(data)).returncode == 0
     assert not [n for n in os.listdir(data / "tmp") if n.startswith("card-")]
+
+
+def _renderers(root: int) -> list[int]:
+    """The card renderer children among the descendants of process *root* (/proc)."""
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        try:
+            tasks = os.listdir(f"/proc/{pid}/task")
+        except FileNotFoundError:
+            continue
+        for tid in tasks:
+            try:
+                children = Path(f"/proc/{pid}/task/{tid}/children").read_text().split()
+            except FileNotFoundError:
+                continue
+            for child in map(int, children):
+                todo.append(child)
+                try:
+                    cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
+                except FileNotFoundError:
+                    continue
+                if b"modelpack_registry.card_render" in cmdline:
+                    found.append(child)
+    return found
+
+
+def _until(predicate: object, seconds: float = 30) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_an_upload_starts_its_card_renderer_early_and_never_leaves_it_behind(
+    registry: Registry, tmp_path: Path
+) -> None:
+    """Once an upload passes its early checks, its card's renderer starts while the body
+    arrives (at most two waiting per server process); it is gone when the upload ends:
+    published, refused after its body, or cut off by the client."""
+    assert registry.proc is not None
+    root = registry.proc.pid
+    dist = tmp_path / "dist"
+    wheels = [
+        model_wheel(dist, f"model-early{i}", "1.0", readme=f"# Early {i}\n") for i in range(3)
+    ]
+
+    def stall(wheel: Path) -> socket.socket:
+        """An upload that stops after its file part's first bytes."""
+        name = wheel.name.split("-")[0].replace("_", "-")
+        head = multipart_head(wheel.name, {"name": name, "version": "1.0"})
+        sock = socket.create_connection(("127.0.0.1", registry.port), timeout=30)
+        sock.sendall(
+            f"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: {MULTIPART_TYPE}\r\n"
+            f"Content-Length: {len(head) + 1_000_000}\r\n\r\n".encode()
+            + head
+            + b"PK"
+        )
+        return sock
+
+    stalled = [stall(wheel) for wheel in wheels]
+    assert _until(lambda: len(_renderers(root)) == 2)  # two started ahead, not three
+    time.sleep(0.5)
+    assert len(_renderers(root)) == 2
+    for sock in stalled:
+        sock.close()
+    assert _until(lambda: not _renderers(root))  # the client went away: stopped
+    again = stall(wheels[2])  # and their places are free again
+    assert _until(lambda: len(_renderers(root)) == 1)
+    again.close()
+    assert _until(lambda: not _renderers(root))
+
+    upload(registry, wheels[0])  # published: its card rendered by the early child
+    assert "<h1>Early 0</h1>" in _card(registry.data, wheels[0]).read_text()
+    assert not _renderers(root)
+    body, ctype = multipart_body(wheels[1].name, wheels[1].read_bytes(),
+                                 {"sha256_digest": "0" * 64})  # fmt: skip
+    refused = requests.post(f"{registry.url}/", data=body, headers={"Content-Type": ctype},
+                            timeout=60)  # fmt: skip
+    assert refused.status_code == 400, refused.text  # the digest: after the whole body
+    assert not _renderers(root)
+    assert not _card(registry.data, wheels[1]).exists()
+
+
+def test_the_card_renderer_child_imports_nothing_of_the_registry_but_itself() -> None:
+    """It starts on every upload: the registry's storage and web modules are not its
+    business (importing them made it 40 ms slower to be ready)."""
+    code = (
+        "import sys, modelpack_registry.card_render\n"
+        "print(sorted(m for m in sys.modules if m.startswith('modelpack_registry')))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "['modelpack_registry', 'modelpack_registry.card_render']"
+    child = subprocess.run([sys.executable, "-m", "modelpack_registry.card_render"],
+                           input=len(b"# Hi").to_bytes(8, "big") + b"# Hi",
+                           capture_output=True, timeout=60)  # fmt: skip
+    assert child.returncode == 0, child.stderr
+    assert child.stdout[0] == 0 and child.stdout[9:] == b"<h1>Hi</h1>\n"

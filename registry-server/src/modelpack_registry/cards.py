@@ -13,11 +13,15 @@ minutes. So:
   card (a file placed by hand, a card from an older renderer, a deleted one) answers a
   short note at once and asks the background thread of its process to render it.
 - **In a child process, with a budget.** :class:`Renderer` runs
-  ``python -m modelpack_registry.cards``, which renders each text under a CPU-time
+  ``python -m modelpack_registry.card_render``, which renders each text under a CPU-time
   timer (``ITIMER_PROF``: :func:`budget`, 1 s plus 3 s per MiB, so at most 4 s for the
   largest README :mod:`.limits` accepts), at a lower priority (``nice`` 10), with 512 MiB
   of memory, two at a time per server process. A text over budget is stored as escaped
   plain text with a note, so it is never tried again; request threads never render.
+  Starting that child (Python, then markdown-it) took about 0.1 s of every upload's
+  answer, so an upload that passed its early checks has it started while its body
+  arrives (:meth:`Renderer.ahead`, at most two waiting per server process), and the
+  child imports nothing of the registry but that module.
 - **Once per file.** A render holds a per-file lock of its process and checks again for
   a card first, so a view and the upload do not render the same file twice. Two server
   processes may both render it (no lock on a bucket): the cards are the same, and
@@ -39,6 +43,7 @@ import threading
 from collections.abc import Iterable, Iterator
 from email.parser import BytesParser
 
+from modelpack_registry.card_render import CPU_BUDGET, CPU_PER_MIB, MEMORY_CAP, budget
 from modelpack_registry.errors import StorageError
 from modelpack_registry.storage import DataDir, Record
 from modelpack_registry.storage.base import keys
@@ -60,13 +65,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 CARD_VERSION = "1"
-CPU_BUDGET = 1.0
-"""CPU seconds a card may take to render, plus :data:`CPU_PER_MIB` for each MiB of it."""
-CPU_PER_MIB = 3.0
-"""Markup-dense Markdown (a table, a list, links and emphasis every few lines) takes
-about 2.3 s per MiB, prose far less; ``"![" * 250_000`` takes 16 s per MiB."""
-_MEMORY_CAP = 512 << 20  # bytes of address space for a child (1 MiB of dense Markdown: ~250)
 _SLOTS = threading.BoundedSemaphore(2)  # children rendering at once, per server process
+_AHEAD = threading.BoundedSemaphore(2)  # children started ahead of their upload's render
 _WALL_LIMIT = 60.0  # seconds before a child that stopped answering is killed
 _HEADER = "<!-- modelpack-card v{version} metadata-sha256={sha} -->\n"
 NO_CARD = '<p class="muted">This model has no model card (README).</p>'
@@ -85,11 +85,6 @@ def split_description(metadata: bytes) -> tuple[str, str]:
     return text, ctype.split(";")[0].strip().lower()
 
 
-def budget(size: int) -> float:
-    """The CPU seconds a text of ``size`` bytes may take to render."""
-    return CPU_BUDGET + CPU_PER_MIB * size / (1024 * 1024)
-
-
 def _plain(text: str, note: str = "") -> str:
     return (f'<p class="muted">{note}</p>' if note else "") + f"<pre>{html.escape(text)}</pre>"
 
@@ -104,11 +99,30 @@ class Renderer:
 
     def __init__(self) -> None:
         self._proc: subprocess.Popen[bytes] | None = None
+        self._ahead = False  # holds one of the _AHEAD slots until closed
+
+    @classmethod
+    def ahead(cls) -> Renderer | None:
+        """A renderer whose child starts now, to be ready when its text comes (an
+        upload's card, once the upload is published); :meth:`close` it in any case.
+        None when two such children are already waiting in this process: the render
+        then starts its own child when it needs it."""
+        if not _AHEAD.acquire(blocking=False):
+            return None
+        renderer = cls()
+        renderer._ahead = True
+        try:
+            renderer._start()
+        except OSError as exc:  # out of processes or memory: the render tries again
+            log.warning("cannot start the card renderer: %s", exc)
+            renderer.close()
+            return None
+        return renderer
 
     def _start(self) -> subprocess.Popen[bytes]:
         if self._proc is None or self._proc.poll() is not None:
             self._proc = subprocess.Popen(
-                [sys.executable, "-m", "modelpack_registry.cards"],
+                [sys.executable, "-m", "modelpack_registry.card_render"],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL,
@@ -147,6 +161,9 @@ class Renderer:
 
     def close(self) -> None:
         """Stop the child (idempotent)."""
+        if self._ahead:
+            self._ahead = False
+            _AHEAD.release()
         proc, self._proc = self._proc, None
         if proc is not None:
             with contextlib.suppress(OSError):
@@ -170,7 +187,7 @@ def card_html(metadata: bytes, renderer: Renderer) -> str:
         return _plain(
             text,
             "This model card could not be rendered within its budget "
-            f"({budget(len(text.encode())):.1f} s of CPU, {_MEMORY_CAP >> 20} MiB of memory), "
+            f"({budget(len(text.encode())):.1f} s of CPU, {MEMORY_CAP >> 20} MiB of memory), "
             "so it is shown as plain text.",
         )
     return rendered
@@ -300,42 +317,3 @@ def card_for_view(data: DataDir, record: Record) -> tuple[str, bool]:
         return card, True
     _background.submit(data, record)
     return PENDING, False
-
-
-def _child() -> None:
-    """The renderer process: length-prefixed texts in, status + length-prefixed HTML out."""
-    import resource
-    import signal
-
-    from markdown_it import MarkdownIt
-
-    with contextlib.suppress(OSError):
-        os.nice(10)  # the registry's request threads come first
-    with contextlib.suppress(OSError, ValueError):
-        resource.setrlimit(resource.RLIMIT_AS, (_MEMORY_CAP, _MEMORY_CAP))
-    md = MarkdownIt("commonmark", {"html": False}).enable("table")
-
-    class OverBudget(Exception):
-        pass
-
-    def expired(signum: int, frame: object) -> None:
-        raise OverBudget
-
-    signal.signal(signal.SIGPROF, expired)
-    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
-    while len(head := stdin.read(8)) == 8:
-        text = stdin.read(int.from_bytes(head, "big")).decode("utf-8", "replace")
-        status, out = 0, b""
-        try:
-            signal.setitimer(signal.ITIMER_PROF, budget(len(text.encode())))
-            out = md.render(text).encode()
-        except (OverBudget, RecursionError, MemoryError):
-            status = 1
-        finally:
-            signal.setitimer(signal.ITIMER_PROF, 0)
-        stdout.write(bytes([status]) + len(out).to_bytes(8, "big") + out)
-        stdout.flush()
-
-
-if __name__ == "__main__":
-    _child()

@@ -40,7 +40,7 @@ from typing import Any, BinaryIO
 from packaging.utils import canonicalize_name
 
 from modelpack_registry.access.policy import Principal
-from modelpack_registry.cards import render_and_store
+from modelpack_registry.cards import Renderer, render_and_store
 from modelpack_registry.errors import (
     BadRequest,
     Conflict,
@@ -100,6 +100,7 @@ def handle_upload(environ: dict[str, Any], data: DataDir, index: Index, limits: 
     """
     form = Form()
     temp: Upload | None = None
+    renderer: list[Renderer] = []
     try:
         try:
             declared = int(environ.get("CONTENT_LENGTH") or -1)
@@ -110,7 +111,7 @@ def handle_upload(environ: dict[str, Any], data: DataDir, index: Index, limits: 
             raise PayloadTooLarge(too_large(limits))
         temp = data.store.new_upload()
         try:
-            return _receive_and_publish(environ, data, index, limits, form, temp, who)
+            return _receive_and_publish(environ, data, index, limits, form, temp, who, renderer)
         except OSError as exc:  # the temp file, the records or the link
             if not disk_full(exc):
                 raise
@@ -128,15 +129,21 @@ def handle_upload(environ: dict[str, Any], data: DataDir, index: Index, limits: 
                  form.received, total, exc.status, exc.message)  # fmt: skip
         raise
     finally:
+        for started in renderer:
+            started.close()
         if temp is not None:
             temp.abort()
 
 
 def _receive_and_publish(environ: dict[str, Any], data: DataDir, index: Index,
-                         limits: UploadLimits, form: Form, temp: Upload,
-                         who: Principal | None) -> tuple[str, str]:  # fmt: skip
+                         limits: UploadLimits, form: Form, temp: Upload, who: Principal | None,
+                         renderer: list[Renderer]) -> tuple[str, str]:  # fmt: skip
+    """*renderer* gets the model card's renderer, started once the early checks pass
+    (the caller closes it)."""
+
     def refuse_early(got: Form) -> None:
-        """The checks below that need only the fields sent so far and the file name."""
+        """The checks below that need only the fields sent so far and the file name;
+        then the card renderer is started, to be ready when the body has arrived."""
         filename = got.filename
         assert filename is not None
         _check_action(got.fields)
@@ -150,6 +157,9 @@ def _receive_and_publish(environ: dict[str, Any], data: DataDir, index: Index,
         aim = getattr(temp, "aim", None)  # a bucket: a wheel streams to its final key
         if aim is not None and filename.endswith(".whl"):
             aim(keys.package(filename), filename)
+        started = Renderer.ahead()
+        if started is not None:
+            renderer.append(started)
 
     receive(environ, temp, limits, form, refuse_early)
     _check_action(form.fields)
@@ -198,7 +208,8 @@ def _receive_and_publish(environ: dict[str, Any], data: DataDir, index: Index,
             info.name,
         )
     index.invalidate()
-    render_and_store(data, record, info.metadata)  # the model card, once, off the page views
+    # the model card, once, off the page views
+    render_and_store(data, record, info.metadata, renderer[0] if renderer else None)
     log.info("published %s (%d bytes, sha256 %s)%s", filename, form.size, digest, by)
     return f"OK: {filename} published\n", info.name
 
