@@ -18,6 +18,7 @@ from pathlib import Path
 import requests
 from registry_support import MULTIPART_TYPE, multipart_body, multipart_head
 from test_registry_catalog import model_wheel, upload
+from test_registry_ops import wait_until
 
 from support import Registry
 
@@ -138,15 +139,6 @@ def _renderers(root: int) -> list[int]:
     return found
 
 
-def _until(predicate: object, seconds: float = 30) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return True
-        time.sleep(0.05)
-    return False
-
-
 def test_an_upload_starts_its_card_renderer_early_and_never_leaves_it_behind(
     registry: Registry, tmp_path: Path
 ) -> None:
@@ -174,16 +166,16 @@ def test_an_upload_starts_its_card_renderer_early_and_never_leaves_it_behind(
         return sock
 
     stalled = [stall(wheel) for wheel in wheels]
-    assert _until(lambda: len(_renderers(root)) == 2)  # two started ahead, not three
+    assert wait_until(lambda: len(_renderers(root)) == 2, 30)  # two started ahead, not three
     time.sleep(0.5)
     assert len(_renderers(root)) == 2
     for sock in stalled:
         sock.close()
-    assert _until(lambda: not _renderers(root))  # the client went away: stopped
+    assert wait_until(lambda: not _renderers(root), 30)  # the client went away: stopped
     again = stall(wheels[2])  # and their places are free again
-    assert _until(lambda: len(_renderers(root)) == 1)
+    assert wait_until(lambda: len(_renderers(root)) == 1, 30)
     again.close()
-    assert _until(lambda: not _renderers(root))
+    assert wait_until(lambda: not _renderers(root), 30)
 
     upload(registry, wheels[0])  # published: its card rendered by the early child
     assert "<h1>Early 0</h1>" in _card(registry.data, wheels[0]).read_text()
