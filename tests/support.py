@@ -399,6 +399,18 @@ def clean_env() -> dict[str, str]:
     return env
 
 
+def confined_env() -> dict[str, str]:
+    """:func:`clean_env` in which pip and uv see only the index they are given on the
+    command line: no config file, no extra index, no find-links, no ``UV_*`` setting
+    (the machine's own config adds an index of its own)."""
+    env = clean_env()
+    for key in list(env):
+        if key.startswith(("PIP_EXTRA", "PIP_INDEX", "UV_")):
+            del env[key]
+    env["PIP_CONFIG_FILE"] = os.devnull
+    return env
+
+
 def make_venv(path: Path, tool: str = "pip") -> Path:
     """An empty venv for a consumer; for pip, with the pip that ``python -m venv`` would
     put there (ensurepip's bundled wheel), installed offline by uv: 0.2 s instead of the

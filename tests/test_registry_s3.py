@@ -35,7 +35,16 @@ from registry_support import (
     twine_upload,
 )
 
-from support import REPO, Registry, S3Server, Storage, clean_env, make_venv, uv_bin
+from support import (
+    REPO,
+    Registry,
+    S3Server,
+    Storage,
+    clean_env,
+    confined_env,
+    make_venv,
+    uv_bin,
+)
 
 JSON = "application/vnd.pypi.simple.v1+json"
 #: a replica must see another's upload within this (it checks every second on a bucket;
@@ -118,16 +127,6 @@ def objects(s3: S3Server, bucket: str, prefix: str) -> list[str]:
 def multipart_uploads(s3: S3Server, bucket: str) -> list[dict[str, Any]]:
     answer = s3.client().list_multipart_uploads(Bucket=bucket)  # type: ignore[attr-defined]
     return list(answer.get("Uploads", []))
-
-
-def confined_env() -> dict[str, str]:
-    """pip and uv see the one index they are given (not the machine's own)."""
-    env = clean_env()
-    for key in list(env):
-        if key.startswith(("PIP_EXTRA", "PIP_INDEX", "UV_")):
-            del env[key]
-    env["PIP_CONFIG_FILE"] = os.devnull
-    return env
 
 
 def install(tool: str, venv: Path, index_url: str, *reqs: str) -> None:

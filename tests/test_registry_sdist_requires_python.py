@@ -9,7 +9,6 @@ they report that no version fits and build nothing.
 from __future__ import annotations
 
 import io
-import os
 import subprocess
 import sys
 import tarfile
@@ -19,7 +18,7 @@ import pytest
 import requests
 from registry_support import post_upload, twine_upload
 
-from support import Registry, Venv, clean_env, uv_bin
+from support import Registry, Venv, confined_env, uv_bin
 
 JSON_TYPE = "application/vnd.pypi.simple.v1+json"
 NEVER = ">=3.99"  # no Python running these tests satisfies it
@@ -48,15 +47,6 @@ def make_sdist(folder: Path, name: str, version: str, requires_python: str | Non
             info.size = len(data)
             tf.addfile(info, io.BytesIO(data))
     return path
-
-
-def confined_env() -> dict[str, str]:
-    """An environment in which pip reads no config file: only --index-url counts."""
-    env = clean_env()
-    env["PIP_CONFIG_FILE"] = os.devnull
-    for key in ("PIP_FIND_LINKS", "PIP_EXTRA_INDEX_URL"):
-        env.pop(key, None)
-    return env
 
 
 def pages(reg: Registry, project: str) -> tuple[str, dict[str, object]]:

@@ -21,18 +21,9 @@ import pytest
 import requests
 from registry_support import make_wheel, post_upload, twine_upload
 
-from support import BIN, Registry, Venv, clean_env, uv_bin
+from support import BIN, Registry, Venv, confined_env, uv_bin
 
 JSON = "application/vnd.pypi.simple.v1+json"
-
-
-def confined_env() -> dict[str, str]:
-    env = clean_env()
-    for key in list(env):
-        if key.startswith(("PIP_EXTRA", "PIP_INDEX", "UV_")):
-            del env[key]
-    env["PIP_CONFIG_FILE"] = os.devnull
-    return env
 
 
 def install(venv: Venv, *reqs: str, index_url: str, check: bool = True) -> subprocess.CompletedProcess[str]:  # fmt: skip
