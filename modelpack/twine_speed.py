@@ -26,10 +26,12 @@ requests response hook on twine's session, so that :func:`upload_warnings` can h
 ``publish`` any ``X-Modelpack-Warning`` header the registry sends (for instance: the name
 also exists on the upstream index).
 
-Both reach into twine: a ``Settings`` subclass (public) and, for the hashes, twine's
-``HashManager`` swapped for the duration of one upload. When a twine release changes
-what they rely on, each falls back to twine's own behaviour, which is slower, never
-wrong: the test suite runs ``publish`` against a real registry and compares bytes.
+They reach into twine and its libraries in three places: a ``Settings`` subclass (public)
+whose requests adapter sets the block size and wraps the body, twine's ``HashManager``
+swapped for the duration of one upload, and requests-toolbelt's encoder (its ``parts``,
+``boundary`` and the file part's ``fd``) read by :class:`DirectFileBody`. When a release
+changes what they rely on, each falls back to twine's own behaviour, which is slower,
+never wrong: the test suite runs ``publish`` against a real registry and compares bytes.
 
 One cost is fixed, whatever the wheel: importing twine. :func:`twine_upload` imports it
 without keyring, which twine would only ask for credentials ``publish`` always gives it.
